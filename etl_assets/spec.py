@@ -1,0 +1,208 @@
+"""The declarative pipeline spec: pydantic models and the YAML loader.
+
+A spec names sources (SQL tables read incrementally by a cursor column) and sinks (where a
+source's rows go). Every error names the file, the pipeline and the field at fault.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+DURATION_PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(us|ms|s|m|h|d|w)\s*$")
+
+Step = int | str
+"""A window size: an integer for integer cursors, a duration like ``10m`` for timestamps."""
+
+
+class SpecError(ValueError):
+    """A spec that cannot be used; the message names the file, the pipeline and the field."""
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ConnectionSpec(StrictModel):
+    """Where a database is. Secrets only through ``env``; ``url`` is for secret-free URLs."""
+
+    env: str | None = Field(None, description="name of the env var that holds a SQLAlchemy URL")
+    url: str | None = Field(None, description="a SQLAlchemy URL without secrets; ${VAR} expanded")
+    embedded: bool = Field(
+        False, description="when `env` is unset, use the embedded PostgreSQL (pgserver)"
+    )
+    database: str = Field("etl_assets", description="database name on the embedded server")
+
+    @model_validator(mode="after")
+    def _one_way(self) -> ConnectionSpec:
+        if not (self.env or self.url or self.embedded):
+            raise ValueError("give one of `env`, `url` or `embedded: true`")
+        if self.env and self.url:
+            raise ValueError("give `env` or `url`, not both")
+        if self.url and re.search(r"://[^/@]*:[^/@]+@", self.url):
+            raise ValueError("`url` holds a password; put the URL in an env var and use `env`")
+        return self
+
+
+def _check_step(value: Step | None) -> Step | None:
+    if isinstance(value, str) and not DURATION_PATTERN.match(value):
+        raise ValueError(f"{value!r} is not a duration like 30s, 10m, 6h, 7d")
+    if isinstance(value, int) and value < 0:
+        raise ValueError("must not be negative")
+    return value
+
+
+class SourceSpec(StrictModel):
+    """A SQL table (or query) read incrementally by a timestamp or integer cursor column."""
+
+    connection: ConnectionSpec
+    table: str | None = Field(None, description="schema.table to read")
+    query: str | None = Field(None, description="SELECT with :lo and :hi bind parameters")
+    cursor: str = Field(description="timestamp or integer column; a window is lo < cursor <= hi")
+    cursor_type: Literal["timestamp", "integer"] | None = Field(
+        None, description="found from the table when omitted; required with `query`"
+    )
+    primary_key: list[str] = Field(default_factory=list)
+    chunk_rows: int = Field(50_000, gt=0, description="rows per extracted batch")
+    lookback: Step = Field(0, description="overlap of each new window with the previous one")
+    min_window: Step = Field(0, description="a window is cut when at least this wide ...")
+    max_delay: str = Field("1h", description="... or when this long has passed since the last cut")
+    max_window: Step | None = Field(
+        None, description="widest window (default 1d or 1,000,000 ids)"
+    )
+    start: str | int | None = Field(
+        None, description="exclusive lower bound of the first window (default: before the oldest)"
+    )
+    sensor_interval_seconds: int = Field(60, gt=0, description="seconds between sensor ticks")
+    sensor_running: bool = Field(False, description="start the watermark sensor when loaded")
+
+    _steps = field_validator("lookback", "min_window", "max_window")(_check_step)
+
+    @field_validator("max_delay")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        _check_step(value)
+        return value
+
+    @model_validator(mode="after")
+    def _table_or_query(self) -> SourceSpec:
+        if bool(self.table) == bool(self.query):
+            raise ValueError("give exactly one of `table` or `query`")
+        if self.query:
+            missing = [p for p in (":lo", ":hi") if not re.search(rf"{p}\b", self.query)]
+            if missing:
+                raise ValueError(f"`query` must use the bind parameters {', '.join(missing)}")
+            if self.cursor_type is None:
+                raise ValueError("`cursor_type` (timestamp or integer) is required with `query`")
+        return self
+
+
+class SinkBase(StrictModel):
+    source: str = Field(description="name of the source whose rows this sink receives")
+    transform: str | None = Field(
+        None, description="module:function applied to every batch before it is written"
+    )
+
+    @field_validator("transform")
+    @classmethod
+    def _transform_ref(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^[\w.]+:[\w.]+$", value):
+            raise ValueError(f"{value!r} is not of the form package.module:function")
+        return value
+
+
+class PostgresSinkSpec(SinkBase):
+    """Upsert into a PostgreSQL table through COPY and a staging table."""
+
+    kind: Literal["postgres"]
+    connection: ConnectionSpec
+    table: str = Field(description="schema.table to write (created when missing)")
+    primary_key: list[str] | None = Field(None, description="default: the source's primary key")
+
+
+SinkSpec = Annotated[PostgresSinkSpec, Field(discriminator="kind")]
+
+
+class StagingSpec(StrictModel):
+    """Where extracted batches are staged as parquet shards."""
+
+    root: str = Field("${ETL_ASSETS_HOME}/staging")
+    shard_rows: int = Field(1_000_000, gt=0, description="rows per parquet file")
+
+
+class PipelineSpec(StrictModel):
+    sources: dict[str, SourceSpec]
+    sinks: dict[str, SinkSpec] = Field(default_factory=dict)
+    staging: StagingSpec = Field(default_factory=StagingSpec)
+
+    @model_validator(mode="after")
+    def _references(self) -> PipelineSpec:
+        for name, sink in self.sinks.items():
+            if sink.source not in self.sources:
+                raise ValueError(
+                    f"sink {name!r}: source {sink.source!r} is not defined "
+                    f"(sources: {', '.join(sorted(self.sources))})"
+                )
+            if sink.kind == "postgres" and not (sink.primary_key or
+                                                self.sources[sink.source].primary_key):
+                raise ValueError(
+                    f"sink {name!r}: a postgres sink needs a primary_key (on the sink or "
+                    f"on source {sink.source!r}) to upsert"
+                )
+        clash = set(self.sources) & set(self.sinks)
+        if clash:
+            raise ValueError(f"names used for both a source and a sink: {', '.join(sorted(clash))}")
+        return self
+
+    def sink_primary_key(self, sink_name: str) -> list[str]:
+        sink = self.sinks[sink_name]
+        return list(sink.primary_key or self.sources[sink.source].primary_key)
+
+
+def _format_error(origin: str, error: dict[str, Any]) -> str:
+    loc = [str(part) for part in error["loc"]]
+    where = []
+    if len(loc) >= 2 and loc[0] in ("sources", "sinks"):
+        where.append(f"{loc[0][:-1]} {loc[1]!r}")
+        loc = loc[2:]
+        if loc and loc[0] in ("postgres",):  # discriminator tag pydantic puts in the path
+            loc = loc[1:]
+    if loc:
+        where.append(f"field {'.'.join(loc)!r}")
+    message = error["msg"].removeprefix("Value error, ")
+    return f"{origin}: {': '.join([*where, message])}"
+
+
+def parse_spec(data: Any, origin: str = "<spec>") -> PipelineSpec:
+    """Validate a spec given as plain data; ``origin`` names it in errors."""
+    for section in ("sources", "sinks"):
+        for name in (data or {}).get(section) or {}:
+            if not re.match(NAME_PATTERN, str(name)):
+                raise SpecError(
+                    f"{origin}: {section[:-1]} {name!r}: a name must be letters, digits and _ "
+                    f"and must not start with a digit"
+                )
+    try:
+        return PipelineSpec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError("\n".join(_format_error(origin, e) for e in exc.errors())) from None
+
+
+def load_spec(path: str | os.PathLike[str]) -> PipelineSpec:
+    """Read and validate a YAML spec file."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise SpecError(f"{path}: no such spec file") from None
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise SpecError(f"{path}: a spec is a mapping with `sources` and `sinks`")
+    return parse_spec(data, str(path))

@@ -1,0 +1,124 @@
+"""Real servers for the tests: PostgreSQL on 127.0.0.1:5432 (else an embedded pgserver),
+MariaDB on 127.0.0.1:3306, SQLite files, and a real Dagster instance.
+
+With ``ETL_ASSETS_REQUIRE_SERVICES=1`` (set by ``.ci/run``) a missing MariaDB fails the tests
+instead of skipping them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pymysql
+import pytest
+from dagster import DagsterInstance, instance_for_test
+from psycopg import sql
+
+PG_ADMIN_URL = os.environ.get("ETL_ASSETS_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+MYSQL = dict(host="127.0.0.1", port=3306, user="root", password="")
+REQUIRE_SERVICES = os.environ.get("ETL_ASSETS_REQUIRE_SERVICES") == "1"
+
+
+def _unavailable(what: str, error: Exception) -> None:
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{what} is required (ETL_ASSETS_REQUIRE_SERVICES=1) but unavailable: {error}")
+    pytest.skip(f"{what} unavailable: {error}")
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A superuser URL: the server on 127.0.0.1:5432, or an embedded one when none runs."""
+    try:
+        psycopg.connect(PG_ADMIN_URL, connect_timeout=3).close()
+        yield PG_ADMIN_URL
+        return
+    except psycopg.OperationalError:
+        pass
+    import pgserver
+
+    server = pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
+    yield server.get_uri()
+
+
+def _with_database(url: str, database: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).set(database=database).render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def pg_url(pg_admin_url: str) -> Iterator[str]:
+    """A database of its own for this test session, dropped at the end."""
+    name = f"etl_assets_test_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    yield _with_database(pg_admin_url, name)
+    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@dataclass
+class PgSchema:
+    """A schema of its own for one test, in the session's database."""
+
+    url: str
+    name: str
+
+    def connect(self) -> psycopg.Connection:
+        return psycopg.connect(self.url, autocommit=True)
+
+    def execute(self, statement: str, params: object = None) -> list[tuple]:
+        with self.connect() as conn:
+            cur = conn.execute(statement, params)  # type: ignore[arg-type]
+            return cur.fetchall() if cur.description else []
+
+    def table(self, name: str) -> str:
+        return f"{self.name}.{name}"
+
+
+@pytest.fixture
+def pg(pg_url: str, request: pytest.FixtureRequest) -> Iterator[PgSchema]:
+    name = "t_" + re.sub(r"\W", "_", request.node.name.lower())[:40] + "_" + uuid.uuid4().hex[:6]
+    schema = PgSchema(pg_url, name)
+    schema.execute(f'CREATE SCHEMA "{name}"')
+    yield schema
+    schema.execute(f'DROP SCHEMA "{name}" CASCADE')
+
+
+@pytest.fixture(scope="session")
+def mysql_url() -> Iterator[str]:
+    """A MariaDB database of its own for this test session."""
+    name = f"etl_assets_test_{uuid.uuid4().hex[:8]}"
+    try:
+        conn = pymysql.connect(**MYSQL, connect_timeout=3)
+    except pymysql.err.OperationalError as exc:
+        _unavailable("MariaDB on 127.0.0.1:3306", exc)
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE DATABASE `{name}`")
+    conn.close()
+    yield f"mysql+pymysql://root@127.0.0.1:3306/{name}"
+    conn = pymysql.connect(**MYSQL)
+    with conn.cursor() as cur:
+        cur.execute(f"DROP DATABASE `{name}`")
+    conn.close()
+
+
+@pytest.fixture(autouse=True)
+def etl_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own ETL_ASSETS_HOME (staging, demo data)."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("ETL_ASSETS_HOME", str(home))
+    return home
+
+
+@pytest.fixture
+def instance() -> Iterator[DagsterInstance]:
+    """A real, persistent (SQLite, temporary) Dagster instance."""
+    with instance_for_test() as dagster_instance:
+        yield dagster_instance
