@@ -1,0 +1,238 @@
+"""Windows of a cursor column and the partition keys that name them.
+
+A partition is an immutable window ``(lo, hi]`` of a source's cursor column, a timestamp or
+an integer. Its key is short and safe (``[0-9A-Za-z:+._-]`` and ``..``), sorts in time order
+for keys of one shape, and converts back to the same window.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from etl_assets.spec import DURATION_PATTERN, SourceSpec, Step
+
+Bound = datetime | int
+"""A cursor value: an integer id or a timestamp (naive, or aware in any zone)."""
+
+Size = timedelta | int
+"""A distance between cursor values: a timedelta for timestamps, an int for ids."""
+
+KEY_SEPARATOR = ".."
+_TS_KEY = re.compile(r"^(\d{8}T\d{6})(?:\.(\d{1,6}))?(Z?)$")
+_UNITS = {"us": timedelta(microseconds=1), "ms": timedelta(milliseconds=1),
+          "s": timedelta(seconds=1), "m": timedelta(minutes=1), "h": timedelta(hours=1),
+          "d": timedelta(days=1), "w": timedelta(weeks=1)}
+
+DEFAULT_MAX_WINDOW: dict[str, Size] = {"timestamp": timedelta(days=1), "integer": 1_000_000}
+
+
+def parse_duration(text: str) -> timedelta:
+    """``"90s"``, ``"10m"``, ``"6h"``, ``"7d"`` -> timedelta."""
+    match = DURATION_PATTERN.match(text)
+    if not match:
+        raise ValueError(f"{text!r} is not a duration like 30s, 10m, 6h, 7d")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def encode_bound(value: Bound) -> str:
+    """A cursor value as a key part: ``12345`` or ``20240131T235959[.5][Z]`` (Z = UTC)."""
+    if isinstance(value, bool):
+        raise TypeError("a cursor value is an int or a datetime, not a bool")
+    if isinstance(value, int):
+        return str(value)
+    if not isinstance(value, datetime):
+        raise TypeError(f"a cursor value is an int or a datetime, not {type(value).__name__}")
+    suffix = ""
+    if value.tzinfo is not None:
+        value = value.astimezone(timezone.utc)
+        suffix = "Z"
+    text = value.strftime("%Y%m%dT%H%M%S")
+    if value.microsecond:
+        text += "." + f"{value.microsecond:06d}".rstrip("0")
+    return text + suffix
+
+
+def decode_bound(text: str) -> Bound:
+    """Inverse of :func:`encode_bound`."""
+    if re.fullmatch(r"-?\d+", text):
+        return int(text)
+    match = _TS_KEY.match(text)
+    if not match:
+        raise ValueError(f"{text!r} is neither an integer nor a timestamp like 20240131T235959Z")
+    value = datetime.strptime(match.group(1), "%Y%m%dT%H%M%S")
+    if match.group(2):
+        value = value.replace(microsecond=int(match.group(2).ljust(6, "0")))
+    if match.group(3):
+        value = value.replace(tzinfo=timezone.utc)
+    return value
+
+
+@dataclass(frozen=True, order=True)
+class Window:
+    """Rows with ``lo < cursor <= hi``."""
+
+    lo: Bound
+    hi: Bound
+
+    def __post_init__(self) -> None:
+        if type(self.lo) is not type(self.hi) or not self.lo < self.hi:
+            raise ValueError(f"a window needs lo < hi of one type, got ({self.lo!r}, {self.hi!r}]")
+
+    @property
+    def key(self) -> str:
+        return f"{encode_bound(self.lo)}{KEY_SEPARATOR}{encode_bound(self.hi)}"
+
+    @classmethod
+    def from_key(cls, key: str) -> Window:
+        lo, sep, hi = key.partition(KEY_SEPARATOR)
+        if not sep:
+            raise ValueError(f"partition key {key!r} is not of the form lo..hi")
+        return cls(decode_bound(lo), decode_bound(hi))
+
+    def __str__(self) -> str:
+        return f"({self.lo}, {self.hi}]"
+
+
+@dataclass(frozen=True)
+class WindowPolicy:
+    """How a source's new rows are cut into windows.
+
+    ``max_window`` bounds a window's width (an empty cursor backfills in pieces this wide);
+    a window narrower than ``min_window`` waits until ``max_delay`` has passed since the last
+    cut, which bounds the partition count on a busy source; each new window starts
+    ``lookback`` before the last one ended, to catch rows that arrive late.
+    """
+
+    max_window: Size
+    min_window: Size
+    lookback: Size
+    max_delay: timedelta
+    start: Bound | None = None
+
+    @classmethod
+    def from_spec(cls, spec: SourceSpec, cursor_type: str) -> WindowPolicy:
+        def size(step: Step | None, default: Size) -> Size:
+            if step is None:
+                return default
+            if cursor_type == "timestamp":
+                if isinstance(step, int):
+                    if step == 0:
+                        return timedelta(0)
+                    raise ValueError(
+                        f"give a duration like '10m' for a timestamp cursor, not {step}")
+                return parse_duration(step)
+            if isinstance(step, str):
+                raise ValueError(f"give an integer for an integer cursor, not {step!r}")
+            return step
+
+        zero: Size = timedelta(0) if cursor_type == "timestamp" else 0
+        start: Bound | None = None
+        if spec.start is not None:
+            if cursor_type == "integer":
+                start = int(spec.start)
+            else:
+                start = datetime.fromisoformat(str(spec.start))
+        policy = cls(
+            max_window=size(spec.max_window, DEFAULT_MAX_WINDOW[cursor_type]),
+            min_window=size(spec.min_window, zero),
+            lookback=size(spec.lookback, zero),
+            max_delay=parse_duration(spec.max_delay),
+            start=start,
+        )
+        if not policy.max_window > zero:
+            raise ValueError("max_window must be greater than zero")
+        if policy.min_window > policy.max_window:
+            raise ValueError("min_window is wider than max_window")
+        return policy
+
+
+def _floor(value: Bound, step: Size) -> Bound:
+    """``value`` rounded down to a multiple of ``step`` (timestamps: to a calendar unit)."""
+    if isinstance(value, int):
+        assert isinstance(step, int)
+        return (value // step) * step
+    assert isinstance(step, timedelta)
+    for unit, fields in ((timedelta(days=1), dict(hour=0, minute=0, second=0, microsecond=0)),
+                         (timedelta(hours=1), dict(minute=0, second=0, microsecond=0)),
+                         (timedelta(minutes=1), dict(second=0, microsecond=0)),
+                         (timedelta(seconds=1), dict(microsecond=0))):
+        if step >= unit:
+            return value.replace(**fields)
+    return value
+
+
+def first_lo(oldest: Bound, policy: WindowPolicy) -> Bound:
+    """Exclusive lower bound of the first window: just below ``oldest``, on a round value."""
+    if policy.start is not None:
+        return _coerce_like(policy.start, oldest)
+    one: Size = 1 if isinstance(oldest, int) else timedelta(microseconds=1)
+    if isinstance(oldest, datetime) and oldest.tzinfo is not None:
+        oldest = oldest.astimezone(timezone.utc)  # round in UTC, where keys are written
+    return _floor(oldest - one, policy.max_window)
+
+
+def _coerce_like(value: Bound, like: Bound) -> Bound:
+    """``value`` with ``like``'s awareness, so the two compare (naive starts are UTC)."""
+    if isinstance(value, datetime) and isinstance(like, datetime):
+        if like.tzinfo and not value.tzinfo:
+            return value.replace(tzinfo=timezone.utc)
+        if value.tzinfo and not like.tzinfo:
+            return value.astimezone(timezone.utc).replace(tzinfo=None)
+    return value
+
+
+def split(lo: Bound, hi: Bound, max_window: Size) -> list[Window]:
+    """``(lo, hi]`` cut into consecutive windows no wider than ``max_window``."""
+    windows = []
+    count = math.ceil((hi - lo) / max_window)
+    for i in range(count):
+        upper = min(lo + max_window * (i + 1), hi)
+        windows.append(Window(lo + max_window * i, upper))
+    return windows
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a sensor tick decided: the new windows, or why there are none."""
+
+    windows: Sequence[Window]
+    reason: str
+
+    @property
+    def high_watermark(self) -> Bound | None:
+        return self.windows[-1].hi if self.windows else None
+
+
+def plan_windows(
+    requested_hi: Bound | None,
+    oldest: Bound | None,
+    newest: Bound | None,
+    policy: WindowPolicy,
+    since_last_cut: timedelta | None = None,
+) -> Plan:
+    """The windows to create now.
+
+    ``requested_hi`` is the high watermark already requested (None: nothing yet);
+    ``oldest``/``newest`` are the source's min and max cursor values (None: empty source);
+    ``since_last_cut`` is the wall-clock time since the last window was cut.
+    """
+    if newest is None:
+        return Plan([], "the source has no rows")
+    if requested_hi is None:
+        lo = first_lo(oldest if oldest is not None else newest, policy)
+        if newest <= lo:
+            return Plan([], f"no rows after the start {encode_bound(lo)}")
+        return Plan(split(lo, newest, policy.max_window), "first windows (backfill)")
+    requested_hi = _coerce_like(requested_hi, newest)
+    if newest <= requested_hi:
+        return Plan([], f"no rows after the high watermark {encode_bound(requested_hi)}")
+    waited = since_last_cut is not None and since_last_cut >= policy.max_delay
+    if newest - requested_hi < policy.min_window and not waited:
+        return Plan([], f"new rows up to {encode_bound(newest)} make a window narrower than "
+                        f"min_window; waiting up to max_delay")
+    lo = requested_hi - policy.lookback
+    return Plan(split(lo, newest, policy.max_window), "new rows")
