@@ -1,0 +1,212 @@
+"""Chunked extraction of one window from any SQLAlchemy database, as Arrow record batches."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from datetime import datetime, timezone
+from functools import cached_property
+from typing import Any
+
+import pyarrow as pa
+import sqlalchemy as sa
+
+from etl_assets.arrow_types import arrow_field, fallback_converter, infer_field, value_converter
+from etl_assets.batches import RecordBatchStream
+from etl_assets.connections import redacted, sqlalchemy_url
+from etl_assets.spec import SourceSpec
+from etl_assets.watermark import Bound, Window
+
+_INT_RANGE = (-(2**63) + 1, 2**63 - 1)
+_TS_RANGE = (datetime(1, 1, 2), datetime(9999, 12, 30))
+
+
+class SourceError(RuntimeError):
+    """A source that cannot be read as declared; the message names the source."""
+
+
+class SqlSource:
+    """A table, or a query with ``:lo``/``:hi`` parameters, read one window at a time.
+
+    Rows stream through a server-side cursor (``stream_results``) in batches of
+    ``chunk_rows``, so memory use does not grow with the window's row count.
+    """
+
+    def __init__(self, name: str, spec: SourceSpec, url: str) -> None:
+        self.name = name
+        self.spec = spec
+        self.url = url
+
+    def __repr__(self) -> str:
+        return f"SqlSource({self.name!r}, {redacted(self.url)})"
+
+    @cached_property
+    def engine(self) -> sa.Engine:
+        engine = sa.create_engine(sqlalchemy_url(self.url), pool_pre_ping=True)
+        if engine.dialect.driver == "psycopg":
+            sa.event.listen(engine, "connect", _json_as_text)
+        return engine
+
+    def dispose(self) -> None:
+        if "engine" in self.__dict__:
+            self.engine.dispose()
+
+    @cached_property
+    def table(self) -> sa.Table | None:
+        """The reflected source table (None for a query source)."""
+        if not self.spec.table:
+            return None
+        schema, _, table_name = self.spec.table.rpartition(".")
+        try:
+            table = sa.Table(table_name, sa.MetaData(), schema=schema or None,
+                             autoload_with=self.engine)
+        except sa.exc.NoSuchTableError:
+            raise SourceError(f"source {self.name!r}: table {self.spec.table} does not exist "
+                              f"in {redacted(self.url)}") from None
+        missing = [c for c in [self.spec.cursor, *self.spec.primary_key] if c not in table.c]
+        if missing:
+            raise SourceError(f"source {self.name!r}: table {self.spec.table} has no column "
+                              f"{', '.join(missing)} (columns: {', '.join(table.c.keys())})")
+        return table
+
+    @cached_property
+    def cursor_type(self) -> str:
+        """``timestamp`` or ``integer``."""
+        if self.spec.cursor_type:
+            return self.spec.cursor_type
+        assert self.table is not None
+        sql_type = self.table.c[self.spec.cursor].type
+        if isinstance(sql_type, sa.DateTime):
+            return "timestamp"
+        if isinstance(sql_type, sa.Integer):
+            return "integer"
+        raise SourceError(f"source {self.name!r}: cursor column {self.spec.cursor} is "
+                          f"{sql_type}; it must be a timestamp or an integer")
+
+    @cached_property
+    def _cursor_is_aware(self) -> bool | None:
+        if self.table is None or self.cursor_type != "timestamp":
+            return None
+        return bool(self.table.c[self.spec.cursor].type.timezone)
+
+    def _bound(self, value: Bound) -> Bound:
+        """``value`` with the cursor column's time zone awareness."""
+        if isinstance(value, datetime) and self._cursor_is_aware is not None:
+            if self._cursor_is_aware and value.tzinfo is None:
+                return value.replace(tzinfo=timezone.utc)
+            if not self._cursor_is_aware and value.tzinfo is not None:
+                return value.astimezone(timezone.utc).replace(tzinfo=None)
+        return value
+
+    @cached_property
+    def schema(self) -> pa.Schema | None:
+        """Arrow schema of a table source (a query's is known after its first batch)."""
+        if self.table is None:
+            return None
+        dialect = self.engine.dialect.name
+        return pa.schema([arrow_field(column, dialect) for column in self.table.columns])
+
+    def _window_select(self, lo: Bound, hi: Bound, order: bool = True) -> sa.Executable:
+        if self.table is not None:
+            cursor = self.table.c[self.spec.cursor]
+            # JSON travels as text: no parse in the driver and dump again here.
+            columns = [sa.type_coerce(c, sa.Text).label(c.name) if isinstance(c.type, sa.JSON)
+                       else c for c in self.table.columns]
+            stmt = sa.select(*columns).where(cursor > self._bound(lo), cursor <= self._bound(hi))
+            return stmt.order_by(cursor) if order else stmt
+        assert self.spec.query is not None
+        return sa.text(self.spec.query).bindparams(lo=lo, hi=hi)
+
+    def cursor_range(self) -> tuple[Bound | None, Bound | None]:
+        """The oldest and newest cursor values in the source (None, None when it is empty)."""
+        if self.table is not None:
+            cursor = self.table.c[self.spec.cursor]
+            stmt = sa.select(sa.func.min(cursor), sa.func.max(cursor))
+        else:
+            assert self.spec.query is not None
+            low, high = _INT_RANGE if self.cursor_type == "integer" else _TS_RANGE
+            column = self.engine.dialect.identifier_preparer.quote(self.spec.cursor)
+            stmt = sa.text(
+                f"SELECT min(q.{column}), max(q.{column}) FROM ({self.spec.query}) AS q"
+            ).bindparams(lo=low, hi=high)
+        with self.engine.connect() as conn:
+            oldest, newest = conn.execute(stmt).one()
+        return self._checked(oldest), self._checked(newest)
+
+    def _checked(self, value: Any) -> Bound | None:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | datetime):
+            raise SourceError(f"source {self.name!r}: cursor column {self.spec.cursor} gave "
+                              f"{value!r} ({type(value).__name__}); declare a timestamp or "
+                              f"integer column")
+        if self.cursor_type == "integer" and isinstance(value, datetime):
+            raise SourceError(f"source {self.name!r}: cursor {self.spec.cursor} is a timestamp, "
+                              f"but cursor_type says integer")
+        return value
+
+    def extract(self, window: Window) -> RecordBatchStream:
+        """The rows of ``window`` ordered by the cursor, in batches of ``chunk_rows``."""
+        schema = self.schema
+        if schema is None:  # a query: read the first batch to learn its columns
+            batches = self._batches(window, None)
+            first = next(batches, None)
+            if first is None:
+                return RecordBatchStream(pa.schema([]), iter(()))
+            return RecordBatchStream(first.schema, _chain(first, batches))
+        return RecordBatchStream(schema, self._batches(window, schema))
+
+    def _batches(self, window: Window, schema: pa.Schema | None) -> Iterator[pa.RecordBatch]:
+        chunk = self.spec.chunk_rows
+        with self.engine.connect() as conn:
+            result = conn.execution_options(stream_results=True, yield_per=chunk).execute(
+                self._window_select(window.lo, window.hi)
+            )
+            names = list(result.keys())
+            for rows in result.partitions(chunk):
+                if schema is None:
+                    columns = list(zip(*rows, strict=True))
+                    schema = pa.schema([infer_field(n, list(c)) for n, c in zip(names, columns,
+                                                                                   strict=True)])
+                yield self._to_batch(rows, schema)
+
+    def _to_batch(self, rows: Sequence[Sequence[Any]], schema: pa.Schema) -> pa.RecordBatch:
+        columns = list(zip(*rows, strict=True))
+        arrays = []
+        for field, values in zip(schema, columns, strict=True):
+            convert = value_converter(field)
+            data = [convert(v) for v in values] if convert else values
+            try:
+                arrays.append(pa.array(data, type=field.type))
+            except (pa.ArrowInvalid, pa.ArrowTypeError) as first_error:
+                fallback = fallback_converter(field)
+                try:
+                    arrays.append(pa.array([fallback(v) for v in data], type=field.type))
+                except (pa.ArrowInvalid, pa.ArrowTypeError):
+                    bad = _first_bad_value(data, field.type)
+                    raise SourceError(
+                        f"source {self.name!r}: column {field.name} ({field.type}) cannot hold "
+                        f"{bad!r}: {first_error}"
+                    ) from first_error
+        return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+def _json_as_text(dbapi_connection: Any, _record: Any) -> None:
+    """Make psycopg return json/jsonb as the server's text instead of parsed objects."""
+    from psycopg.types.string import TextLoader
+
+    for name in ("json", "jsonb"):
+        dbapi_connection.adapters.register_loader(name, TextLoader)
+
+
+def _chain(first: pa.RecordBatch, rest: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    yield first
+    yield from rest
+
+
+def _first_bad_value(values: Sequence[Any], arrow_type: pa.DataType) -> Any:
+    for value in values:
+        try:
+            pa.array([value], type=arrow_type)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            return value
+    return None
