@@ -1,0 +1,41 @@
+"""Progress lines for long work: rows so far and rows per second, at most every few seconds."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+
+class ProgressLog:
+    """Counts rows and logs ``label: N rows (R rows/s)`` every ``every_seconds``."""
+
+    def __init__(self, log: logging.Logger | Any, label: str, every_seconds: float = 10.0) -> None:
+        self.log = log
+        self.label = label
+        self.every = every_seconds
+        self.rows = 0
+        self.batches = 0
+        self.started = time.monotonic()
+        self._last_log = self.started
+
+    def add(self, rows: int) -> None:
+        self.rows += rows
+        self.batches += 1
+        now = time.monotonic()
+        if now - self._last_log >= self.every:
+            self._last_log = now
+            self.log.info(f"{self.label}: {self.rows:,} rows in {self.batches} batches "
+                          f"({self.rows_per_second:,.0f} rows/s)")
+
+    @property
+    def seconds(self) -> float:
+        return time.monotonic() - self.started
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.rows / self.seconds if self.seconds > 0 else 0.0
+
+    def done(self) -> None:
+        self.log.info(f"{self.label}: done, {self.rows:,} rows in {self.batches} batches, "
+                      f"{self.seconds:.1f} s ({self.rows_per_second:,.0f} rows/s)")
