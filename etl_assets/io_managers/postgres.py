@@ -1,0 +1,298 @@
+"""PostgreSQL sink IO manager: COPY each batch into a staging table, then upsert.
+
+Per batch, in one transaction: in-batch duplicate keys are resolved (last row wins), the
+batch is written by COPY (CSV made by pyarrow) into a temporary table named for the partition
+and run, and ``INSERT .. ON CONFLICT (primary key) DO UPDATE`` moves it into the target,
+leaving unchanged rows untouched. Re-running a partition therefore gives the same table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import psycopg
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+from dagster import ConfigurableIOManager, InputContext, OutputContext
+from psycopg import sql
+
+from etl_assets.batches import RecordBatchStream
+from etl_assets.connections import libpq_url, redacted
+from etl_assets.embedded_postgres import embedded_postgres_url
+from etl_assets.io_managers.postgres_types import csv_ready, postgres_type
+from etl_assets.progress import ProgressLog
+
+# Types without an equality operator: compared as text when skipping unchanged rows.
+_NO_EQUALITY = {"json", "xml", "point", "line", "lseg", "box", "path", "polygon", "circle"}
+
+
+class PostgresSinkError(RuntimeError):
+    """A batch that could not be written; the message names the table, column and row."""
+
+
+def split_table_name(name: str) -> tuple[str, str]:
+    """``schema.table`` -> (schema, table); a bare name is in ``public``."""
+    schema, _, table = name.rpartition(".")
+    return schema or "public", table
+
+
+def last_row_per_key(batch: pa.RecordBatch, keys: Sequence[str]) -> pa.RecordBatch:
+    """``batch`` without earlier rows whose key repeats later in it (the last row wins)."""
+    if batch.num_rows < 2:
+        return batch
+    if len(keys) == 1 and pc.count_distinct(batch.column(keys[0]), mode="all").as_py() == \
+            batch.num_rows:
+        return batch
+    table = pa.Table.from_batches([batch.select(list(keys))])
+    table = table.append_column("__row", pa.array(np.arange(batch.num_rows, dtype=np.int64)))
+    last = table.group_by(list(keys), use_threads=False).aggregate([("__row", "max")])
+    if last.num_rows == batch.num_rows:
+        return batch
+    keep = pc.take(last["__row_max"], pc.sort_indices(last["__row_max"])).combine_chunks()
+    return batch.take(keep)
+
+
+class PostgresUpsertWriter:
+    """Writes record batches into one PostgreSQL table by COPY + upsert, a batch a transaction."""
+
+    def __init__(self, conninfo: str, table: str, primary_key: Sequence[str],
+                 staging_name: str) -> None:
+        self.conninfo = conninfo
+        self.schema_name, self.table_name = split_table_name(table)
+        self.display = f"{self.schema_name}.{self.table_name}"
+        self.target = sql.Identifier(self.schema_name, self.table_name)
+        self.primary_key = list(primary_key)
+        self.staging = sql.Identifier(staging_name)
+        self.conn: psycopg.Connection[Any] | None = None
+        self._columns: list[str] = []
+        self._upsert: sql.Composed | None = None
+
+    def __enter__(self) -> PostgresUpsertWriter:
+        try:
+            self.conn = psycopg.connect(self.conninfo, application_name="etl_assets")
+        except psycopg.OperationalError as exc:
+            raise PostgresSinkError(
+                f"{self.display}: cannot connect to {redacted(self.conninfo)}: {exc}"
+            ) from None
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+    # -- table ---------------------------------------------------------------------------
+
+    def prepare(self, schema: pa.Schema) -> list[str]:
+        """Create the target table, or add the columns it lacks; returns actions taken."""
+        assert self.conn is not None
+        missing_keys = [k for k in self.primary_key if k not in schema.names]
+        if missing_keys:
+            raise PostgresSinkError(f"{self.display}: primary key column(s) "
+                                    f"{', '.join(missing_keys)} not in the data "
+                                    f"(columns: {', '.join(schema.names)})")
+        actions: list[str] = []
+        with self.conn.transaction():
+            # Serialise DDL on this table across concurrent runs.
+            self.conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self.display,))
+            existing = self._existing_columns()
+            if existing is None:
+                self._create(schema)
+                actions.append(f"created table {self.display}")
+                existing = {f.name: postgres_type(f) for f in schema}
+            else:
+                for field in schema:
+                    if field.name not in existing:
+                        self.conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN {} {}").format(
+                            self.target, sql.Identifier(field.name),
+                            sql.SQL(postgres_type(field))))
+                        existing[field.name] = postgres_type(field)
+                        actions.append(f"added column {field.name} {postgres_type(field)}")
+                self._check_key()
+            self._columns = list(schema.names)
+            self._upsert = self._upsert_statement(existing)
+            self.conn.execute(sql.SQL(
+                "CREATE TEMP TABLE IF NOT EXISTS {} ON COMMIT DELETE ROWS AS "
+                "SELECT {} FROM {} WITH NO DATA").format(
+                    self.staging, sql.SQL(", ").join(map(sql.Identifier, self._columns)),
+                    self.target))
+        return actions
+
+    def _existing_columns(self) -> dict[str, str] | None:
+        assert self.conn is not None
+        regclass = self.conn.execute("SELECT to_regclass(%s)", (self._qualified(),)).fetchone()
+        if regclass is None or regclass[0] is None:
+            return None
+        rows = self.conn.execute(
+            "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
+            "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
+            (self._qualified(),)).fetchall()
+        return dict(rows)
+
+    def _qualified(self) -> str:
+        assert self.conn is not None
+        return self.target.as_string(self.conn)
+
+    def _create(self, schema: pa.Schema) -> None:
+        assert self.conn is not None
+        columns = [
+            sql.SQL("{} {}{}").format(
+                sql.Identifier(f.name), sql.SQL(postgres_type(f)),
+                sql.SQL(" NOT NULL" if f.name in self.primary_key else ""))
+            for f in schema
+        ]
+        columns.append(sql.SQL("PRIMARY KEY ({})").format(
+            sql.SQL(", ").join(map(sql.Identifier, self.primary_key))))
+        self.conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
+            sql.Identifier(self.schema_name)))
+        self.conn.execute(sql.SQL("CREATE TABLE {} ({})").format(
+            self.target, sql.SQL(", ").join(columns)))
+
+    def _check_key(self) -> None:
+        assert self.conn is not None
+        found = self.conn.execute(
+            """SELECT 1 FROM pg_index i WHERE i.indrelid = %s::regclass AND i.indisunique
+               AND i.indpred IS NULL AND (SELECT array_agg(a.attname::text ORDER BY a.attname)
+                   FROM pg_attribute a WHERE a.attrelid = i.indrelid
+                   AND a.attnum = ANY(i.indkey)) = %s::text[]""",
+            (self._qualified(), sorted(self.primary_key))).fetchone()
+        if not found:
+            raise PostgresSinkError(
+                f"{self.display}: the table has no primary key or unique index on exactly "
+                f"({', '.join(self.primary_key)}), which an upsert needs")
+
+    def _upsert_statement(self, target_types: dict[str, str]) -> sql.Composed:
+        cols = sql.SQL(", ").join(map(sql.Identifier, self._columns))
+        insert = sql.SQL("INSERT INTO {} AS t ({}) SELECT {} FROM {} ON CONFLICT ({}) ").format(
+            self.target, cols, cols, self.staging,
+            sql.SQL(", ").join(map(sql.Identifier, self.primary_key)))
+        updates = [c for c in self._columns if c not in self.primary_key]
+        if not updates:
+            return insert + sql.SQL("DO NOTHING")
+
+        def compared(prefix: str, column: str) -> sql.Composable:
+            ref = sql.SQL("{}.{}").format(sql.SQL(prefix), sql.Identifier(column))
+            base_type = re.sub(r"\(.*\)|\[\]", "", target_types.get(column, "")).strip()
+            return sql.SQL("{}::text").format(ref) if base_type in _NO_EQUALITY else ref
+
+        return insert + sql.SQL("DO UPDATE SET {} WHERE ({}) IS DISTINCT FROM ({})").format(
+            sql.SQL(", ").join(sql.SQL("{} = EXCLUDED.{}").format(sql.Identifier(c),
+                                                                  sql.Identifier(c))
+                               for c in updates),
+            sql.SQL(", ").join(compared("t", c) for c in updates),
+            sql.SQL(", ").join(compared("EXCLUDED", c) for c in updates))
+
+    # -- batches -------------------------------------------------------------------------
+
+    def write(self, batch: pa.RecordBatch) -> int:
+        """Upsert one batch in its own transaction; returns the rows inserted or changed."""
+        assert self.conn is not None and self._upsert is not None
+        batch = batch.select(self._columns)
+        self._check_keys_present(batch)
+        batch = last_row_per_key(batch, self.primary_key)
+        data = self._csv(batch)
+        with self.conn.transaction(), self.conn.cursor() as cur:
+            try:
+                with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
+                        self.staging, sql.SQL(", ").join(map(sql.Identifier,
+                                                             self._columns)))) as copy:
+                    copy.write(data)
+            except psycopg.Error as exc:
+                raise PostgresSinkError(self._describe(exc, batch)) from None
+            try:
+                cur.execute(self._upsert)
+            except psycopg.Error as exc:
+                raise PostgresSinkError(f"{self.display}: upsert failed: "
+                                        f"{exc.diag.message_primary or exc}") from None
+            return cur.rowcount
+
+    def _check_keys_present(self, batch: pa.RecordBatch) -> None:
+        for key in self.primary_key:
+            column = batch.column(key)
+            if column.null_count:
+                row = pc.index(pc.is_null(column), True).as_py()
+                raise PostgresSinkError(f"{self.display}: primary key column {key} is NULL in "
+                                        f"batch row {row}: {self._row_text(batch, row)}")
+
+    def _csv(self, batch: pa.RecordBatch) -> bytes:
+        arrays = [csv_ready(batch.column(i), batch.schema.field(i))
+                  for i in range(batch.num_columns)]
+        ready = pa.Table.from_arrays(arrays, names=batch.schema.names)
+        sink = io.BytesIO()
+        pacsv.write_csv(ready, sink, pacsv.WriteOptions(include_header=False,
+                                                         quoting_style="all_valid"))
+        return sink.getvalue()
+
+    def _row_text(self, batch: pa.RecordBatch, row: int) -> str:
+        values = batch.slice(row, 1).to_pylist()[0]
+        shown = {k: values[k] for k in self.primary_key} if all(
+            values.get(k) is not None for k in self.primary_key) else values
+        return ", ".join(f"{k}={v!r}" for k, v in shown.items())
+
+    def _describe(self, exc: psycopg.Error, batch: pa.RecordBatch) -> str:
+        message = exc.diag.message_primary or str(exc)
+        context = exc.diag.context or ""
+        match = re.search(r"line (\d+)(?:, column (\w+))?", context)
+        if not match:
+            return f"{self.display}: COPY failed: {message}"
+        row = int(match.group(1)) - 1
+        column = f" column {match.group(2)}" if match.group(2) else ""
+        where = self._row_text(batch, row) if 0 <= row < batch.num_rows else f"row {row}"
+        return f"{self.display}:{column} row {where}: {message}"
+
+
+def staging_table_name(asset: str, partition: str | None, run_id: str) -> str:
+    """A temporary table name unique to one asset, partition and run (max 63 bytes)."""
+    digest = hashlib.sha1(f"{asset}|{partition}|{run_id}".encode()).hexdigest()[:16]
+    return f"etl_stage_{digest}"
+
+
+class PostgresUpsertIOManager(ConfigurableIOManager):
+    """Upserts a sink asset's batches into a PostgreSQL table (created when missing).
+
+    ``url`` is a PostgreSQL URL (pass it with ``EnvVar``); empty means the embedded server
+    (database ``embedded_database``). ``table`` is ``schema.table``.
+    """
+
+    url: str = ""
+    embedded_database: str = "etl_assets"
+    table: str
+    primary_key: list[str]
+
+    def conninfo(self) -> str:
+        return libpq_url(self.url) if self.url else embedded_postgres_url(self.embedded_database)
+
+    def handle_output(self, context: OutputContext, obj: RecordBatchStream) -> None:
+        partition = context.partition_key if context.has_partition_key else None
+        asset = context.asset_key.to_user_string()
+        label = f"{asset} [{partition}] -> {self.table}"
+        changed = 0
+        staging = staging_table_name(asset, partition, context.run_id)
+        with PostgresUpsertWriter(self.conninfo(), self.table, self.primary_key,
+                                  staging) as writer:
+            for action in writer.prepare(obj.schema):
+                context.log.info(f"{label}: {action}")
+            progress = ProgressLog(context.log, label)
+            for batch in obj:
+                changed += writer.write(batch)
+                progress.add(batch.num_rows)
+        progress.done()
+        context.add_output_metadata({
+            "table": self.table,
+            "dagster/row_count": progress.rows,
+            "rows_changed": changed,
+            "batches": progress.batches,
+            "seconds": round(progress.seconds, 3),
+            "rows_per_second": round(progress.rows_per_second),
+        })
+
+    def load_input(self, context: InputContext) -> RecordBatchStream:
+        raise NotImplementedError(
+            f"{context.asset_key.to_user_string()} is a sink; read {self.table} from PostgreSQL"
+        )
