@@ -1,0 +1,151 @@
+"""Spec -> Dagster definitions: assets, IO managers, jobs and sensors.
+
+For each source: a dynamic partitions definition (one partition per window), the source asset
+(extract one window into staging), one sink asset per sink, a job over them, and the
+watermark sensor. Each asset's code version is a hash of its spec and transform code, so the
+UI shows which partitions were made by an older version of a pipeline.
+"""
+
+
+import hashlib
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pyarrow as pa
+from dagster import (
+    AssetExecutionContext,
+    AssetIn,
+    AssetKey,
+    AssetsDefinition,
+    ConfigurableIOManager,
+    Definitions,
+    DynamicPartitionsDefinition,
+    JobDefinition,
+    SensorDefinition,
+    asset,
+    define_asset_job,
+    in_process_executor,
+)
+
+from etl_assets.batches import RecordBatchStream
+from etl_assets.connections import dagster_url_value, redacted, resolve_url
+from etl_assets.io_managers.postgres import PostgresUpsertIOManager
+from etl_assets.io_managers.staging import ParquetStagingIOManager
+from etl_assets.sensors import build_watermark_sensor
+from etl_assets.sources.sql import SqlSource
+from etl_assets.spec import PipelineSpec, PostgresSinkSpec, SinkSpec, SourceSpec
+from etl_assets.transforms import code_of, load_transform
+from etl_assets.watermark import Window
+
+STAGING_IO_MANAGER = "staging_io_manager"
+
+
+def _version(*parts: Any) -> str:
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def partitions_for(source_name: str) -> DynamicPartitionsDefinition:
+    """The dynamic partitions (one per window) of ``source_name``."""
+    return DynamicPartitionsDefinition(name=f"{source_name}_windows")
+
+
+def build_source_asset(name: str, spec: SourceSpec,
+                       partitions: DynamicPartitionsDefinition) -> AssetsDefinition:
+    """The asset that extracts one window of ``name`` into staging."""
+    where = spec.table or "a query"
+
+    @asset(
+        name=name,
+        partitions_def=partitions,
+        io_manager_key=STAGING_IO_MANAGER,
+        group_name=name,
+        code_version=_version(spec.model_dump()),
+        description=f"Rows of {where} with {spec.cursor} in the partition's window, staged "
+                    f"as parquet.",
+        kinds={"sql", "parquet"},
+    )
+    def source_asset(context: AssetExecutionContext) -> RecordBatchStream:
+        window = Window.from_key(context.partition_key)
+        source = SqlSource(name, spec, resolve_url(spec.connection, f"source {name!r}"))
+        context.log.info(f"{name}: extracting {spec.cursor} in {window} from {where} at "
+                         f"{redacted(source.url)}, {spec.chunk_rows:,} rows a batch")
+        stream = source.extract(window)
+        return RecordBatchStream(stream.schema, _disposing(stream, source))
+
+    return source_asset
+
+
+def _disposing(stream: RecordBatchStream, source: SqlSource) -> Iterator[pa.RecordBatch]:
+    try:
+        yield from stream
+    finally:
+        source.dispose()
+
+
+def build_sink_asset(name: str, sink: SinkSpec, partitions: DynamicPartitionsDefinition,
+                     io_manager_key: str) -> AssetsDefinition:
+    """The asset that writes the staged rows of ``sink.source`` through ``sink``'s transform."""
+    transform: Callable[..., Any] | None = (
+        load_transform(sink.transform, f"sink {name!r}") if sink.transform else None
+    )
+
+    @asset(
+        name=name,
+        partitions_def=partitions,
+        io_manager_key=io_manager_key,
+        ins={"staged": AssetIn(key=AssetKey(sink.source))},
+        group_name=sink.source,
+        code_version=_version(sink.model_dump(), code_of(transform) if transform else None),
+        description=f"Rows of {sink.source} written to the {sink.kind} sink "
+                    f"{getattr(sink, 'table', '')}".strip(),
+        kinds={sink.kind},
+    )
+    def sink_asset(context: AssetExecutionContext, staged: RecordBatchStream) -> RecordBatchStream:
+        return staged.map(transform) if transform else staged
+
+    return sink_asset
+
+
+def build_sink_io_manager(name: str, sink: SinkSpec, spec: PipelineSpec) -> ConfigurableIOManager:
+    """The IO manager that writes sink ``name``."""
+    if isinstance(sink, PostgresSinkSpec):
+        return PostgresUpsertIOManager(
+            url=dagster_url_value(sink.connection, f"sink {name!r}"),
+            embedded_database=sink.connection.database,
+            table=sink.table,
+            primary_key=spec.sink_primary_key(name),
+        )
+    raise ValueError(f"sink {name!r}: unknown kind {sink.kind!r}")
+
+
+def build_definitions(spec: PipelineSpec) -> Definitions:
+    """Every asset, IO manager, job and sensor that ``spec`` declares."""
+    assets: list[AssetsDefinition] = []
+    jobs: list[JobDefinition | Any] = []
+    sensors: list[SensorDefinition] = []
+    resources: dict[str, Any] = {
+        STAGING_IO_MANAGER: ParquetStagingIOManager(root=spec.staging.root,
+                                                    shard_rows=spec.staging.shard_rows),
+    }
+    for source_name, source in spec.sources.items():
+        partitions = partitions_for(source_name)
+        keys = [AssetKey(source_name)]
+        assets.append(build_source_asset(source_name, source, partitions))
+        for sink_name, sink in spec.sinks.items():
+            if sink.source != source_name:
+                continue
+            io_manager_key = f"{sink_name}_io_manager"
+            resources[io_manager_key] = build_sink_io_manager(sink_name, sink, spec)
+            assets.append(build_sink_asset(sink_name, sink, partitions, io_manager_key))
+            keys.append(AssetKey(sink_name))
+        job = define_asset_job(
+            f"{source_name}_job",
+            selection=keys,
+            executor_def=in_process_executor,
+            description=f"Extract one window of {source_name} and write it to every sink.",
+        )
+        jobs.append(job)
+        sensors.append(build_watermark_sensor(source_name, source, partitions, job))
+    return Definitions(assets=assets, jobs=jobs, sensors=sensors, resources=resources)

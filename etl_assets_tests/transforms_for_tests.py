@@ -1,0 +1,20 @@
+"""Transforms named by the tests' specs (``etl_assets_tests.transforms_for_tests:...``)."""
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+
+def shout_codes(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """Upper-case ``code`` (prefixing ``X-``), keep only id, code and updated_at."""
+    codes = pc.binary_join_element_wise("X-", pc.utf8_upper(batch.column("code")), "")
+    return pa.RecordBatch.from_arrays(
+        [batch.column("id"), codes, batch.column("updated_at")],
+        names=["id", "code", "updated_at"])
+
+
+def with_pandas(batch: pa.RecordBatch) -> pd.DataFrame:
+    """A pandas transform: ``id`` and ``amount`` doubled (as float)."""
+    frame = batch.select(["id", "amount"]).to_pandas()
+    frame["amount"] = frame["amount"].astype("float64") * 2
+    return frame
