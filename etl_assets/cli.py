@@ -1,0 +1,130 @@
+"""``etl-assets``: command-line helpers for running pipelines with ``dagster job execute``.
+
+``dagster job execute`` needs a dynamic partition to exist before it runs one, and it takes
+the partition as a tag. ``etl-assets add-partitions SOURCE`` does what a sensor tick does —
+cuts the source's new rows into windows after the highest existing partition and adds them to
+the instance in ``$DAGSTER_HOME`` — and prints one key a line, ready for::
+
+    for key in $(etl-assets add-partitions sensors); do
+      dagster job execute -m etl_assets.definitions -j sensors_job \\
+        --tags "{\\"dagster/partition\\": \\"$key\\"}"
+    done
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from etl_assets.code_location import load_pipeline_spec, spec_path
+from etl_assets.connections import resolve_url
+from etl_assets.sensors import highest_partition_hi, plan_next_windows
+from etl_assets.sources.sql import SqlSource
+from etl_assets.spec import SpecError
+
+
+def _add_partitions(source_name: str) -> int:
+    from dagster import DagsterInstance
+
+    if not os.environ.get("DAGSTER_HOME"):
+        print("etl-assets: set DAGSTER_HOME; partitions must live in a persistent instance",
+              file=sys.stderr)
+        return 2
+    spec = load_pipeline_spec()
+    if source_name not in spec.sources:
+        print(f"etl-assets: {spec_path()}: no source {source_name!r} "
+              f"(sources: {', '.join(sorted(spec.sources))})", file=sys.stderr)
+        return 2
+    source_spec = spec.sources[source_name]
+    partitions_name = f"{source_name}_windows"
+    with DagsterInstance.get() as instance:
+        requested_hi = highest_partition_hi(instance, partitions_name)
+        source = SqlSource(source_name, source_spec,
+                           resolve_url(source_spec.connection, f"source {source_name!r}"))
+        try:
+            plan = plan_next_windows(source, requested_hi)
+        finally:
+            source.dispose()
+        keys = [window.key for window in plan.windows]
+        if keys:
+            instance.add_dynamic_partitions(partitions_name, keys)
+    print(f"{source_name}: {plan.reason}: {len(keys)} new partition(s)", file=sys.stderr)
+    for key in keys:
+        print(key)
+    return 0
+
+
+def _status() -> int:
+    import psycopg
+    from dagster import DagsterInstance
+    from psycopg import sql
+
+    from etl_assets.connections import libpq_url
+    from etl_assets.io_managers.postgres import split_table_name
+    from etl_assets.spec import PostgresSinkSpec
+
+    spec = load_pipeline_spec()
+    with DagsterInstance.get() as instance:
+        for name in spec.sources:
+            keys = instance.get_dynamic_partitions(f"{name}_windows")
+            high = highest_partition_hi(instance, f"{name}_windows")
+            print(f"source {name}: {len(keys)} partition(s), requested up to {high}")
+    for name, sink in spec.sinks.items():
+        if not isinstance(sink, PostgresSinkSpec):
+            continue
+        url = libpq_url(resolve_url(sink.connection, f"sink {name!r}"))
+        with psycopg.connect(url) as conn:
+            exists = conn.execute("SELECT to_regclass(%s)", (sink.table,)).fetchone()
+            if not exists or exists[0] is None:
+                print(f"sink {name}: {sink.table} does not exist yet")
+                continue
+            (rows,) = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(
+                sql.Identifier(*split_table_name(sink.table)))).fetchone() or (0,)
+        print(f"sink {name}: {rows:,} rows in {sink.table}")
+    return 0
+
+
+def _stop_embedded() -> int:
+    from etl_assets.embedded_postgres import default_data_dir, stop_embedded_postgres
+
+    stop_embedded_postgres()
+    print(f"stopped the embedded PostgreSQL in {default_data_dir()} (if it was running)")
+    return 0
+
+
+def _check() -> int:
+    spec = load_pipeline_spec()
+    print(f"{spec_path()}: ok")
+    for name, source in spec.sources.items():
+        sinks = [s for s, sink in spec.sinks.items() if sink.source == name]
+        print(f"  source {name}: {source.table or 'query'} by {source.cursor} -> "
+              f"{', '.join(sinks) or 'no sinks'}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="etl-assets", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    add = commands.add_parser("add-partitions",
+                              help="add partitions for new rows of SOURCE; print their keys")
+    add.add_argument("source")
+    commands.add_parser("check", help="validate the spec ($ETL_ASSETS_SPEC or the demo)")
+    commands.add_parser("status", help="partitions per source, rows per PostgreSQL sink")
+    commands.add_parser("stop-embedded", help="stop the embedded PostgreSQL server")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "add-partitions":
+            return _add_partitions(args.source)
+        if args.command == "status":
+            return _status()
+        if args.command == "stop-embedded":
+            return _stop_embedded()
+        return _check()
+    except SpecError as exc:
+        print(f"etl-assets: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
