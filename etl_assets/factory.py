@@ -30,6 +30,7 @@ from dagster import (
 
 from etl_assets.batches import RecordBatchStream
 from etl_assets.connections import dagster_url_value, redacted, resolve_url
+from etl_assets.dead_letters import build_replay_job
 from etl_assets.io_managers.postgres import PostgresUpsertIOManager
 from etl_assets.io_managers.staging import ParquetStagingIOManager
 from etl_assets.sensors import build_watermark_sensor
@@ -137,7 +138,10 @@ def build_definitions(spec: PipelineSpec) -> Definitions:
             if sink.source != source_name:
                 continue
             io_manager_key = f"{sink_name}_io_manager"
-            resources[io_manager_key] = build_sink_io_manager(sink_name, sink, spec)
+            io_manager = build_sink_io_manager(sink_name, sink, spec)
+            resources[io_manager_key] = io_manager
+            if hasattr(io_manager, "replay_dead_letters"):
+                jobs.append(build_replay_job(sink_name, io_manager_key))
             assets.append(build_sink_asset(sink_name, sink, partitions, io_manager_key))
             keys.append(AssetKey(sink_name))
         job = define_asset_job(

@@ -126,7 +126,10 @@ class PostgresSinkSpec(SinkBase):
     primary_key: list[str] | None = Field(None, description="default: the source's primary key")
 
 
+# Every sink kind: add a model above and list it here (the `kind` field tells them apart).
+SINK_MODELS: tuple[type[SinkBase], ...] = (PostgresSinkSpec,)
 SinkSpec = Annotated[PostgresSinkSpec, Field(discriminator="kind")]
+SINK_KINDS = frozenset(m.model_fields["kind"].annotation.__args__[0] for m in SINK_MODELS)
 
 
 class StagingSpec(StrictModel):
@@ -136,10 +139,17 @@ class StagingSpec(StrictModel):
     shard_rows: int = Field(1_000_000, gt=0, description="rows per parquet file")
 
 
+class DeadLetterSpec(StrictModel):
+    """Where undelivered rows are kept until a replay delivers them."""
+
+    root: str = Field("${ETL_ASSETS_HOME}/dead_letters")
+
+
 class PipelineSpec(StrictModel):
     sources: dict[str, SourceSpec]
     sinks: dict[str, SinkSpec] = Field(default_factory=dict)
     staging: StagingSpec = Field(default_factory=StagingSpec)
+    dead_letters: DeadLetterSpec = Field(default_factory=DeadLetterSpec)
 
     @model_validator(mode="after")
     def _references(self) -> PipelineSpec:
@@ -171,7 +181,7 @@ def _format_error(origin: str, error: dict[str, Any]) -> str:
     if len(loc) >= 2 and loc[0] in ("sources", "sinks"):
         where.append(f"{loc[0][:-1]} {loc[1]!r}")
         loc = loc[2:]
-        if loc and loc[0] in ("postgres",):  # discriminator tag pydantic puts in the path
+        if loc and loc[0] in SINK_KINDS:  # the discriminator tag pydantic puts in the path
             loc = loc[1:]
     if loc:
         where.append(f"field {'.'.join(loc)!r}")

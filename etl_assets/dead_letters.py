@@ -1,0 +1,203 @@
+"""Dead-letter store: what a sink could not deliver, kept on disk to be replayed later.
+
+One parquet file per failed delivery under ``<root>/<asset>/<partition>/``: the undelivered
+rows (or documents) as they were, plus columns saying why and how often they failed. Sinks
+add to it when ``on_error: dead_letter`` (or when a load fails after its retries); a replay
+job per sink re-sends the rows and removes those that succeed. Files are written to a temp
+name and renamed, so a crash never leaves half a file.
+"""
+
+
+import os
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Protocol
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from dagster import (
+    In,
+    JobDefinition,
+    MetadataValue,
+    Nothing,
+    OpExecutionContext,
+    Output,
+    job,
+    op,
+)
+
+from etl_assets.home import expand_vars
+
+ERROR = "_dl_error"
+ATTEMPTS = "_dl_attempts"
+FIRST_FAILED_AT = "_dl_first_failed_at"
+LAST_FAILED_AT = "_dl_last_failed_at"
+RUN_ID = "_dl_run_id"
+META_COLUMNS = (ERROR, ATTEMPTS, FIRST_FAILED_AT, LAST_FAILED_AT, RUN_ID)
+ALL_PARTITIONS = "__all__"
+_TS = pa.timestamp("us", tz="UTC")
+
+
+@dataclass(frozen=True)
+class DeadLetterFile:
+    """One failed delivery: ``rows`` undelivered rows of ``asset``'s ``partition``."""
+
+    path: Path
+    asset: str
+    partition: str | None
+    rows: int
+
+
+@dataclass(frozen=True)
+class DeadLetters:
+    """The rows of one file: ``payload`` as the sink had them, ``meta`` why they failed."""
+
+    payload: pa.Table
+    errors: list[str]
+    attempts: list[int]
+    first_failed_at: list[datetime]
+
+
+class DeadLetterStore:
+    """Dead letters under ``root`` (``${ETL_ASSETS_HOME}`` is expanded)."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(expand_vars(str(root)))
+
+    def folder(self, asset: str, partition: str | None) -> Path:
+        return self.root / asset / (partition or ALL_PARTITIONS)
+
+    def add(self, asset: str, partition: str | None, payload: pa.Table | pa.RecordBatch,
+            errors: Sequence[str] | str, *, run_id: str,
+            attempts: Sequence[int] | int = 1,
+            first_failed_at: Sequence[datetime] | None = None) -> DeadLetterFile | None:
+        """Keep ``payload``'s rows with why each failed; returns the file (None: no rows)."""
+        table = payload if isinstance(payload, pa.Table) else pa.Table.from_batches([payload])
+        rows = table.num_rows
+        if rows == 0:
+            return None
+        clash = [c for c in table.column_names if c in META_COLUMNS]
+        if clash:
+            raise ValueError(f"{asset}: column name(s) {clash} are reserved for dead letters")
+        now = datetime.now(timezone.utc)
+        table = (table
+                 .append_column(ERROR, pa.array(_per_row(errors, rows), pa.string()))
+                 .append_column(ATTEMPTS, pa.array(_per_row(attempts, rows), pa.int32()))
+                 .append_column(FIRST_FAILED_AT, pa.array(
+                     list(first_failed_at) if first_failed_at is not None else [now] * rows, _TS))
+                 .append_column(LAST_FAILED_AT, pa.array([now] * rows, _TS))
+                 .append_column(RUN_ID, pa.array([run_id] * rows, pa.string())))
+        folder = self.folder(asset, partition)
+        folder.mkdir(parents=True, exist_ok=True)
+        name = f"{time.time_ns()}-{run_id[:8]}-{uuid.uuid4().hex[:6]}.parquet"
+        temp = folder / f".{name}.tmp"
+        pq.write_table(table, temp)
+        os.replace(temp, folder / name)
+        return DeadLetterFile(folder / name, asset, partition, rows)
+
+    def files(self, asset: str, partition: str | None = None) -> list[DeadLetterFile]:
+        """Dead-letter files of ``asset`` (of one ``partition``, or of all), oldest first."""
+        base = self.root / asset
+        folders = [self.folder(asset, partition)] if partition else (
+            sorted(p for p in base.iterdir() if p.is_dir()) if base.is_dir() else [])
+        found = []
+        for folder in folders:
+            if not folder.is_dir():
+                continue
+            key = None if folder.name == ALL_PARTITIONS else folder.name
+            for path in sorted(folder.glob("*.parquet")):
+                rows = pq.ParquetFile(path).metadata.num_rows
+                found.append(DeadLetterFile(path, asset, key, rows))
+        return sorted(found, key=lambda f: f.path.name)
+
+    def count(self, asset: str, partition: str | None = None) -> int:
+        """Undelivered rows of ``asset`` (read from file footers, not the data)."""
+        return sum(f.rows for f in self.files(asset, partition))
+
+    def read(self, file: DeadLetterFile) -> DeadLetters:
+        table = pq.read_table(file.path)
+        return DeadLetters(
+            payload=table.drop_columns(list(META_COLUMNS)),
+            errors=table.column(ERROR).to_pylist(),
+            attempts=table.column(ATTEMPTS).to_pylist(),
+            first_failed_at=table.column(FIRST_FAILED_AT).to_pylist(),
+        )
+
+    def settle(self, file: DeadLetterFile, still_failing: Sequence[bool] | pa.Array,
+               errors: Sequence[str] | str, *, run_id: str) -> int:
+        """After a replay of ``file``: drop the rows that went through, keep the others with
+        their new error and one more attempt. Returns how many rows are still failing."""
+        letters = self.read(file)
+        mask = pa.array(still_failing, pa.bool_())
+        if len(mask) != letters.payload.num_rows:
+            raise ValueError(f"{file.path}: {len(mask)} results for "
+                             f"{letters.payload.num_rows} dead letters")
+        failing = pc.sum(mask).as_py() or 0
+        if failing:
+            indices = [i for i, failed in enumerate(mask.to_pylist()) if failed]
+            new_errors = _per_row(errors, letters.payload.num_rows)
+            self.add(file.asset, file.partition, letters.payload.take(indices),
+                     [new_errors[i] for i in indices], run_id=run_id,
+                     attempts=[letters.attempts[i] + 1 for i in indices],
+                     first_failed_at=[letters.first_failed_at[i] for i in indices])
+        file.path.unlink()
+        return failing
+
+    def metadata(self, asset: str, partition: str | None) -> dict[str, Any]:
+        """Asset metadata: dead letters of this partition and of the whole asset."""
+        return {
+            "dead_letters": self.count(asset, partition),
+            "dead_letters_all_partitions": self.count(asset),
+            "dead_letter_path": MetadataValue.path(str(self.root / asset)),
+        }
+
+
+def _per_row(value: Any, rows: int) -> list[Any]:
+    if isinstance(value, str | int):
+        return [value] * rows
+    values = list(value)
+    if len(values) != rows:
+        raise ValueError(f"{len(values)} values for {rows} rows")
+    return values
+
+
+@dataclass(frozen=True)
+class ReplayReport:
+    """What a replay did: rows delivered now, rows still failing, files read."""
+
+    replayed: int
+    still_failing: int
+    files: int
+
+
+class ReplaysDeadLetters(Protocol):
+    """A sink IO manager whose dead letters a replay job can re-send."""
+
+    def replay_dead_letters(self, context: OpExecutionContext, asset: str) -> ReplayReport: ...
+
+
+def build_replay_job(sink_name: str, io_manager_key: str) -> JobDefinition:
+    """``<sink>_replay_dead_letters``: re-send every dead letter of ``sink_name``."""
+
+    @op(name=f"replay_{sink_name}_dead_letters", required_resource_keys={io_manager_key},
+        ins={"start": In(Nothing)})
+    def replay(context: OpExecutionContext) -> Output[int]:
+        sink: ReplaysDeadLetters = getattr(context.resources, io_manager_key)
+        report = sink.replay_dead_letters(context, sink_name)
+        context.log.info(f"{sink_name}: replayed {report.replayed} dead letter(s) from "
+                         f"{report.files} file(s); {report.still_failing} still failing")
+        return Output(report.still_failing, metadata={
+            "replayed": report.replayed, "still_failing": report.still_failing,
+            "files": report.files})
+
+    @job(name=f"{sink_name}_replay_dead_letters",
+         description=f"Re-send the dead letters of sink {sink_name}; keep those that fail.")
+    def replay_job() -> None:
+        replay()
+
+    return replay_job
