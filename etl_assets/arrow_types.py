@@ -69,8 +69,8 @@ def arrow_field(column: sa.Column[Any], dialect: str) -> pa.Field:
         arrow = pa.timestamp("us", tz="UTC" if sql_type.timezone else None)
     elif isinstance(sql_type, sa.Date):
         arrow = pa.date32()
-    elif isinstance(sql_type, sa.Time):
-        arrow = pa.time64("us")
+    elif isinstance(sql_type, sa.Time):  # a time with a zone has no Arrow type: text
+        arrow = pa.string() if sql_type.timezone else pa.time64("us")
     elif isinstance(sql_type, sqltypes._AbstractInterval):
         arrow = pa.duration("us")
     elif isinstance(sql_type, sa.JSON | postgresql.JSONB | postgresql.JSON):

@@ -12,7 +12,8 @@ import sqlalchemy as sa
 
 from etl_assets.arrow_types import arrow_field, fallback_converter, infer_field, value_converter
 from etl_assets.batches import RecordBatchStream
-from etl_assets.connections import redacted, sqlalchemy_url
+from etl_assets.connections import libpq_url, redacted, sqlalchemy_url
+from etl_assets.sources.postgres_copy import copy_batches, copy_supported, split_table_name
 from etl_assets.spec import SourceSpec
 from etl_assets.watermark import Bound, Window
 
@@ -28,7 +29,9 @@ class SqlSource:
     """A table, or a query with ``:lo``/``:hi`` parameters, read one window at a time.
 
     Rows stream through a server-side cursor (``stream_results``) in batches of
-    ``chunk_rows``, so memory use does not grow with the window's row count.
+    ``chunk_rows``, so memory use does not grow with the window's row count. PostgreSQL tables
+    whose types allow it stream through ``COPY .. TO STDOUT`` instead (see
+    :mod:`etl_assets.sources.postgres_copy`).
     """
 
     def __init__(self, name: str, spec: SourceSpec, url: str) -> None:
@@ -153,6 +156,11 @@ class SqlSource:
             if first is None:
                 return RecordBatchStream(pa.schema([]), iter(()))
             return RecordBatchStream(first.schema, _chain(first, batches))
+        if self.engine.dialect.name == "postgresql" and copy_supported(schema):
+            assert self.spec.table is not None
+            return RecordBatchStream(schema, copy_batches(
+                libpq_url(self.url), split_table_name(self.spec.table), schema, self.spec.cursor,
+                self._bound(window.lo), self._bound(window.hi), self.spec.chunk_rows))
         return RecordBatchStream(schema, self._batches(window, schema))
 
     def _batches(self, window: Window, schema: pa.Schema | None) -> Iterator[pa.RecordBatch]:
