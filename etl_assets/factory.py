@@ -29,15 +29,16 @@ from dagster import (
 )
 
 from etl_assets.batches import RecordBatchStream
-from etl_assets.connections import dagster_url_value, redacted, resolve_url
+from etl_assets.connections import dagster_url_value, libpq_url, redacted, resolve_url
 from etl_assets.dead_letters import build_replay_job
 from etl_assets.io_managers.postgres import PostgresUpsertIOManager
+from etl_assets.io_managers.postgres_watermark import read_watermark
 from etl_assets.io_managers.staging import ParquetStagingIOManager
 from etl_assets.sensors import build_watermark_sensor
 from etl_assets.sources.sql import SqlSource
 from etl_assets.spec import PipelineSpec, PostgresSinkSpec, SinkSpec, SourceSpec
 from etl_assets.transforms import code_of, load_transform
-from etl_assets.watermark import Window
+from etl_assets.watermark import Bound, Window
 
 STAGING_IO_MANAGER = "staging_io_manager"
 
@@ -117,8 +118,33 @@ def build_sink_io_manager(name: str, sink: SinkSpec, spec: PipelineSpec) -> Conf
             embedded_database=sink.connection.database,
             table=sink.table,
             primary_key=spec.sink_primary_key(name),
+            watermark_column=spec.sources[sink.source].cursor,
+            replace_slice=sink.without_key == "replace_window",
         )
     raise ValueError(f"sink {name!r}: unknown kind {sink.kind!r}")
+
+
+def committed_watermark_reader(source_name: str,
+                               spec: PipelineSpec) -> Callable[[], Bound | None] | None:
+    """What the source's PostgreSQL sinks have committed: the lowest of their watermarks, or
+    None when one has none (a new sink must get the whole history). None when the source has
+    no PostgreSQL sink (other sinks keep no watermark)."""
+    tables = [(name, sink) for name, sink in spec.sinks.items()
+              if sink.source == source_name and isinstance(sink, PostgresSinkSpec)]
+    if not tables:
+        return None
+
+    def read() -> Bound | None:
+        marks = []
+        for name, sink in tables:
+            url = resolve_url(sink.connection, f"sink {name!r}")
+            mark = read_watermark(libpq_url(url), sink.table)
+            if mark is None:
+                return None
+            marks.append(mark)
+        return min(marks)
+
+    return read
 
 
 def build_definitions(spec: PipelineSpec) -> Definitions:
@@ -151,5 +177,7 @@ def build_definitions(spec: PipelineSpec) -> Definitions:
             description=f"Extract one window of {source_name} and write it to every sink.",
         )
         jobs.append(job)
-        sensors.append(build_watermark_sensor(source_name, source, partitions, job))
+        sensors.append(build_watermark_sensor(
+            source_name, source, partitions, job,
+            committed_watermark=committed_watermark_reader(source_name, spec)))
     return Definitions(assets=assets, jobs=jobs, sensors=sensors, resources=resources)

@@ -4,7 +4,8 @@ Each tick asks the source for its newest cursor value, cuts the new rows into wi
 (see :mod:`etl_assets.watermark`), adds one dynamic partition per window and requests a run
 for it. The cursor advances only by creating partitions, so a failed run stays visible as a
 failed partition and can be re-run. With an empty cursor the sensor starts after the highest
-partition that already exists (so a reset sensor does not backfill again), else from the
+partition that already exists (so a reset sensor does not backfill again), else after the
+watermark its sinks have committed (a new instance over tables loaded before), else from the
 oldest row.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -91,8 +93,14 @@ def build_watermark_sensor(
     spec: SourceSpec,
     partitions: DynamicPartitionsDefinition,
     job: JobDefinition | UnresolvedAssetJobDefinition,
+    committed_watermark: Callable[[], Bound | None] | None = None,
 ) -> SensorDefinition:
-    """The sensor that cuts ``source_name``'s new rows into partitions and runs ``job``."""
+    """The sensor that cuts ``source_name``'s new rows into partitions and runs ``job``.
+
+    ``committed_watermark`` returns what the sinks have committed (see
+    :mod:`etl_assets.io_managers.postgres_watermark`); it is asked only when the sensor's cursor
+    is empty and no partition exists yet.
+    """
 
     @sensor(
         name=f"{source_name}_watermark_sensor",
@@ -109,6 +117,11 @@ def build_watermark_sensor(
         if requested_hi is None:
             assert partitions.name is not None
             requested_hi = highest_partition_hi(context.instance, partitions.name)
+            if requested_hi is None and committed_watermark is not None:
+                requested_hi = committed_watermark()
+                if requested_hi is not None:
+                    context.log.info(f"{source_name}: starting after the watermark its sinks "
+                                     f"committed: {encode_bound(requested_hi)}")
         since = None if state.cut_at is None else timedelta(seconds=time.time() - state.cut_at)
         source = SqlSource(source_name, spec, resolve_url(spec.connection,
                                                           f"source {source_name!r}"))

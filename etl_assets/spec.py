@@ -58,6 +58,12 @@ def _check_step(value: Step | None) -> Step | None:
     return value
 
 
+def _check_reference(value: str | None) -> str | None:
+    if value is not None and not re.match(r"^[\w.]+:[\w.]+$", value):
+        raise ValueError(f"{value!r} is not of the form package.module:name")
+    return value
+
+
 class SourceSpec(StrictModel):
     """A SQL table (or query) read incrementally by a timestamp or integer cursor column."""
 
@@ -109,12 +115,7 @@ class SinkBase(StrictModel):
         None, description="module:function applied to every batch before it is written"
     )
 
-    @field_validator("transform")
-    @classmethod
-    def _transform_ref(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^[\w.]+:[\w.]+$", value):
-            raise ValueError(f"{value!r} is not of the form package.module:function")
-        return value
+    _transform_ref = field_validator("transform")(_check_reference)
 
 
 class PostgresSinkSpec(SinkBase):
@@ -123,7 +124,17 @@ class PostgresSinkSpec(SinkBase):
     kind: Literal["postgres"]
     connection: ConnectionSpec
     table: str = Field(description="schema.table to write (created when missing)")
-    primary_key: list[str] | None = Field(None, description="default: the source's primary key")
+    primary_key: list[str] | None = Field(
+        None, description="default: the source's primary key; [] for a table without one")
+    table_definition: str | None = Field(
+        None, description="module:attribute naming a SQLAlchemy Table whose columns and "
+                          "database types the target must have (wins over the data's types)")
+    without_key: Literal["replace_window", "append"] = Field(
+        "replace_window", description="a table without a primary key: delete the partition's "
+                                      "window of the source's cursor, then append (a re-run "
+                                      "replaces it), or plain append")
+
+    _definition_ref = field_validator("table_definition")(_check_reference)
 
 
 # Every sink kind: add a model above and list it here (the `kind` field tells them apart).
@@ -159,20 +170,16 @@ class PipelineSpec(StrictModel):
                     f"sink {name!r}: source {sink.source!r} is not defined "
                     f"(sources: {', '.join(sorted(self.sources))})"
                 )
-            if sink.kind == "postgres" and not (sink.primary_key or
-                                                self.sources[sink.source].primary_key):
-                raise ValueError(
-                    f"sink {name!r}: a postgres sink needs a primary_key (on the sink or "
-                    f"on source {sink.source!r}) to upsert"
-                )
         clash = set(self.sources) & set(self.sinks)
         if clash:
             raise ValueError(f"names used for both a source and a sink: {', '.join(sorted(clash))}")
         return self
 
     def sink_primary_key(self, sink_name: str) -> list[str]:
+        """The sink's own key when given (``[]`` means none), else the source's."""
         sink = self.sinks[sink_name]
-        return list(sink.primary_key or self.sources[sink.source].primary_key)
+        key = getattr(sink, "primary_key", None)
+        return list(key if key is not None else self.sources[sink.source].primary_key)
 
 
 def _format_error(origin: str, error: dict[str, Any]) -> str:

@@ -57,8 +57,10 @@ def test_a_good_spec_loads_with_defaults(tmp_path: Path) -> None:
      "source 'sensors': field 'connection': `url` holds a password"),
     (("  sensors:\n", "  2sensors:\n"),
      "source '2sensors': a name must be letters, digits and _"),
-    (("    primary_key: [code]\n", ""),
-     "sink 'sensors_pg': a postgres sink needs a primary_key"),
+    (("table: analytics.sensors}", "table: analytics.sensors, table_definition: models.Sensors}"),
+     "sink 'sensors_pg': field 'table_definition': 'models.Sensors' is not of the form package.module:name"),
+    (("table: analytics.sensors}", "table: analytics.sensors, without_key: upsert}"),
+     "sink 'sensors_pg': field 'without_key': Input should be 'replace_window' or 'append'"),
 ])
 def test_a_bad_spec_names_file_pipeline_and_field(tmp_path: Path, change: tuple[str, str],
                                                   expected: str) -> None:

@@ -3,7 +3,12 @@
 Per batch, in one transaction: in-batch duplicate keys are resolved (last row wins), the
 batch is written by COPY (CSV made by pyarrow) into a temporary table named for the partition
 and run, and ``INSERT .. ON CONFLICT (primary key) DO UPDATE`` moves it into the target,
-leaving unchanged rows untouched. Re-running a partition therefore gives the same table.
+leaving unchanged rows untouched; the table's high watermark (its COMMENT) advances in the same
+transaction. Re-running a partition therefore gives the same table.
+
+A table without a primary key is appended to by COPY; when the partition's column (the
+source's cursor) is in the data, the partition's slice ``lo < column <= hi`` is deleted in the
+first batch's transaction, so a re-run replaces the slice instead of duplicating it.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import io
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -26,7 +31,9 @@ from etl_assets.batches import RecordBatchStream
 from etl_assets.connections import libpq_url, redacted
 from etl_assets.embedded_postgres import embedded_postgres_url
 from etl_assets.io_managers.postgres_types import csv_ready, postgres_type
+from etl_assets.io_managers.postgres_watermark import WatermarkTarget, record_watermark
 from etl_assets.progress import ProgressLog
+from etl_assets.watermark import Window
 
 # Types without an equality operator: compared as text when skipping unchanged rows.
 _NO_EQUALITY = {"json", "xml", "point", "line", "lseg", "box", "path", "polygon", "circle"}
@@ -62,7 +69,8 @@ class PostgresUpsertWriter:
     """Writes record batches into one PostgreSQL table by COPY + upsert, a batch a transaction."""
 
     def __init__(self, conninfo: str, table: str, primary_key: Sequence[str],
-                 staging_name: str) -> None:
+                 staging_name: str, *, watermark: WatermarkTarget | None = None,
+                 replace_slice: bool = True) -> None:
         self.conninfo = conninfo
         self.schema_name, self.table_name = split_table_name(table)
         self.display = f"{self.schema_name}.{self.table_name}"
@@ -72,6 +80,11 @@ class PostgresUpsertWriter:
         self.conn: psycopg.Connection[Any] | None = None
         self._columns: list[str] = []
         self._upsert: sql.Composed | None = None
+        # Without a primary key: the partition's slice to delete before the first batch.
+        self.watermark = watermark
+        self.replace_slice = replace_slice
+        self._slice_delete: sql.Composed | None = None
+        self._finished = False
 
     def __enter__(self) -> PostgresUpsertWriter:
         try:
@@ -114,9 +127,13 @@ class PostgresUpsertWriter:
                             sql.SQL(postgres_type(field))))
                         existing[field.name] = postgres_type(field)
                         actions.append(f"added column {field.name} {postgres_type(field)}")
-                self._check_key()
+                if self.primary_key:
+                    self._check_key()
             self._columns = list(schema.names)
             self._upsert = self._upsert_statement(existing)
+            self._slice_delete = self._slice_statement(schema)
+            if not self.primary_key:
+                actions.append(self._append_mode_note())
             self.conn.execute(sql.SQL(
                 "CREATE TEMP TABLE IF NOT EXISTS {} ON COMMIT DELETE ROWS AS "
                 "SELECT {} FROM {} WITH NO DATA").format(
@@ -147,8 +164,9 @@ class PostgresUpsertWriter:
                 sql.SQL(" NOT NULL" if f.name in self.primary_key else ""))
             for f in schema
         ]
-        columns.append(sql.SQL("PRIMARY KEY ({})").format(
-            sql.SQL(", ").join(map(sql.Identifier, self.primary_key))))
+        if self.primary_key:
+            columns.append(sql.SQL("PRIMARY KEY ({})").format(
+                sql.SQL(", ").join(map(sql.Identifier, self.primary_key))))
         self.conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
             sql.Identifier(self.schema_name)))
         self.conn.execute(sql.SQL("CREATE TABLE {} ({})").format(
@@ -167,8 +185,28 @@ class PostgresUpsertWriter:
                 f"{self.display}: the table has no primary key or unique index on exactly "
                 f"({', '.join(self.primary_key)}), which an upsert needs")
 
+    def _slice_statement(self, schema: pa.Schema) -> sql.Composed | None:
+        if self.primary_key or not self.replace_slice or self.watermark is None \
+                or self.watermark.cursor not in schema.names:
+            return None
+        window = self.watermark.window
+        return sql.SQL("DELETE FROM {} WHERE {} > {} AND {} <= {}").format(
+            self.target, sql.Identifier(self.watermark.cursor), sql.Literal(window.lo),
+            sql.Identifier(self.watermark.cursor), sql.Literal(window.hi))
+
+    def _append_mode_note(self) -> str:
+        if self._slice_delete is not None:
+            assert self.watermark is not None
+            return (f"no primary key: replacing the slice {self.watermark.cursor} in "
+                    f"{self.watermark.window} of {self.display}")
+        return (f"no primary key and no partition column in the data: appending to "
+                f"{self.display}; a re-run of this partition adds its rows again")
+
     def _upsert_statement(self, target_types: dict[str, str]) -> sql.Composed:
         cols = sql.SQL(", ").join(map(sql.Identifier, self._columns))
+        if not self.primary_key:
+            return sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}").format(
+                self.target, cols, cols, self.staging)
         insert = sql.SQL("INSERT INTO {} AS t ({}) SELECT {} FROM {} ON CONFLICT ({}) ").format(
             self.target, cols, cols, self.staging,
             sql.SQL(", ").join(map(sql.Identifier, self.primary_key)))
@@ -190,14 +228,17 @@ class PostgresUpsertWriter:
 
     # -- batches -------------------------------------------------------------------------
 
-    def write(self, batch: pa.RecordBatch) -> int:
-        """Upsert one batch in its own transaction; returns the rows inserted or changed."""
+    def write(self, batch: pa.RecordBatch, *, final: bool = False) -> int:
+        """Upsert one batch in its own transaction; returns the rows inserted or changed.
+        ``final``: the partition's last batch, after which the watermark is the window's hi."""
         assert self.conn is not None and self._upsert is not None
         batch = batch.select(self._columns)
-        self._check_keys_present(batch)
-        batch = last_row_per_key(batch, self.primary_key)
+        if self.primary_key:
+            self._check_keys_present(batch)
+            batch = last_row_per_key(batch, self.primary_key)
         data = self._csv(batch)
         with self.conn.transaction(), self.conn.cursor() as cur:
+            self._before_first_batch(cur)
             try:
                 with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
                         self.staging, sql.SQL(", ").join(map(sql.Identifier,
@@ -208,9 +249,37 @@ class PostgresUpsertWriter:
             try:
                 cur.execute(self._upsert)
             except psycopg.Error as exc:
-                raise PostgresSinkError(f"{self.display}: upsert failed: "
-                                        f"{exc.diag.message_primary or exc}") from None
-            return cur.rowcount
+                raise PostgresSinkError(self._describe_insert(exc)) from None
+            changed = cur.rowcount
+            if self.watermark is not None:
+                record_watermark(self.conn, self.target, self.watermark,
+                                 self.watermark.after_batch(batch, final))
+            self._finished = final
+            return changed
+
+    def finish(self) -> None:
+        """After the last batch: when the partition had no rows (or its last batch was not
+        written with ``final``), clear its slice and advance the watermark to the window's hi."""
+        assert self.conn is not None
+        if self._finished:
+            return
+        with self.conn.transaction(), self.conn.cursor() as cur:
+            self._before_first_batch(cur)
+            if self.watermark is not None:
+                record_watermark(self.conn, self.target, self.watermark, self.watermark.window.hi)
+        self._finished = True
+
+    def _before_first_batch(self, cur: psycopg.Cursor[Any]) -> None:
+        if self._slice_delete is not None:
+            cur.execute(self._slice_delete)
+            self._slice_delete = None  # the deleted slice stays deleted once this commits
+
+    def _describe_insert(self, exc: psycopg.Error) -> str:
+        """A failed INSERT from staging: a constraint of the target (NOT NULL, CHECK...)."""
+        diag = exc.diag
+        column = f" column {diag.column_name}" if diag.column_name else ""
+        detail = f" ({diag.message_detail})" if diag.message_detail else ""
+        return f"{self.display}:{column}: {diag.message_primary or exc}{detail}"
 
     def _check_keys_present(self, batch: pa.RecordBatch) -> None:
         for key in self.primary_key:
@@ -257,13 +326,18 @@ class PostgresUpsertIOManager(ConfigurableIOManager):
     """Upserts a sink asset's batches into a PostgreSQL table (created when missing).
 
     ``url`` is a PostgreSQL URL (pass it with ``EnvVar``); empty means the embedded server
-    (database ``embedded_database``). ``table`` is ``schema.table``.
+    (database ``embedded_database``). ``table`` is ``schema.table``. ``primary_key`` empty:
+    append, replacing the partition's slice of ``watermark_column`` when ``replace_slice``.
+    ``watermark_column`` is the source's cursor: each batch advances the watermark kept in the
+    table's COMMENT.
     """
 
     url: str = ""
     embedded_database: str = "etl_assets"
     table: str
-    primary_key: list[str]
+    primary_key: list[str] = []
+    watermark_column: str | None = None
+    replace_slice: bool = True
 
     def conninfo(self) -> str:
         return libpq_url(self.url) if self.url else embedded_postgres_url(self.embedded_database)
@@ -274,14 +348,17 @@ class PostgresUpsertIOManager(ConfigurableIOManager):
         label = f"{asset} [{partition}] -> {self.table}"
         changed = 0
         staging = staging_table_name(asset, partition, context.run_id)
-        with PostgresUpsertWriter(self.conninfo(), self.table, self.primary_key,
-                                  staging) as writer:
+        watermark = self._watermark_target(partition)
+        with PostgresUpsertWriter(self.conninfo(), self.table, self.primary_key, staging,
+                                  watermark=watermark,
+                                  replace_slice=self.replace_slice) as writer:
             for action in writer.prepare(obj.schema):
                 context.log.info(f"{label}: {action}")
             progress = ProgressLog(context.log, label)
-            for batch in obj:
-                changed += writer.write(batch)
+            for batch, final in _with_last(obj):
+                changed += writer.write(batch, final=final)
                 progress.add(batch.num_rows)
+            writer.finish()
         progress.done()
         context.add_output_metadata({
             "table": self.table,
@@ -292,7 +369,28 @@ class PostgresUpsertIOManager(ConfigurableIOManager):
             "rows_per_second": round(progress.rows_per_second),
         })
 
+    def _watermark_target(self, partition: str | None) -> WatermarkTarget | None:
+        if not self.watermark_column or partition is None:
+            return None
+        try:
+            window = Window.from_key(partition)
+        except ValueError:
+            return None  # a partition added by hand, not a window: nothing to record
+        return WatermarkTarget(self.watermark_column, window, partition)
+
     def load_input(self, context: InputContext) -> RecordBatchStream:
         raise NotImplementedError(
             f"{context.asset_key.to_user_string()} is a sink; read {self.table} from PostgreSQL"
         )
+
+
+def _with_last(batches: Iterable[pa.RecordBatch]) -> Iterator[tuple[pa.RecordBatch, bool]]:
+    """Each batch with whether it is the last one (one batch of look-ahead)."""
+    iterator = iter(batches)
+    previous = next(iterator, None)
+    for batch in iterator:
+        assert previous is not None
+        yield previous, False
+        previous = batch
+    if previous is not None:
+        yield previous, True
