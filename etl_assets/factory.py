@@ -32,6 +32,7 @@ from etl_assets.batches import RecordBatchStream
 from etl_assets.connections import dagster_url_value, libpq_url, redacted, resolve_url
 from etl_assets.dead_letters import build_replay_job
 from etl_assets.io_managers.postgres import PostgresUpsertIOManager
+from etl_assets.io_managers.postgres_declared import load_declared_table
 from etl_assets.io_managers.postgres_watermark import read_watermark
 from etl_assets.io_managers.staging import ParquetStagingIOManager
 from etl_assets.sensors import build_watermark_sensor
@@ -113,6 +114,8 @@ def build_sink_asset(name: str, sink: SinkSpec, partitions: DynamicPartitionsDef
 def build_sink_io_manager(name: str, sink: SinkSpec, spec: PipelineSpec) -> ConfigurableIOManager:
     """The IO manager that writes sink ``name``."""
     if isinstance(sink, PostgresSinkSpec):
+        if sink.table_definition:  # a wrong reference fails when the code location loads
+            load_declared_table(sink.table_definition, f"sink {name!r}")
         return PostgresUpsertIOManager(
             url=dagster_url_value(sink.connection, f"sink {name!r}"),
             embedded_database=sink.connection.database,
@@ -120,6 +123,7 @@ def build_sink_io_manager(name: str, sink: SinkSpec, spec: PipelineSpec) -> Conf
             primary_key=spec.sink_primary_key(name),
             watermark_column=spec.sources[sink.source].cursor,
             replace_slice=sink.without_key == "replace_window",
+            table_definition=sink.table_definition,
         )
     raise ValueError(f"sink {name!r}: unknown kind {sink.kind!r}")
 

@@ -1,4 +1,4 @@
-"""Loading a sink's ``transform`` (``package.module:function``)."""
+"""Loading what a spec names by reference (``package.module:name``): transforms, tables."""
 
 from __future__ import annotations
 
@@ -9,21 +9,27 @@ from typing import Any
 
 
 class TransformError(ImportError):
-    """A transform reference that does not name a callable."""
+    """A reference that does not name what it should (a callable, a table)."""
 
 
-def load_transform(reference: str, owner: str) -> Callable[..., Any]:
-    """Import the function ``reference`` names; ``owner`` names the sink in errors."""
+def import_reference(reference: str, owner: str, what: str = "transform") -> Any:
+    """The object ``reference`` names; ``owner`` names the sink and ``what`` the field."""
     module_name, _, attribute = reference.partition(":")
     try:
         target: Any = importlib.import_module(module_name)
     except ImportError as exc:
-        raise TransformError(f"{owner}: transform {reference}: cannot import {module_name}: "
+        raise TransformError(f"{owner}: {what} {reference}: cannot import {module_name}: "
                              f"{exc}") from None
     for part in attribute.split("."):
         if not hasattr(target, part):
-            raise TransformError(f"{owner}: transform {reference}: {module_name} has no {part}")
+            raise TransformError(f"{owner}: {what} {reference}: {module_name} has no {part}")
         target = getattr(target, part)
+    return target
+
+
+def load_transform(reference: str, owner: str) -> Callable[..., Any]:
+    """Import the function ``reference`` names; ``owner`` names the sink in errors."""
+    target = import_reference(reference, owner)
     if not callable(target):
         raise TransformError(f"{owner}: transform {reference} is not callable")
     return target

@@ -24,12 +24,18 @@ import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
+import sqlalchemy as sa
 from dagster import ConfigurableIOManager, InputContext, OutputContext
 from psycopg import sql
 
 from etl_assets.batches import RecordBatchStream
 from etl_assets.connections import libpq_url, redacted
 from etl_assets.embedded_postgres import embedded_postgres_url
+from etl_assets.io_managers.postgres_declared import (
+    DeclaredColumn,
+    load_declared_table,
+    resolve_declared_table,
+)
 from etl_assets.io_managers.postgres_types import csv_ready, postgres_type
 from etl_assets.io_managers.postgres_watermark import WatermarkTarget, record_watermark
 from etl_assets.progress import ProgressLog
@@ -70,7 +76,8 @@ class PostgresUpsertWriter:
 
     def __init__(self, conninfo: str, table: str, primary_key: Sequence[str],
                  staging_name: str, *, watermark: WatermarkTarget | None = None,
-                 replace_slice: bool = True) -> None:
+                 replace_slice: bool = True, declared_table: sa.Table | None = None,
+                 declared_reference: str = "") -> None:
         self.conninfo = conninfo
         self.schema_name, self.table_name = split_table_name(table)
         self.display = f"{self.schema_name}.{self.table_name}"
@@ -82,6 +89,9 @@ class PostgresUpsertWriter:
         self._upsert: sql.Composed | None = None
         # Without a primary key: the partition's slice to delete before the first batch.
         self.watermark = watermark
+        self.declared_table = declared_table
+        self.declared_reference = declared_reference or (
+            declared_table.fullname if declared_table is not None else "")
         self.replace_slice = replace_slice
         self._slice_delete: sql.Composed | None = None
         self._finished = False
@@ -105,6 +115,7 @@ class PostgresUpsertWriter:
     def prepare(self, schema: pa.Schema) -> list[str]:
         """Create the target table, or add the columns it lacks; returns actions taken."""
         assert self.conn is not None
+        desired = self._desired_columns(schema)
         missing_keys = [k for k in self.primary_key if k not in schema.names]
         if missing_keys:
             raise PostgresSinkError(f"{self.display}: primary key column(s) "
@@ -116,17 +127,17 @@ class PostgresUpsertWriter:
             self.conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self.display,))
             existing = self._existing_columns()
             if existing is None:
-                self._create(schema)
+                self._create(desired)
                 actions.append(f"created table {self.display}")
-                existing = {f.name: postgres_type(f) for f in schema}
+                existing = {c.name: c.type for c in desired}
             else:
-                for field in schema:
-                    if field.name not in existing:
+                self._check_declared_types(desired, existing)
+                for column in desired:
+                    if column.name not in existing:
                         self.conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN {} {}").format(
-                            self.target, sql.Identifier(field.name),
-                            sql.SQL(postgres_type(field))))
-                        existing[field.name] = postgres_type(field)
-                        actions.append(f"added column {field.name} {postgres_type(field)}")
+                            self.target, sql.Identifier(column.name), sql.SQL(column.type)))
+                        existing[column.name] = column.type
+                        actions.append(f"added column {column.name} {column.type}")
                 if self.primary_key:
                     self._check_key()
             self._columns = list(schema.names)
@@ -140,6 +151,38 @@ class PostgresUpsertWriter:
                     self.staging, sql.SQL(", ").join(map(sql.Identifier, self._columns)),
                     self.target))
         return actions
+
+    def _desired_columns(self, schema: pa.Schema) -> tuple[DeclaredColumn, ...]:
+        """The target's columns: the declared table's (its primary key wins), else derived
+        from the data's Arrow types."""
+        assert self.conn is not None
+        if self.declared_table is None:
+            return tuple(DeclaredColumn(f.name, postgres_type(f), f.name not in self.primary_key)
+                         for f in schema)
+        try:
+            declared = resolve_declared_table(self.conn, self.declared_table,
+                                              self.declared_reference)
+        except ValueError as exc:
+            raise PostgresSinkError(f"{self.display}: declared table {exc}") from None
+        undeclared = [n for n in schema.names if declared.column(n) is None]
+        if undeclared:
+            raise PostgresSinkError(
+                f"{self.display}: column(s) {', '.join(undeclared)} of the data are not in the "
+                f"declared table {declared.reference} (declared: "
+                f"{', '.join(c.name for c in declared.columns)}); add them there or drop them "
+                f"in the sink's transform")
+        self.primary_key = list(declared.primary_key)
+        return declared.columns
+
+    def _check_declared_types(self, desired: tuple[DeclaredColumn, ...],
+                              existing: dict[str, str]) -> None:
+        if self.declared_table is None:
+            return  # derived types: the existing table's types win, COPY casts to them
+        differing = [f"{c.name} is {existing[c.name]} in the table but declared {c.type}"
+                     for c in desired if c.name in existing and existing[c.name] != c.type]
+        if differing:
+            raise PostgresSinkError(f"{self.display}: the table differs from its declaration "
+                                    f"{self.declared_reference}: {'; '.join(differing)}")
 
     def _existing_columns(self) -> dict[str, str] | None:
         assert self.conn is not None
@@ -156,13 +199,12 @@ class PostgresUpsertWriter:
         assert self.conn is not None
         return self.target.as_string(self.conn)
 
-    def _create(self, schema: pa.Schema) -> None:
+    def _create(self, desired: tuple[DeclaredColumn, ...]) -> None:
         assert self.conn is not None
         columns = [
-            sql.SQL("{} {}{}").format(
-                sql.Identifier(f.name), sql.SQL(postgres_type(f)),
-                sql.SQL(" NOT NULL" if f.name in self.primary_key else ""))
-            for f in schema
+            sql.SQL("{} {}{}").format(sql.Identifier(c.name), sql.SQL(c.type),
+                                      sql.SQL("" if c.nullable else " NOT NULL"))
+            for c in desired
         ]
         if self.primary_key:
             columns.append(sql.SQL("PRIMARY KEY ({})").format(
@@ -338,6 +380,7 @@ class PostgresUpsertIOManager(ConfigurableIOManager):
     primary_key: list[str] = []
     watermark_column: str | None = None
     replace_slice: bool = True
+    table_definition: str | None = None
 
     def conninfo(self) -> str:
         return libpq_url(self.url) if self.url else embedded_postgres_url(self.embedded_database)
@@ -349,9 +392,12 @@ class PostgresUpsertIOManager(ConfigurableIOManager):
         changed = 0
         staging = staging_table_name(asset, partition, context.run_id)
         watermark = self._watermark_target(partition)
+        declared = (load_declared_table(self.table_definition, f"sink {asset!r}")
+                    if self.table_definition else None)
         with PostgresUpsertWriter(self.conninfo(), self.table, self.primary_key, staging,
-                                  watermark=watermark,
-                                  replace_slice=self.replace_slice) as writer:
+                                  watermark=watermark, replace_slice=self.replace_slice,
+                                  declared_table=declared,
+                                  declared_reference=self.table_definition or "") as writer:
             for action in writer.prepare(obj.schema):
                 context.log.info(f"{label}: {action}")
             progress = ProgressLog(context.log, label)
