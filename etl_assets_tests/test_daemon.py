@@ -68,6 +68,14 @@ def test_daemon_sensor_launches_runs_and_rows_land(pg: PgSchema, tmp_path: Path,
         add_pg_readings(pg, source, 201, 230)
         wait_for(landed(230), "30 new rows", daemon, log)
         assert rows_differing(pg, source, target) == 0
+        # Rows are visible before their run has reported success: let every run finish
+        # before stopping the daemon (which stops its run workers with it).
+        monkeypatch.setenv("DAGSTER_HOME", str(home))
+        with DagsterInstance.get() as instance:
+            def runs_finished() -> bool:
+                runs = instance.get_runs(RunsFilter(job_name="readings_job"))
+                return bool(runs) and all(r.is_finished for r in runs)
+            wait_for(runs_finished, "every run to finish", daemon, log)
     finally:
         os.killpg(daemon.pid, signal.SIGTERM)
         try:
@@ -75,7 +83,6 @@ def test_daemon_sensor_launches_runs_and_rows_land(pg: PgSchema, tmp_path: Path,
         except subprocess.TimeoutExpired:
             os.killpg(daemon.pid, signal.SIGKILL)
 
-    monkeypatch.setenv("DAGSTER_HOME", str(home))
     with DagsterInstance.get() as instance:
         runs = instance.get_runs(RunsFilter(job_name="readings_job"))
         assert runs and all(r.status == DagsterRunStatus.SUCCESS for r in runs)
