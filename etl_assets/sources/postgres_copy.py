@@ -8,7 +8,6 @@ the generic path in :mod:`etl_assets.sources.sql`.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,6 +21,7 @@ from etl_assets.watermark import Bound
 
 # Session settings that make COPY's text exact and parseable: UTC offsets, ISO dates, and
 # shortest-exact float digits on every server version.
+_BLOCK_BYTES = 4 << 20  # CSV bytes parsed at a time
 _SESSION = ("SET TimeZone = 'UTC'", "SET DateStyle = 'ISO, YMD'", "SET extra_float_digits = 3")
 
 
@@ -38,35 +38,24 @@ def copy_supported(schema: pa.Schema) -> bool:
     return all(ok(field) for field in schema)
 
 
-class _CopyStream(io.RawIOBase):
-    """The bytes of a running ``COPY .. TO STDOUT`` as a readable file."""
+def _csv_blocks(copy: Any, block_bytes: int) -> Iterator[bytes]:
+    """The COPY output in blocks of about ``block_bytes``, cut between rows.
 
-    def __init__(self, copy: Any) -> None:
-        self._chunks = iter(copy)
-        self._pending = memoryview(b"")
-
-    def at_end(self) -> bool:
-        """True when the COPY sent no data at all (reads ahead one chunk)."""
-        while not self._pending:
-            chunk = next(self._chunks, None)
-            if chunk is None:
-                return True
-            self._pending = memoryview(bytes(chunk))
-        return False
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        while not self._pending:
-            chunk = next(self._chunks, None)
-            if chunk is None:
-                return 0
-            self._pending = memoryview(bytes(chunk))
-        size = min(len(buffer), len(self._pending))
-        buffer[:size] = self._pending[:size]
-        self._pending = self._pending[size:]
-        return size
+    PostgreSQL sends one CopyData message per row, so joining whole messages never splits a
+    row (not even one with a newline inside a quoted value). The blocks are made here, in the
+    calling thread: handing pyarrow a Python file instead makes its IO threads allocate the
+    row buffers, which fragments glibc's per-thread arenas (up to +100 MB RSS on 300 MB).
+    """
+    parts: list[Any] = []
+    size = 0
+    for message in copy:
+        parts.append(message)
+        size += len(message)
+        if size >= block_bytes:
+            yield b"".join(parts)
+            parts, size = [], 0
+    if parts:
+        yield b"".join(parts)
 
 
 def copy_batches(conninfo: str, table: tuple[str | None, str], schema: pa.Schema, cursor: str,
@@ -85,19 +74,21 @@ def copy_batches(conninfo: str, table: tuple[str | None, str], schema: pa.Schema
         for statement in _SESSION:
             conn.execute(statement)
         with conn.cursor() as cur, cur.copy(query) as copy:
-            stream = _CopyStream(copy)
-            if stream.at_end():  # pyarrow refuses an empty CSV
-                return
-            reader = pacsv.open_csv(
-                io.BufferedReader(stream, buffer_size=1 << 20),
-                read_options=pacsv.ReadOptions(column_names=schema.names, block_size=1 << 22),
-                parse_options=pacsv.ParseOptions(newlines_in_values=True),
-                convert_options=pacsv.ConvertOptions(
-                    column_types=csv_types, null_values=[""], strings_can_be_null=True,
-                    quoted_strings_can_be_null=False, true_values=["t"], false_values=["f"]),
-            )
-            typed = (pa.RecordBatch.from_arrays(b.columns, schema=schema) for b in reader)
-            yield from _rebatch(typed, schema, chunk_rows)
+            read_options = pacsv.ReadOptions(column_names=schema.names)
+            parse_options = pacsv.ParseOptions(newlines_in_values=True)
+            convert_options = pacsv.ConvertOptions(
+                column_types=csv_types, null_values=[""], strings_can_be_null=True,
+                quoted_strings_can_be_null=False, true_values=["t"], false_values=["f"])
+
+            def parsed() -> Iterator[pa.RecordBatch]:
+                for block in _csv_blocks(copy, _BLOCK_BYTES):
+                    table = pacsv.read_csv(pa.py_buffer(block), read_options=read_options,
+                                           parse_options=parse_options,
+                                           convert_options=convert_options)
+                    for batch in table.to_batches():
+                        yield pa.RecordBatch.from_arrays(batch.columns, schema=schema)
+
+            yield from _rebatch(parsed(), schema, chunk_rows)
 
 
 def _rebatch(batches: Iterator[pa.RecordBatch], schema: pa.Schema,

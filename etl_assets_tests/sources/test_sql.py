@@ -139,6 +139,5 @@ def test_peak_memory_does_not_grow_with_the_window(pg: PgSchema) -> None:
         return int(out.stdout.strip())
 
     small, large = peak_mb(50_000), peak_mb(500_000)
-    # The 450k extra rows hold ~270 MB of text: holding the window would add all of it. The
-    # allocator's and pyarrow's pools vary by a few tens of MB from run to run under load.
-    assert large - small < 75, f"peak RSS {small} MB for 50k rows, {large} MB for 500k rows"
+    # The 450k extra rows hold ~270 MB of text: holding the window would add all of it.
+    assert large - small < 40, f"peak RSS {small} MB for 50k rows, {large} MB for 500k rows"
