@@ -22,6 +22,7 @@ from etl_assets.connections import resolve_url
 from etl_assets.sensors import highest_partition_hi, plan_next_windows
 from etl_assets.sources.sql import SqlSource
 from etl_assets.spec import SpecError
+from etl_assets.watermark import encode_bound
 
 
 def _add_partitions(source_name: str) -> int:
@@ -62,6 +63,7 @@ def _status() -> int:
 
     from etl_assets.connections import libpq_url
     from etl_assets.io_managers.postgres import split_table_name
+    from etl_assets.io_managers.postgres_watermark import read_watermark
     from etl_assets.spec import PostgresSinkSpec
 
     spec = load_pipeline_spec()
@@ -69,7 +71,8 @@ def _status() -> int:
         for name in spec.sources:
             keys = instance.get_dynamic_partitions(f"{name}_windows")
             high = highest_partition_hi(instance, f"{name}_windows")
-            print(f"source {name}: {len(keys)} partition(s), requested up to {high}")
+            print(f"source {name}: {len(keys)} partition(s), requested up to "
+                  f"{'nothing' if high is None else encode_bound(high)}")
     for name, sink in spec.sinks.items():
         if not isinstance(sink, PostgresSinkSpec):
             continue
@@ -81,7 +84,9 @@ def _status() -> int:
                 continue
             (rows,) = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(
                 sql.Identifier(*split_table_name(sink.table)))).fetchone() or (0,)
-        print(f"sink {name}: {rows:,} rows in {sink.table}")
+        mark = read_watermark(url, sink.table)
+        print(f"sink {name}: {rows:,} rows in {sink.table}, high watermark "
+              f"{'none' if mark is None else encode_bound(mark)}")
     return 0
 
 

@@ -2,6 +2,7 @@
 source and an embedded PostgreSQL target, run with `dagster job execute`."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -36,6 +37,10 @@ def test_make_demo_runs_the_main_job_end_to_end(demo_dirs: tuple[Path, Path]) ->
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     assert "RUN_SUCCESS" in first.stdout + first.stderr
     assert "sink sensors_pg: 10,000 rows in public.sensors" in first.stdout
+    # the table's watermark reached the highest window the demo ran
+    requested = re.search(r"source sensors: \d+ partition\(s\), requested up to (\S+)", first.stdout)
+    committed = re.search(r"sink sensors_pg: .* high watermark (\S+)", first.stdout)
+    assert requested and committed and committed.group(1) == requested.group(1) != "nothing"
 
     url = embedded_postgres_url("etl_demo", data_dir=home / "pgdata")
     with psycopg.connect(url) as conn:
