@@ -31,6 +31,7 @@ from psycopg import sql
 from etl_assets.batches import RecordBatchStream
 from etl_assets.connections import libpq_url, redacted
 from etl_assets.embedded_postgres import embedded_postgres_url
+from etl_assets.io_managers.postgres_errors import PostgresSinkError  # noqa: F401 (re-export)
 from etl_assets.io_managers.postgres_declared import (
     DeclaredColumn,
     load_declared_table,
@@ -43,10 +44,6 @@ from etl_assets.watermark import Window
 
 # Types without an equality operator: compared as text when skipping unchanged rows.
 _NO_EQUALITY = {"json", "xml", "point", "line", "lseg", "box", "path", "polygon", "circle"}
-
-
-class PostgresSinkError(RuntimeError):
-    """A batch that could not be written; the message names the table, column and row."""
 
 
 def split_table_name(name: str) -> tuple[str, str]:

@@ -1,0 +1,5 @@
+"""The PostgreSQL sink's error (its own module so the table machinery can raise it too)."""
+
+
+class PostgresSinkError(RuntimeError):
+    """A batch that could not be written; the message names the table, column and row."""
