@@ -31,12 +31,12 @@ from psycopg import sql
 from etl_assets.batches import RecordBatchStream
 from etl_assets.connections import libpq_url, redacted
 from etl_assets.embedded_postgres import embedded_postgres_url
-from etl_assets.io_managers.postgres_errors import PostgresSinkError  # noqa: F401 (re-export)
 from etl_assets.io_managers.postgres_declared import (
     DeclaredColumn,
     load_declared_table,
     resolve_declared_table,
 )
+from etl_assets.io_managers.postgres_errors import PostgresSinkError
 from etl_assets.io_managers.postgres_types import csv_ready, postgres_type
 from etl_assets.io_managers.postgres_watermark import WatermarkTarget, record_watermark
 from etl_assets.progress import ProgressLog
