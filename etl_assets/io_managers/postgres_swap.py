@@ -69,7 +69,8 @@ def _grants(conn: psycopg.Connection[Any], oid: int, target: sql.Composable,
         (oid,)).fetchall()
     return [sql.SQL("GRANT {} ON {} {} TO {}{}").format(
         sql.SQL(privilege), kind, target, sql.SQL(grantee),
-        sql.SQL(" WITH GRANT OPTION" if grantable else "")) for grantee, privilege, grantable in rows]
+        sql.SQL(" WITH GRANT OPTION" if grantable else ""))
+        for grantee, privilege, grantable in rows]
 
 
 def dependent_views(conn: psycopg.Connection[Any], oid: int) -> list[_View]:
@@ -199,7 +200,8 @@ class TableSwap:
         for grant in _grants(conn, self._live_oid, self.new, sql.SQL("TABLE")):
             conn.execute(grant)
         if comment is not None:
-            conn.execute(sql.SQL("COMMENT ON TABLE {} IS {}").format(self.new, sql.Literal(comment)))
+            conn.execute(sql.SQL("COMMENT ON TABLE {} IS {}").format(self.new,
+                                                                     sql.Literal(comment)))
         current = conn.execute("SELECT current_user").fetchone()
         if current is not None and current[0] != owner:
             conn.execute(sql.SQL("ALTER TABLE {} OWNER TO {}").format(self.new,

@@ -91,5 +91,6 @@ def existing_table(conn: psycopg.Connection[Any], schema: str, name: str) -> Tab
         "JOIN pg_attribute a ON a.attnum = k.attnum "
         "WHERE i.indrelid = %s AND i.indisprimary AND a.attrelid = i.indrelid ORDER BY k.n",
         (oid,)).fetchall()
-    return TableDef(schema, name, tuple(ColumnDef(n, t, bool(nullable)) for n, t, nullable in columns),
+    return TableDef(schema, name,
+                    tuple(ColumnDef(n, t, bool(nullable)) for n, t, nullable in columns),
                     tuple(k for (k,) in key))
