@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
@@ -36,7 +37,11 @@ from etl_assets.io_managers.postgres_declared import (
     load_declared_table,
     resolve_declared_table,
 )
+from etl_assets.io_managers.postgres_delete_all import DELETE_MODES, ReplaceAll
 from etl_assets.io_managers.postgres_errors import PostgresSinkError
+from etl_assets.io_managers.postgres_migrations import migrate
+from etl_assets.io_managers.postgres_swap import Log
+from etl_assets.io_managers.postgres_table import ColumnDef, TableDef, existing_table
 from etl_assets.io_managers.postgres_types import csv_ready, postgres_type
 from etl_assets.io_managers.postgres_watermark import WatermarkTarget, record_watermark
 from etl_assets.progress import ProgressLog
@@ -74,7 +79,8 @@ class PostgresUpsertWriter:
     def __init__(self, conninfo: str, table: str, primary_key: Sequence[str],
                  staging_name: str, *, watermark: WatermarkTarget | None = None,
                  replace_slice: bool = True, declared_table: sa.Table | None = None,
-                 declared_reference: str = "") -> None:
+                 declared_reference: str = "", delete: str = "off", log: Log | None = None,
+                 terminate_blockers_after_s: float | None = None) -> None:
         self.conninfo = conninfo
         self.schema_name, self.table_name = split_table_name(table)
         self.display = f"{self.schema_name}.{self.table_name}"
@@ -92,6 +98,15 @@ class PostgresUpsertWriter:
         self.replace_slice = replace_slice
         self._slice_delete: sql.Composed | None = None
         self._finished = False
+        # pg-migrate: migrations (postgres_migrations) and delete mode ALL (postgres_delete_all).
+        if delete not in DELETE_MODES:
+            raise PostgresSinkError(f"{self.display}: delete mode {delete!r} is not one of "
+                                    f"{', '.join(DELETE_MODES)}")
+        self.delete = delete
+        self.log: Log = log or logging.getLogger(__name__)
+        self.terminate_blockers_after_s = terminate_blockers_after_s
+        self._replace: ReplaceAll | None = None
+        self._write_target = self.target  # the replacement table until it is swapped in
 
     def __enter__(self) -> PostgresUpsertWriter:
         try:
@@ -103,6 +118,8 @@ class PostgresUpsertWriter:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
+        if self._replace is not None:
+            self._replace.abandon()  # pg-migrate: a run that failed before the swap
         if self.conn is not None:
             self.conn.close()
             self.conn = None
@@ -110,7 +127,10 @@ class PostgresUpsertWriter:
     # -- table ---------------------------------------------------------------------------
 
     def prepare(self, schema: pa.Schema) -> list[str]:
-        """Create the target table, or add the columns it lacks; returns actions taken."""
+        """Create or migrate the target table (``migrate``: columns added in place, a declared
+        type, nullability or key change rebuilt beside it and swapped in; without a declared
+        table the existing columns' types win), and with delete mode ALL build the replacement
+        the first batch loads into; returns actions taken."""
         assert self.conn is not None
         desired = self._desired_columns(schema)
         missing_keys = [k for k in self.primary_key if k not in schema.names]
@@ -118,28 +138,26 @@ class PostgresUpsertWriter:
             raise PostgresSinkError(f"{self.display}: primary key column(s) "
                                     f"{', '.join(missing_keys)} not in the data "
                                     f"(columns: {', '.join(schema.names)})")
-        actions: list[str] = []
+        actions = migrate(self.conn, self._desired_table(desired), log=self.log,
+                          terminate_blockers_after_s=self.terminate_blockers_after_s)
         with self.conn.transaction():
             # Serialise DDL on this table across concurrent runs.
             self.conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self.display,))
             existing = self._existing_columns()
-            if existing is None:
-                self._create(desired)
-                actions.append(f"created table {self.display}")
-                existing = {c.name: c.type for c in desired}
-            else:
-                self._check_declared_types(desired, existing)
-                for column in desired:
-                    if column.name not in existing:
-                        self.conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN {} {}").format(
-                            self.target, sql.Identifier(column.name), sql.SQL(column.type)))
-                        existing[column.name] = column.type
-                        actions.append(f"added column {column.name} {column.type}")
-                if self.primary_key:
-                    self._check_key()
+            assert existing is not None
+            if self.primary_key:
+                self._check_key()
             self._columns = list(schema.names)
+            if self.delete == "all":
+                self._replace = ReplaceAll(self.conn, self.schema_name, self.table_name,
+                                           log=self.log, terminate_blockers_after_s=(
+                                               self.terminate_blockers_after_s))
+        if self._replace is not None:
+            actions.append(self._replace.start())
+            self._write_target = self._replace.replacement
+        with self.conn.transaction():
             self._upsert = self._upsert_statement(existing)
-            self._slice_delete = self._slice_statement(schema)
+            self._slice_delete = None if self._replace else self._slice_statement(schema)
             if not self.primary_key:
                 actions.append(self._append_mode_note())
             self.conn.execute(sql.SQL(
@@ -171,15 +189,21 @@ class PostgresUpsertWriter:
         self.primary_key = list(declared.primary_key)
         return declared.columns
 
-    def _check_declared_types(self, desired: tuple[DeclaredColumn, ...],
-                              existing: dict[str, str]) -> None:
+    def _desired_table(self, desired: tuple[DeclaredColumn, ...]) -> TableDef:
+        """What ``migrate`` brings the table to. A declared table: its columns, types and key.
+        Derived from the data: the existing columns as they are (COPY casts to their types),
+        new columns nullable, the existing key kept."""
+        assert self.conn is not None
+        columns = tuple(ColumnDef(c.name, c.type, c.nullable) for c in desired)
+        key = tuple(self.primary_key)
         if self.declared_table is None:
-            return  # derived types: the existing table's types win, COPY casts to them
-        differing = [f"{c.name} is {existing[c.name]} in the table but declared {c.type}"
-                     for c in desired if c.name in existing and existing[c.name] != c.type]
-        if differing:
-            raise PostgresSinkError(f"{self.display}: the table differs from its declaration "
-                                    f"{self.declared_reference}: {'; '.join(differing)}")
+            with self.conn.transaction():
+                live = existing_table(self.conn, self.schema_name, self.table_name)
+            if live is not None:
+                columns = tuple(live.column(c.name) or ColumnDef(c.name, c.type)
+                                for c in columns)
+                key = ()
+        return TableDef(self.schema_name, self.table_name, columns, key)
 
     def _existing_columns(self) -> dict[str, str] | None:
         assert self.conn is not None
@@ -195,21 +219,6 @@ class PostgresUpsertWriter:
     def _qualified(self) -> str:
         assert self.conn is not None
         return self.target.as_string(self.conn)
-
-    def _create(self, desired: tuple[DeclaredColumn, ...]) -> None:
-        assert self.conn is not None
-        columns = [
-            sql.SQL("{} {}{}").format(sql.Identifier(c.name), sql.SQL(c.type),
-                                      sql.SQL("" if c.nullable else " NOT NULL"))
-            for c in desired
-        ]
-        if self.primary_key:
-            columns.append(sql.SQL("PRIMARY KEY ({})").format(
-                sql.SQL(", ").join(map(sql.Identifier, self.primary_key))))
-        self.conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
-            sql.Identifier(self.schema_name)))
-        self.conn.execute(sql.SQL("CREATE TABLE {} ({})").format(
-            self.target, sql.SQL(", ").join(columns)))
 
     def _check_key(self) -> None:
         assert self.conn is not None
@@ -245,9 +254,9 @@ class PostgresUpsertWriter:
         cols = sql.SQL(", ").join(map(sql.Identifier, self._columns))
         if not self.primary_key:
             return sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}").format(
-                self.target, cols, cols, self.staging)
+                self._write_target, cols, cols, self.staging)
         insert = sql.SQL("INSERT INTO {} AS t ({}) SELECT {} FROM {} ON CONFLICT ({}) ").format(
-            self.target, cols, cols, self.staging,
+            self._write_target, cols, cols, self.staging,
             sql.SQL(", ").join(map(sql.Identifier, self.primary_key)))
         updates = [c for c in self._columns if c not in self.primary_key]
         if not updates:
@@ -291,15 +300,24 @@ class PostgresUpsertWriter:
                 raise PostgresSinkError(self._describe_insert(exc)) from None
             changed = cur.rowcount
             if self.watermark is not None:
-                record_watermark(self.conn, self.target, self.watermark,
+                record_watermark(self.conn, self._write_target, self.watermark,
                                  self.watermark.after_batch(batch, final))
             self._finished = final
-            return changed
+        if self._replace is not None:  # pg-migrate: delete ALL, the first batch committed
+            self._replace.swap_in()
+            self._replace = None
+            self._write_target = self.target
+            self._upsert = self._upsert_statement(self._existing_columns() or {})
+        return changed
 
     def finish(self) -> None:
         """After the last batch: when the partition had no rows (or its last batch was not
         written with ``final``), clear its slice and advance the watermark to the window's hi."""
         assert self.conn is not None
+        if self._replace is not None:  # pg-migrate: delete ALL without rows: table as it is
+            self.log.info(f"{self.display}: delete all: no rows in this run, table left as is")
+            self._replace.abandon()
+            self._replace = None
         if self._finished:
             return
         with self.conn.transaction(), self.conn.cursor() as cur:
