@@ -124,6 +124,8 @@ def build_sink_io_manager(name: str, sink: SinkSpec, spec: PipelineSpec) -> Conf
             watermark_column=spec.sources[sink.source].cursor,
             replace_slice=sink.without_key == "replace_window",
             table_definition=sink.table_definition,
+            delete=sink.delete,
+            terminate_blockers_after_s=sink.terminate_blockers_after_s,
         )
     raise ValueError(f"sink {name!r}: unknown kind {sink.kind!r}")
 

@@ -133,6 +133,13 @@ class PostgresSinkSpec(SinkBase):
         "replace_window", description="a table without a primary key: delete the partition's "
                                       "window of the source's cursor, then append (a re-run "
                                       "replaces it), or plain append")
+    delete: Literal["off", "all"] = Field(
+        "off", description="off: keep the table's other rows; all: each run's rows replace the "
+                           "table's (loaded into a new table swapped in after the first batch, "
+                           "so readers never see it empty; a run without rows leaves it as is)")
+    terminate_blockers_after_s: float | None = Field(
+        None, ge=0, description="seconds a migration or swap waits for sessions holding the "
+                                "table before terminating them (logged); unset: wait")
 
     _definition_ref = field_validator("table_definition")(_check_reference)
 

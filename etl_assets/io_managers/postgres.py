@@ -307,7 +307,8 @@ class PostgresUpsertWriter:
             self._replace.swap_in()
             self._replace = None
             self._write_target = self.target
-            self._upsert = self._upsert_statement(self._existing_columns() or {})
+            with self.conn.transaction():
+                self._upsert = self._upsert_statement(self._existing_columns() or {})
         return changed
 
     def finish(self) -> None:
@@ -386,7 +387,11 @@ class PostgresUpsertIOManager(ConfigurableIOManager):
     (database ``embedded_database``). ``table`` is ``schema.table``. ``primary_key`` empty:
     append, replacing the partition's slice of ``watermark_column`` when ``replace_slice``.
     ``watermark_column`` is the source's cursor: each batch advances the watermark kept in the
-    table's COMMENT.
+    table's COMMENT. ``delete``: ``off`` keeps the table's other rows; ``all`` makes this
+    run's rows the table's whole content (the first batch loads into a replacement swapped in
+    after it commits, so readers never see an empty table; a run without rows leaves the table
+    as it is). ``terminate_blockers_after_s``: how long a migration or swap waits for other
+    sessions to release the table before terminating them (None: wait).
     """
 
     url: str = ""
@@ -396,6 +401,8 @@ class PostgresUpsertIOManager(ConfigurableIOManager):
     watermark_column: str | None = None
     replace_slice: bool = True
     table_definition: str | None = None
+    delete: str = "off"
+    terminate_blockers_after_s: float | None = None
 
     def conninfo(self) -> str:
         return libpq_url(self.url) if self.url else embedded_postgres_url(self.embedded_database)
@@ -412,7 +419,10 @@ class PostgresUpsertIOManager(ConfigurableIOManager):
         with PostgresUpsertWriter(self.conninfo(), self.table, self.primary_key, staging,
                                   watermark=watermark, replace_slice=self.replace_slice,
                                   declared_table=declared,
-                                  declared_reference=self.table_definition or "") as writer:
+                                  declared_reference=self.table_definition or "",
+                                  delete=self.delete, log=context.log,
+                                  terminate_blockers_after_s=self.terminate_blockers_after_s,
+                                  ) as writer:
             for action in writer.prepare(obj.schema):
                 context.log.info(f"{label}: {action}")
             progress = ProgressLog(context.log, label)

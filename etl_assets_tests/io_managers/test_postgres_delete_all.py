@@ -1,0 +1,111 @@
+"""Delete modes of the PostgreSQL sink: OFF keeps other rows; ALL replaces them, readers never
+seeing an empty table."""
+
+import threading
+
+import pyarrow as pa
+import pytest
+
+from etl_assets.io_managers.postgres import PostgresSinkError, PostgresUpsertWriter
+from etl_assets.spec import PostgresSinkSpec
+from etl_assets_tests.conftest import PgSchema
+
+SCHEMA = pa.schema([pa.field("id", pa.int64()), pa.field("v", pa.string())])
+
+
+def writer(pg: PgSchema, delete: str) -> PostgresUpsertWriter:
+    return PostgresUpsertWriter(pg.url, pg.table("target"), ["id"], "etl_stage_test", delete=delete)
+
+
+def rows(ids: range, tag: str) -> pa.RecordBatch:
+    return pa.RecordBatch.from_pylist([{"id": i, "v": f"{tag}{i}"} for i in ids], SCHEMA)
+
+
+def old_table(pg: PgSchema, n: int = 1000) -> None:
+    pg.execute(f"CREATE TABLE {pg.table('target')} (id bigint PRIMARY KEY, v text)")
+    pg.execute(f"INSERT INTO {pg.table('target')} SELECT i, 'old' || i FROM generate_series(1, {n}) i")
+    pg.execute(f"CREATE VIEW {pg.table('view')} AS SELECT id, v FROM {pg.table('target')} WHERE id % 2 = 0")
+
+
+def tables(pg: PgSchema) -> list[tuple[str]]:
+    return pg.execute("SELECT relname FROM pg_class WHERE relnamespace = %s::regnamespace "
+                      "AND relkind = 'r' ORDER BY 1", (pg.name,))
+
+
+def test_delete_all_replaces_the_rows_and_readers_never_see_an_empty_table(pg: PgSchema) -> None:
+    old_table(pg)
+    seen: list[int] = []
+    stop = threading.Event()
+
+    def reader() -> None:
+        with pg.connect() as conn:
+            while not stop.is_set():
+                seen.append(conn.execute(f"SELECT count(*) FROM {pg.table('target')}").fetchone()[0])
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    visible = []
+    try:
+        with writer(pg, "all") as w:
+            actions = w.prepare(SCHEMA)
+            assert any(a.startswith("delete all: loading into") for a in actions)
+            for n in range(5):
+                w.write(rows(range(5000 + n * 300, 5000 + (n + 1) * 300), "new"))
+                visible.append(pg.execute(f"SELECT count(*) FROM {pg.table('target')}")[0][0])
+            w.finish()
+    finally:
+        stop.set()
+        thread.join()
+    assert visible == [300, 600, 900, 1200, 1500]  # each batch visible once it commits
+    assert seen and 0 not in seen
+    assert set(seen) <= {1000, 300, 600, 900, 1200, 1500}
+    assert pg.execute(f"SELECT count(*), min(id), max(id), min(v) FROM {pg.table('target')}") == [
+        (1500, 5000, 6499, "new5000")]
+    assert pg.execute(f"SELECT count(*) FROM {pg.table('view')}") == [(750,)]  # view on the new table
+    assert tables(pg) == [("target",)]
+
+
+def test_delete_all_resolves_duplicate_keys_in_a_batch_last_wins(pg: PgSchema) -> None:
+    old_table(pg, 10)
+    batch = pa.RecordBatch.from_pylist([{"id": 1, "v": "a"}, {"id": 2, "v": "b"}, {"id": 1, "v": "c"}],
+                                       SCHEMA)
+    with writer(pg, "all") as w:
+        w.prepare(SCHEMA)
+        w.write(batch)
+    assert sorted(pg.execute(f"SELECT id, v FROM {pg.table('target')}")) == [(1, "c"), (2, "b")]
+
+
+def test_delete_off_keeps_the_other_rows(pg: PgSchema) -> None:
+    old_table(pg, 10)
+    with writer(pg, "off") as w:
+        w.prepare(SCHEMA)
+        w.write(rows(range(5, 15), "new"))
+    got = dict(pg.execute(f"SELECT id, v FROM {pg.table('target')}"))
+    assert len(got) == 14 and got[1] == "old1" and got[5] == "new5" and got[14] == "new14"
+
+
+def test_delete_all_without_rows_leaves_the_table_as_it_is(pg: PgSchema) -> None:
+    old_table(pg, 10)
+    with writer(pg, "all") as w:
+        w.prepare(SCHEMA)
+        w.finish()
+    assert pg.execute(f"SELECT count(*) FROM {pg.table('target')}") == [(10,)]
+    assert tables(pg) == [("target",)]
+
+
+def test_delete_all_whose_first_batch_fails_keeps_the_old_rows(pg: PgSchema) -> None:
+    old_table(pg, 10)
+    bad = pa.RecordBatch.from_pylist([{"id": 1, "v": "a"}, {"id": None, "v": "b"}], SCHEMA)
+    with pytest.raises(PostgresSinkError, match="primary key column id is NULL"), writer(pg, "all") as w:
+        w.prepare(SCHEMA)
+        w.write(bad)
+    assert pg.execute(f"SELECT count(*), min(v) FROM {pg.table('target')}") == [(10, "old1")]
+    assert tables(pg) == [("target",)]
+
+
+def test_delete_mode_in_the_spec_defaults_to_off() -> None:
+    base = {"kind": "postgres", "source": "s", "connection": {"url": "postgresql://h/db"}, "table": "t"}
+    assert PostgresSinkSpec.model_validate(base).delete == "off"
+    assert PostgresSinkSpec.model_validate({**base, "delete": "all"}).delete == "all"
+    with pytest.raises(ValueError):
+        PostgresSinkSpec.model_validate({**base, "delete": "some"})
