@@ -77,15 +77,17 @@ def dependent_views(conn: psycopg.Connection[Any], oid: int) -> list[_View]:
     """Views (and materialized views) that depend on relation ``oid``, directly or through
     other views, in an order in which they can be created."""
     rows = conn.execute(
-        """WITH RECURSIVE deps(oid, depth) AS (
-             SELECT r.ev_class, 1 FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid
+        # path: views can form a cycle (CREATE OR REPLACE VIEW), which must not recurse forever
+        """WITH RECURSIVE deps(oid, depth, path) AS (
+             SELECT r.ev_class, 1, ARRAY[%(oid)s::oid, r.ev_class] FROM pg_depend d
+             JOIN pg_rewrite r ON r.oid = d.objid
              WHERE d.classid = 'pg_rewrite'::regclass AND d.refclassid = 'pg_class'::regclass
                AND d.refobjid = %(oid)s AND r.ev_class <> %(oid)s
              UNION
-             SELECT r.ev_class, deps.depth + 1 FROM deps
+             SELECT r.ev_class, deps.depth + 1, deps.path || r.ev_class FROM deps
              JOIN pg_depend d ON d.refobjid = deps.oid AND d.classid = 'pg_rewrite'::regclass
                AND d.refclassid = 'pg_class'::regclass
-             JOIN pg_rewrite r ON r.oid = d.objid WHERE r.ev_class <> deps.oid)
+             JOIN pg_rewrite r ON r.oid = d.objid WHERE r.ev_class <> ALL(deps.path))
            SELECT c.oid, n.nspname, c.relname, c.relkind, pg_get_viewdef(c.oid),
                   pg_get_userbyid(c.relowner), obj_description(c.oid, 'pg_class'), c.reloptions
            FROM (SELECT oid, max(depth) AS depth FROM deps GROUP BY oid) v

@@ -166,3 +166,13 @@ def test_a_blocking_session_is_terminated_after_the_delay_and_logged(pg: PgSchem
         assert pg.execute(f"SELECT id, v FROM {t}") == [(1, 1)]
     finally:
         blocker.close()
+
+
+def test_a_serial_column_keeps_its_sequence_and_default(pg: PgSchema) -> None:
+    t = pg.table("target")
+    pg.execute(f"CREATE TABLE {t} (id serial PRIMARY KEY, v integer)")
+    pg.execute(f"INSERT INTO {t} (v) VALUES (1), (2)")
+    run(pg, table(pg, ColumnDef("id", "integer", False), ColumnDef("v", "bigint")))
+    pg.execute(f"INSERT INTO {t} (v) VALUES (3)")
+    assert pg.execute(f"SELECT id, v FROM {t} ORDER BY id") == [(1, 1), (2, 2), (3, 3)]
+    assert pg.execute("SELECT pg_get_serial_sequence(%s, 'id') IS NOT NULL", (t,)) == [(True,)]
