@@ -9,7 +9,7 @@ DEMO_DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 DEMO_HOME ?= $(CURDIR)/.etl_home
 DEMO_ENV := DAGSTER_HOME=$(DEMO_DAGSTER_HOME) ETL_ASSETS_HOME=$(DEMO_HOME)
 
-.PHONY: install demo dev status stop-demo test lint bench
+.PHONY: install demo dev status stop-demo test lint bench bench-pg-migrate
 
 install: $(VENV)/.installed
 
@@ -52,3 +52,8 @@ lint: install
 
 bench: install
 	$(BIN)/python bench/load_1m.py
+
+# Migrating a live table (int -> bigint, reader running): ours vs pg-bulk-ingest (`bench` extra).
+bench-pg-migrate: install
+	$(BIN)/pip install -q -e ".[bench]"
+	$(BIN)/python bench/pg_migrate.py $(BENCH_ARGS)
