@@ -14,8 +14,9 @@ After ``terminate_blockers_after_s`` seconds of failed attempts, the backends ho
 the table or its views are terminated (``pg_terminate_backend``), each logged with its pid,
 application name, query start, state and the first characters of its query.
 
-Not carried over: column-level grants, identity columns, CHECK / foreign key constraints,
-triggers, policies; UNIQUE constraints come back as unique indexes.
+Column comments and defaults (serial sequences too) are carried over. Not carried over:
+column-level grants, identity columns, CHECK / foreign key constraints, triggers, policies,
+indexes of materialized views; UNIQUE constraints come back as unique indexes.
 """
 
 from __future__ import annotations
@@ -201,6 +202,13 @@ class TableSwap:
                     self.new, sql.Identifier(name), sql.SQL(default)))
         for grant in _grants(conn, self._live_oid, self.new, sql.SQL("TABLE")):
             conn.execute(grant)
+        for name, text in conn.execute(
+                "SELECT attname, col_description(attrelid, attnum) FROM pg_attribute "
+                "WHERE attrelid = %s AND attnum > 0 AND NOT attisdropped "
+                "AND col_description(attrelid, attnum) IS NOT NULL", (self._live_oid,)).fetchall():
+            if self.desired.column(name) is not None:
+                conn.execute(sql.SQL("COMMENT ON COLUMN {}.{} IS {}").format(
+                    self.new, sql.Identifier(name), sql.Literal(text)))
         if comment is not None:
             conn.execute(sql.SQL("COMMENT ON TABLE {} IS {}").format(self.new,
                                                                      sql.Literal(comment)))
@@ -225,6 +233,7 @@ class TableSwap:
                                                                sql.SQL(column.type)))
         cur = self.conn.execute(sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}").format(
             self.new, sql.SQL(", ").join(targets), sql.SQL(", ").join(values), self.live))
+        self.conn.execute(sql.SQL("ANALYZE {}").format(self.new))  # readers' plans from the start
         return cur.rowcount
 
     def build_indexes(self) -> list[str]:

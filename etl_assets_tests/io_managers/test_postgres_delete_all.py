@@ -109,3 +109,13 @@ def test_delete_mode_in_the_spec_defaults_to_off() -> None:
     assert PostgresSinkSpec.model_validate({**base, "delete": "all"}).delete == "all"
     with pytest.raises(ValueError):
         PostgresSinkSpec.model_validate({**base, "delete": "some"})
+
+
+def test_delete_all_on_a_table_without_a_key(pg: PgSchema) -> None:
+    pg.execute(f"CREATE TABLE {pg.table('target')} (id bigint, v text)")
+    pg.execute(f"INSERT INTO {pg.table('target')} VALUES (1, 'old'), (1, 'old')")
+    with PostgresUpsertWriter(pg.url, pg.table("target"), [], "etl_stage_test", delete="all") as w:
+        w.prepare(SCHEMA)
+        w.write(rows(range(1, 3), "new"))
+        w.write(rows(range(3, 4), "new"))
+    assert sorted(pg.execute(f"SELECT id, v FROM {pg.table('target')}")) == [(1, "new1"), (2, "new2"), (3, "new3")]

@@ -57,6 +57,7 @@ def test_type_and_nullability_changes_keep_rows_grants_indexes_and_views(pg: PgS
     pg.execute(f"CREATE INDEX target_n_idx ON {t} (n)")
     pg.execute(f"CREATE UNIQUE INDEX target_name_idx ON {t} (lower(name))")
     pg.execute(f"COMMENT ON TABLE {t} IS 'watermark here'")
+    pg.execute(f"COMMENT ON COLUMN {t}.n IS 'the n'")
     pg.execute(f"CREATE VIEW {pg.table('evens')} AS SELECT id, n FROM {t} WHERE n % 4 = 0")
     pg.execute(f"CREATE VIEW {pg.table('evens_count')} AS SELECT count(*) AS c FROM {pg.table('evens')}")
     pg.execute(f'GRANT SELECT, INSERT ON {t} TO "{role}"')
@@ -72,6 +73,7 @@ def test_type_and_nullability_changes_keep_rows_grants_indexes_and_views(pg: PgS
         ColumnDef("extra", "text", True)), ("id",))  # absent from desired: kept
     assert pg.execute(f"SELECT count(*), sum(n), min(name), max(extra) FROM {t}") == [(100, 10100, "n1", "e")]
     assert pg.execute(f"SELECT obj_description('{t}'::regclass, 'pg_class')") == [("watermark here",)]
+    assert pg.execute(f"SELECT col_description('{t}'::regclass, 3)") == [("the n",)]
     assert pg.execute("SELECT has_table_privilege(%s, %s, 'SELECT'), has_table_privilege(%s, %s, 'INSERT'), "
                       "has_table_privilege(%s, %s, 'UPDATE')", (role, t, role, t, role, t)) == [(True, True, False)]
     assert pg.execute("SELECT has_table_privilege(%s, %s, 'SELECT')", (role, pg.table("evens"))) == [(True,)]
