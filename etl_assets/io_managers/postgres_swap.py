@@ -186,12 +186,11 @@ class TableSwap:
             "FROM pg_class c WHERE c.oid = %s::regclass", (self._qualified(self.live),)).fetchone()
         assert row is not None
         self._live_oid, owner, comment, self._pkey = row
+        # The primary key comes with build_indexes: one sorted build after the copy is faster
+        # than maintaining it row by row.
         columns = [sql.SQL("{} {}{}").format(sql.Identifier(c.name), sql.SQL(c.type),
                                              sql.SQL("" if c.nullable else " NOT NULL"))
                    for c in self.desired.columns]
-        if self.desired.primary_key:
-            columns.append(sql.SQL("PRIMARY KEY ({})").format(
-                sql.SQL(", ").join(map(sql.Identifier, self.desired.primary_key))))
         conn.execute(sql.SQL("CREATE TABLE {} ({})").format(self.new, sql.SQL(", ").join(columns)))
         for name, default in conn.execute(
                 "SELECT a.attname, pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d "
@@ -237,8 +236,12 @@ class TableSwap:
         return cur.rowcount
 
     def build_indexes(self) -> list[str]:
-        """Recreate the live table's indexes on the replacement; returns those that no longer
-        apply (their creation failed on the new types; logged, not recreated)."""
+        """Add the primary key and recreate the live table's other indexes on the replacement;
+        returns those that no longer apply (their creation failed on the new types; logged,
+        not recreated)."""
+        if self.desired.primary_key:
+            self.conn.execute(sql.SQL("ALTER TABLE {} ADD PRIMARY KEY ({})").format(
+                self.new, sql.SQL(", ").join(map(sql.Identifier, self.desired.primary_key))))
         rows = self.conn.execute(
             "SELECT c.relname, pg_get_indexdef(i.indexrelid), i.indisunique FROM pg_index i "
             "JOIN pg_class c ON c.oid = i.indexrelid WHERE i.indrelid = %s AND NOT i.indisprimary "
