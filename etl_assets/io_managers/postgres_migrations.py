@@ -94,6 +94,8 @@ def migrate(conn: psycopg.Connection[Any], desired: TableDef, *, log: Log,
                 _add_columns(conn, existing, added, log, lock_timeout_s,
                              terminate_blockers_after_s)
             return [f"added column {c.name} {c.type}" for c in added]
+        needed += [f"new column {c.name} {c.type}" for c in desired.columns
+                   if c.nullable and existing.column(c.name) is None]
         return _rebuild(conn, existing, target_shape(existing, desired), needed, log,
                         lock_timeout_s, terminate_blockers_after_s)
     finally:

@@ -178,3 +178,25 @@ def test_a_serial_column_keeps_its_sequence_and_default(pg: PgSchema) -> None:
     pg.execute(f"INSERT INTO {t} (v) VALUES (3)")
     assert pg.execute(f"SELECT id, v FROM {t} ORDER BY id") == [(1, 1), (2, 2), (3, 3)]
     assert pg.execute("SELECT pg_get_serial_sequence(%s, 'id') IS NOT NULL", (t,)) == [(True,)]
+
+
+def test_the_sink_migrates_a_table_to_its_declaration_and_keeps_a_view(pg: PgSchema) -> None:
+    import pyarrow as pa
+
+    from etl_assets.io_managers.postgres import PostgresUpsertWriter
+    from etl_assets_tests.io_managers.declared_tables import readings
+
+    t = pg.table("target")
+    pg.execute(f"CREATE TABLE {t} (code varchar(4) PRIMARY KEY, id integer, amount numeric(10,2), "
+               f"at timestamptz, doc jsonb)")
+    pg.execute(f"INSERT INTO {t} VALUES ('S9', 9, 1.5, NULL, NULL)")
+    pg.execute(f"CREATE VIEW {pg.table('codes')} AS SELECT code, id FROM {t}")
+    data = pa.schema([pa.field("id", pa.int64()), pa.field("code", pa.string())])
+    with PostgresUpsertWriter(pg.url, t, ["id"], "etl_stage_test", declared_table=readings,
+                              declared_reference="declared_tables:readings") as writer:
+        actions = writer.prepare(data)
+        writer.write(pa.RecordBatch.from_pylist([{"id": 5_000_000_000, "code": "LONGCODE"}], data))
+    assert actions[0].startswith(f"rebuilt {t} (column code character varying(4) -> character varying(8); "
+                                 "column id integer -> bigint; column id NULL -> NOT NULL; new column note text")
+    assert pg.execute(f"SELECT code, id, amount FROM {pg.table('codes')} JOIN {t} USING (code, id) "
+                      "ORDER BY code") == [("LONGCODE", 5_000_000_000, None), ("S9", 9, 1.5)]
