@@ -119,3 +119,24 @@ def test_delete_all_on_a_table_without_a_key(pg: PgSchema) -> None:
         w.write(rows(range(1, 3), "new"))
         w.write(rows(range(3, 4), "new"))
     assert sorted(pg.execute(f"SELECT id, v FROM {pg.table('target')}")) == [(1, "new1"), (2, "new2"), (3, "new3")]
+
+
+def test_a_sink_with_delete_all_holds_only_the_last_runs_rows(pg: PgSchema, instance, monkeypatch) -> None:
+    from datetime import datetime, timezone
+
+    from etl_assets.factory import build_definitions
+    from etl_assets.spec import parse_spec
+    from etl_assets.watermark import Window
+    from etl_assets_tests.sample_tables import create_pg_readings
+    from etl_assets_tests.test_factory import readings_spec, run_partition
+
+    monkeypatch.setenv("TEST_SOURCE_URL", pg.url)
+    monkeypatch.setenv("TEST_TARGET_URL", pg.url)
+    source = create_pg_readings(pg, last=120)  # rows at 00:01 .. 02:00
+    defs = build_definitions(parse_spec(readings_spec(pg, source, delete="all")))
+    start = datetime(2024, 3, 1, tzinfo=timezone.utc)
+    first = Window(start, start.replace(hour=1))
+    run_partition(defs, instance, first)
+    assert pg.execute(f"SELECT min(id), max(id), count(*) FROM {pg.table('readings_copy')}") == [(1, 60, 60)]
+    run_partition(defs, instance, Window(first.hi, start.replace(hour=2)))
+    assert pg.execute(f"SELECT min(id), max(id), count(*) FROM {pg.table('readings_copy')}") == [(61, 120, 60)]
