@@ -98,20 +98,22 @@ def dependent_views(conn: psycopg.Connection[Any], oid: int) -> list[_View]:
 
 
 def terminate_blockers(conn: psycopg.Connection[Any], oids: Sequence[int], what: str,
-                       log: Log) -> int:
-    """Terminate every other backend holding a lock on one of ``oids``; returns how many."""
+                       log: Log, skip: set[int] | None = None) -> set[int]:
+    """Terminate every other backend holding a lock on one of ``oids`` (but those in ``skip``,
+    terminated before and still exiting); returns their pids."""
     rows = conn.execute(
         "SELECT DISTINCT a.pid, a.application_name, a.query_start, a.state, "
         "left(a.query, %s) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
         "WHERE l.granted AND l.relation = ANY(%s) AND l.pid <> pg_backend_pid() "
         "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())",
         (QUERY_SHOWN, list(oids))).fetchall()
+    rows = [row for row in rows if row[0] not in (skip or set())]
     for pid, application, started, state, query in rows:
         conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
         log.warning(f"{what}: terminated backend pid {pid} (application_name "
                     f"{application!r}, query started {started}, state {state}, query "
                     f"{query!r}...) that blocked the swap")
-    return len(rows)
+    return {row[0] for row in rows}
 
 
 def lock_exclusively(conn: psycopg.Connection[Any], relations: Sequence[tuple[int, str]],
@@ -124,6 +126,7 @@ def lock_exclusively(conn: psycopg.Connection[Any], relations: Sequence[tuple[in
     names = sql.SQL(", ").join(sql.SQL(name) for _, name in relations)
     started = time.monotonic()
     attempts = 0
+    terminated: set[int] = set()
     while True:
         attempts += 1
         try:
@@ -139,7 +142,8 @@ def lock_exclusively(conn: psycopg.Connection[Any], relations: Sequence[tuple[in
         except psycopg.errors.LockNotAvailable:
             waited = time.monotonic() - started
             if terminate_blockers_after_s is not None and waited >= terminate_blockers_after_s:
-                terminate_blockers(conn, [oid for oid, _ in relations], what, log)
+                terminated |= terminate_blockers(conn, [oid for oid, _ in relations], what, log,
+                                                 terminated)
             elif give_up_after_s is not None and waited >= give_up_after_s:
                 raise PostgresSinkError(f"{what}: could not lock the table for {waited:.0f} s "
                                         f"(other sessions hold it)") from None
