@@ -200,3 +200,22 @@ def test_the_sink_migrates_a_table_to_its_declaration_and_keeps_a_view(pg: PgSch
                                  "column id integer -> bigint; column id NULL -> NOT NULL; new column note text")
     assert pg.execute(f"SELECT code, id, amount FROM {pg.table('codes')} JOIN {t} USING (code, id) "
                       "ORDER BY code") == [("LONGCODE", 5_000_000_000, None), ("S9", 9, 1.5)]
+
+
+def test_a_table_from_arrow_reads_back_equal_from_the_catalog(pg: PgSchema) -> None:
+    import pyarrow as pa
+
+    from etl_assets.arrow_types import logical_field
+    from etl_assets.io_managers.postgres_table import table_from_arrow
+
+    arrow = pa.schema([pa.field("id", pa.int64()), pa.field("at", pa.timestamp("us", tz="UTC")),
+                       pa.field("local", pa.timestamp("us")), pa.field("clock", pa.time64("us")),
+                       pa.field("amount", pa.decimal128(38, 9)), logical_field("doc", "json"),
+                       pa.field("tags", pa.list_(pa.string())), pa.field("took", pa.duration("us"))])
+    desired = table_from_arrow(pg.name, "target", arrow, ["id"])
+    assert desired.column("at") == ColumnDef("at", "timestamp with time zone")
+    assert desired.column("id") == ColumnDef("id", "bigint", False)
+    assert run(pg, desired) == [f"created table {pg.name}.target"]
+    with pg.connect() as conn:
+        assert existing_table(conn, pg.name, "target") == desired
+    assert run(pg, desired) == []  # nothing to change
