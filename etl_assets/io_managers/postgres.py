@@ -33,7 +33,6 @@ from etl_assets.batches import RecordBatchStream
 from etl_assets.connections import libpq_url, redacted
 from etl_assets.embedded_postgres import embedded_postgres_url
 from etl_assets.io_managers.postgres_declared import (
-    DeclaredColumn,
     load_declared_table,
     resolve_declared_table,
 )
@@ -98,7 +97,7 @@ class PostgresUpsertWriter:
         self.replace_slice = replace_slice
         self._slice_delete: sql.Composed | None = None
         self._finished = False
-        # pg-migrate: migrations (postgres_migrations) and delete mode ALL (postgres_delete_all).
+        # migrations (postgres_migrations) and delete mode ALL (postgres_delete_all).
         if delete not in DELETE_MODES:
             raise PostgresSinkError(f"{self.display}: delete mode {delete!r} is not one of "
                                     f"{', '.join(DELETE_MODES)}")
@@ -119,7 +118,7 @@ class PostgresUpsertWriter:
 
     def __exit__(self, *exc_info: object) -> None:
         if self._replace is not None:
-            self._replace.abandon()  # pg-migrate: a run that failed before the swap
+            self._replace.abandon()  # a run that failed before the swap
         if self.conn is not None:
             self.conn.close()
             self.conn = None
@@ -167,12 +166,12 @@ class PostgresUpsertWriter:
                     self.target))
         return actions
 
-    def _desired_columns(self, schema: pa.Schema) -> tuple[DeclaredColumn, ...]:
+    def _desired_columns(self, schema: pa.Schema) -> tuple[ColumnDef, ...]:
         """The target's columns: the declared table's (its primary key wins), else derived
         from the data's Arrow types."""
         assert self.conn is not None
         if self.declared_table is None:
-            return tuple(DeclaredColumn(f.name, postgres_type(f), f.name not in self.primary_key)
+            return tuple(ColumnDef(f.name, postgres_type(f), f.name not in self.primary_key)
                          for f in schema)
         try:
             declared = resolve_declared_table(self.conn, self.declared_table,
@@ -189,12 +188,12 @@ class PostgresUpsertWriter:
         self.primary_key = list(declared.primary_key)
         return declared.columns
 
-    def _desired_table(self, desired: tuple[DeclaredColumn, ...]) -> TableDef:
+    def _desired_table(self, desired: tuple[ColumnDef, ...]) -> TableDef:
         """What ``migrate`` brings the table to. A declared table: its columns, types and key.
         Derived from the data: the existing columns as they are (COPY casts to their types),
         new columns nullable, the existing key kept."""
         assert self.conn is not None
-        columns = tuple(ColumnDef(c.name, c.type, c.nullable) for c in desired)
+        columns = desired
         key = tuple(self.primary_key)
         if self.declared_table is None:
             with self.conn.transaction():
@@ -303,7 +302,7 @@ class PostgresUpsertWriter:
                 record_watermark(self.conn, self._write_target, self.watermark,
                                  self.watermark.after_batch(batch, final))
             self._finished = final
-        if self._replace is not None:  # pg-migrate: delete ALL, the first batch committed
+        if self._replace is not None:  # delete ALL, the first batch committed
             self._replace.swap_in()
             self._replace = None
             self._write_target = self.target
@@ -315,7 +314,7 @@ class PostgresUpsertWriter:
         """After the last batch: when the partition had no rows (or its last batch was not
         written with ``final``), clear its slice and advance the watermark to the window's hi."""
         assert self.conn is not None
-        if self._replace is not None:  # pg-migrate: delete ALL without rows: table as it is
+        if self._replace is not None:  # delete ALL without rows: table as it is
             self.log.info(f"{self.display}: delete all: no rows in this run, table left as is")
             self._replace.abandon()
             self._replace = None

@@ -18,16 +18,8 @@ import sqlalchemy as sa
 from psycopg import sql
 from sqlalchemy.dialects import postgresql
 
+from etl_assets.io_managers.postgres_table import ColumnDef
 from etl_assets.transforms import TransformError, import_reference
-
-
-@dataclass(frozen=True)
-class DeclaredColumn:
-    """One declared column: ``type`` as PostgreSQL's format_type prints it."""
-
-    name: str
-    type: str
-    nullable: bool
 
 
 @dataclass(frozen=True)
@@ -35,10 +27,10 @@ class DeclaredTable:
     """The columns (in order) and primary key a user declared for a target table."""
 
     reference: str
-    columns: tuple[DeclaredColumn, ...]
+    columns: tuple[ColumnDef, ...]
     primary_key: tuple[str, ...]
 
-    def column(self, name: str) -> DeclaredColumn | None:
+    def column(self, name: str) -> ColumnDef | None:
         return next((c for c in self.columns if c.name == name), None)
 
 
@@ -83,7 +75,7 @@ def resolve_declared_table(conn: psycopg.Connection[Any], table: sa.Table,
     key = tuple(c.name for c in table.primary_key.columns)
     return DeclaredTable(
         reference=reference,
-        columns=tuple(DeclaredColumn(c.name, types[c.name],
+        columns=tuple(ColumnDef(c.name, types[c.name],
                                      bool(c.nullable) and c.name not in key)
                       for c in table.columns),
         primary_key=key,
