@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -146,7 +146,7 @@ class PostgresSinkSpec(SinkBase):
 
 # Every sink kind: add a model above and list it here (the `kind` field tells them apart).
 SINK_MODELS: tuple[type[SinkBase], ...] = (PostgresSinkSpec,)
-SinkSpec = Annotated[PostgresSinkSpec, Field(discriminator="kind")]
+SinkSpec = Annotated[Union[SINK_MODELS], Field(discriminator="kind")]  # noqa: UP007
 SINK_KINDS = frozenset(m.model_fields["kind"].annotation.__args__[0] for m in SINK_MODELS)
 
 
