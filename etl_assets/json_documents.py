@@ -16,7 +16,9 @@ from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from etl_assets.arrow_types import logical_type_of
 
@@ -92,3 +94,76 @@ def dumps(document: Any) -> bytes:
     """Compact UTF-8 JSON; NaN is refused (use :func:`documents` first)."""
     return json.dumps(document, separators=(",", ":"), ensure_ascii=False,
                       allow_nan=False).encode()
+
+
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+_encode_string = json.encoder.encode_basestring  # C-accelerated, the ensure_ascii=False form
+_NULL = pa.scalar("null", pa.large_string())
+_EMPTY = pa.scalar("", pa.large_string())
+_POINT_ZERO = pa.scalar(".0", pa.large_string())
+_QUOTE = pa.scalar('"', pa.large_string())
+_Z = pa.scalar("Z", pa.large_string())
+_UTC_NAMES = (None, "UTC", "utc", "Etc/UTC", "+00:00", "Z")
+
+
+def json_lines(batch: pa.RecordBatch | pa.Table) -> bytes:
+    """Every row of ``batch`` as a line of compact JSON: the documents of :func:`documents`,
+    serialised a column at a time (integers, booleans and floats by Arrow kernels, strings by
+    the C string encoder) and joined by Arrow, several times faster than a row at a time."""
+    if batch.num_rows == 0:
+        return b""
+    parts: list[pa.Scalar | pa.Array] = []
+    for i, field in enumerate(batch.schema):
+        key = _encode_string(field.name) + ":"
+        parts.append(pa.scalar(("{" if i == 0 else ",") + key, pa.large_string()))
+        parts.append(_json_values(_as_array(batch.column(i)), field))
+    parts.append(pa.scalar("}\n", pa.large_string()))
+    lines = pc.binary_join_element_wise(*parts, _EMPTY)
+    if isinstance(lines, pa.ChunkedArray):
+        lines = lines.combine_chunks()
+    offset_buffer, data = lines.buffers()[1], lines.buffers()[2]
+    assert offset_buffer is not None and data is not None
+    offsets = np.frombuffer(offset_buffer, dtype=np.int64)
+    offsets = offsets[lines.offset:lines.offset + len(lines) + 1]
+    start, end = int(offsets[0]), int(offsets[-1])
+    return data.slice(start, end - start).to_pybytes()
+
+
+def _quoted(text: pa.Array) -> pa.Array:
+    """ISO text (no characters JSON escapes) as JSON strings; null as ``null``."""
+    quoted = pc.binary_join_element_wise(_QUOTE, text.cast(pa.large_string()), _QUOTE, _EMPTY)
+    return pc.fill_null(quoted, _NULL)
+
+
+def _as_array(column: pa.Array | pa.ChunkedArray) -> pa.Array:
+    return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+
+
+def _json_values(column: pa.Array, field: pa.Field) -> pa.Array:
+    """``column`` as JSON text, one value a row, ``null`` for nulls (large_string)."""
+    kind = field.type
+    if logical_type_of(field) is None:
+        if pa.types.is_integer(kind) or pa.types.is_boolean(kind):
+            return pc.fill_null(pc.cast(column, pa.large_string()), _NULL)
+        if pa.types.is_floating(kind):
+            text = pc.cast(column, pa.large_string())
+            # Arrow writes 3.0 as "3": keep it a float for readers that infer types.
+            whole = pc.invert(pc.match_substring_regex(text, r"[.eE]"))
+            text = pc.if_else(whole, pc.binary_join_element_wise(text, _POINT_ZERO, _EMPTY), text)
+            return pc.fill_null(pc.if_else(pc.is_finite(column), text, None), _NULL)
+        if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+            return pa.array([None if v is None else _encode_string(v)
+                             for v in column.to_pylist()], pa.large_string()).fill_null(_NULL)
+        if pa.types.is_null(kind):
+            return pa.array(["null"] * len(column), pa.large_string())
+        if pa.types.is_date32(kind):
+            return _quoted(pc.cast(column, pa.large_string()))
+        if pa.types.is_timestamp(kind) and kind.unit != "ns" and kind.tz in _UTC_NAMES:
+            text = pc.strftime(column.cast(pa.timestamp("us", kind.tz)), "%Y-%m-%dT%H:%M:%S")
+            # as datetime.isoformat(): no fraction when it is zero
+            text = pc.replace_substring_regex(text, r"\.000000$", "")
+            if kind.tz is not None:
+                text = pc.binary_join_element_wise(text.cast(pa.large_string()), _Z, _EMPTY)
+            return _quoted(text)
+    convert = _converter(field) or (lambda v: v)
+    return pa.array([_ENCODER.encode(convert(v)) for v in column.to_pylist()], pa.large_string())

@@ -50,3 +50,34 @@ def test_json_lines_round_trip() -> None:
     assert all(line.endswith(b"\n") and line.count(b"\n") == 1 for line in lines)
     assert [json.loads(line) for line in lines] == batch.to_pylist()
     assert dumps({"a": "é"}) == '{"a":"é"}'.encode()
+
+
+def test_whole_batch_json_lines_equal_the_documents() -> None:
+    from etl_assets.json_documents import json_lines
+    from etl_assets_tests.io_managers.test_postgres import EVERY_TYPE, ROWS
+
+    extra = pa.schema([
+        pa.field("ms", pa.timestamp("ms", tz="UTC")), pa.field("sec", pa.timestamp("s")),
+        pa.field("half", pa.float32()), pa.field("big", pa.float64()), pa.field("u8", pa.uint8()),
+        pa.field("nothing", pa.null()), pa.field('qu"ote\n', pa.string()),
+    ])
+    extra_rows = [
+        {"ms": datetime(2024, 5, 1, 1, 2, 3, 45_000, tzinfo=timezone.utc), "sec": datetime(1999, 12, 31, 23, 59, 59),
+         "half": 0.5, "big": 1e300, "u8": 255, "nothing": None, 'qu"ote\n': "\u2028 \x01 😀"},
+        {"ms": None, "sec": None, "half": 3.0, "big": -0.0, "u8": 0, "nothing": None, 'qu"ote\n': None},
+        {"ms": datetime(1, 1, 1, tzinfo=timezone.utc), "sec": datetime(9999, 12, 31), "half": float("inf"),
+         "big": 1e16, "u8": None, "nothing": None, 'qu"ote\n': ""},
+    ]
+    schema = pa.schema(list(EVERY_TYPE) + list(extra))
+    rows = [{**a, **b} for a, b in zip(ROWS, extra_rows, strict=True)]
+    batch = pa.RecordBatch.from_pylist(rows, schema).slice(1)  # an offset into the buffers too
+    full = pa.RecordBatch.from_pylist(rows, schema)
+
+    for data in (full, batch):
+        text = json_lines(data)
+        assert text.endswith(b"\n") and text.count(b"\n") == data.num_rows
+        parsed = [json.loads(line) for line in text.decode().split("\n")[:-1]]
+        assert parsed == documents(data)
+        # floats stay floats for readers that infer types from the text
+        assert all(isinstance(p["half"], float | None) for p in parsed)
+    assert json_lines(full.slice(0, 0)) == b""
