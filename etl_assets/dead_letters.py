@@ -11,7 +11,7 @@ name and renamed, so a crash never leaves half a file.
 import os
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -98,6 +98,43 @@ class DeadLetterStore:
         temp = folder / f".{name}.tmp"
         pq.write_table(table, temp)
         os.replace(temp, folder / name)
+        return DeadLetterFile(folder / name, asset, partition, rows)
+
+    def add_batches(self, asset: str, partition: str | None, schema: pa.Schema,
+                    batches: Iterable[pa.RecordBatch], error: str, *,
+                    run_id: str) -> DeadLetterFile | None:
+        """Keep a stream of undelivered rows that failed for one reason, without holding them
+        in memory; returns the file (None: no rows)."""
+        clash = [c for c in schema.names if c in META_COLUMNS]
+        if clash:
+            raise ValueError(f"{asset}: column name(s) {clash} are reserved for dead letters")
+        now = datetime.now(timezone.utc)
+        full = schema
+        for name, kind in ((ERROR, pa.string()), (ATTEMPTS, pa.int32()), (FIRST_FAILED_AT, _TS),
+                           (LAST_FAILED_AT, _TS), (RUN_ID, pa.string())):
+            full = full.append(pa.field(name, kind))
+        folder = self.folder(asset, partition)
+        folder.mkdir(parents=True, exist_ok=True)
+        name = f"{time.time_ns()}-{run_id[:8]}-{uuid.uuid4().hex[:6]}.parquet"
+        temp = folder / f".{name}.tmp"
+        rows = 0
+        try:
+            with pq.ParquetWriter(temp, full) as writer:
+                for batch in batches:
+                    n = batch.num_rows
+                    if not n:
+                        continue
+                    meta = [pa.array([error] * n, pa.string()), pa.array([1] * n, pa.int32()),
+                            pa.array([now] * n, _TS), pa.array([now] * n, _TS),
+                            pa.array([run_id] * n, pa.string())]
+                    writer.write_batch(pa.RecordBatch.from_arrays(
+                        [*batch.select(schema.names).columns, *meta], schema=full))
+                    rows += n
+            if not rows:
+                return None
+            os.replace(temp, folder / name)
+        finally:
+            temp.unlink(missing_ok=True)
         return DeadLetterFile(folder / name, asset, partition, rows)
 
     def files(self, asset: str, partition: str | None = None) -> list[DeadLetterFile]:

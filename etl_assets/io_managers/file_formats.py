@@ -1,0 +1,293 @@
+"""The file sink's formats: parquet, JSON lines and CSV, each a streaming writer plus the
+reader update mode needs to keep an existing file's rows whose keys the new rows replace.
+
+JSON lines are the documents of :mod:`etl_assets.json_documents` (the one Arrow -> JSON
+mapping). CSV has a header row; binary and nested columns are written as JSON text (binary as
+base64), a null is an empty field and an empty string is ``""``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from typing import BinaryIO, Literal, Protocol
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from etl_assets.json_documents import _json_values, documents, json_lines
+
+FormatName = Literal["parquet", "json", "csv"]
+FORMATS: tuple[FormatName, ...] = ("parquet", "json", "csv")
+
+
+class FileFormatError(ValueError):
+    """Data a format cannot hold, or an existing file it cannot read."""
+
+
+class RowWriter(Protocol):
+    def write(self, batch: pa.RecordBatch) -> None: ...
+    def close(self) -> None: ...
+
+
+class FileFormat(Protocol):
+    """A file format: how rows are written, and how update mode keeps an existing file's rows."""
+
+    name: FormatName
+    suffix: str
+
+    def writer(self, out: BinaryIO, schema: pa.Schema, existing: BinaryIO | None = None
+               ) -> RowWriter:
+        """A writer of ``schema``'s rows to ``out``; with ``existing`` (update mode), its
+        schema also holds the existing file's columns."""
+        ...
+
+    def copy_rows_without_keys(self, existing: BinaryIO, keys: pa.Table,
+                               writer: RowWriter) -> int:
+        """Copy the rows of ``existing`` whose key (``keys``' columns) is not in ``keys`` to
+        ``writer``; returns rows copied."""
+        ...
+
+
+@contextlib.contextmanager
+def closed_at_end(writer: RowWriter) -> Iterator[RowWriter]:
+    """``writer``, closed when the block ends (quietly when the block raised)."""
+    try:
+        yield writer
+    except BaseException:
+        with contextlib.suppress(Exception):
+            writer.close()
+        raise
+    writer.close()
+
+
+def file_format(name: str) -> FileFormat:
+    """The format called ``name`` (parquet, json or csv)."""
+    if name == "parquet":
+        return ParquetFormat()
+    if name == "json":
+        return JsonLinesFormat()
+    if name == "csv":
+        return CsvFormat()
+    raise FileFormatError(f"unknown file format {name!r} (formats: {', '.join(FORMATS)})")
+
+
+def aligned(batch: pa.RecordBatch | pa.Table, schema: pa.Schema) -> pa.RecordBatch:
+    """``batch`` with ``schema``'s columns in its order: missing ones null, others cast."""
+    columns = []
+    for field in schema:
+        if field.name in batch.schema.names:
+            column = batch.column(field.name)
+            columns.append(column if column.type == field.type else column.cast(field.type))
+        else:
+            columns.append(pa.nulls(batch.num_rows, field.type))
+    table = pa.Table.from_arrays(columns, schema=schema)
+    return table.combine_chunks().to_batches(max_chunksize=max(table.num_rows, 1))[0] \
+        if table.num_rows else pa.RecordBatch.from_pylist([], schema)
+
+
+def merged_schema(incoming: pa.Schema, existing: pa.Schema) -> pa.Schema:
+    """The incoming columns (their types win), then columns only the existing file has."""
+    extra = [field for field in existing if field.name not in incoming.names]
+    return pa.schema(list(incoming) + extra, metadata=incoming.metadata)
+
+
+def rows_without_keys(batch: pa.RecordBatch, keys: pa.Table) -> pa.RecordBatch:
+    """The rows of ``batch`` whose key is not among ``keys`` (a hash anti-join)."""
+    if keys.num_rows == 0 or batch.num_rows == 0:
+        return batch
+    names = keys.column_names
+    missing = [k for k in names if k not in batch.schema.names]
+    if missing:
+        raise FileFormatError(f"the existing file has no key column(s) {', '.join(missing)}")
+    key_part = pa.table([batch.column(k).cast(keys.schema.field(k).type) for k in names],
+                        names=names)
+    key_part = key_part.append_column("__row", pa.array(range(batch.num_rows), pa.int64()))
+    kept = key_part.join(keys, keys=names, join_type="left anti", use_threads=False)
+    if kept.num_rows == batch.num_rows:
+        return batch
+    rows = kept.column("__row")
+    return batch.take(pc.take(rows, pc.sort_indices(rows)).combine_chunks())  # file order
+
+
+class ParquetFormat:
+    name: FormatName = "parquet"
+    suffix = ".parquet"
+
+    def writer(self, out: BinaryIO, schema: pa.Schema, existing: BinaryIO | None = None
+               ) -> RowWriter:
+        if existing is not None:
+            schema = merged_schema(schema, pq.read_schema(existing))
+            existing.seek(0)
+        return _ParquetWriter(out, schema)
+
+    def copy_rows_without_keys(self, existing: BinaryIO, keys: pa.Table,
+                               writer: RowWriter) -> int:
+        copied = 0
+        for batch in pq.ParquetFile(existing).iter_batches(batch_size=65_536):
+            kept = rows_without_keys(batch, keys)
+            writer.write(kept)
+            copied += kept.num_rows
+        return copied
+
+
+class _ParquetWriter:
+    def __init__(self, out: BinaryIO, schema: pa.Schema) -> None:
+        self.schema = schema
+        self._writer = pq.ParquetWriter(out, schema)
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        if batch.num_rows:
+            self._writer.write_batch(aligned(batch, self.schema))
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+class JsonLinesFormat:
+    """One compact JSON document a line. Update mode keeps existing lines byte for byte."""
+
+    name: FormatName = "json"
+    suffix = ".jsonl"
+
+    def writer(self, out: BinaryIO, schema: pa.Schema, existing: BinaryIO | None = None
+               ) -> RowWriter:
+        return _JsonLinesWriter(out)
+
+    def copy_rows_without_keys(self, existing: BinaryIO, keys: pa.Table,
+                               writer: RowWriter) -> int:
+        assert isinstance(writer, _JsonLinesWriter)
+        names = keys.column_names
+        replaced = {tuple(doc[k] for k in names) for doc in documents(keys)}
+        copied = 0
+        kept: list[bytes] = []
+        for number, line in enumerate(existing, start=1):
+            if not line.strip():
+                continue
+            try:
+                doc = json.loads(line)
+            except ValueError as exc:
+                raise FileFormatError(f"line {number} is not JSON: {exc}") from None
+            if tuple(doc.get(k) for k in names) not in replaced:
+                kept.append(line if line.endswith(b"\n") else line + b"\n")
+            if len(kept) >= 10_000:
+                writer.write_lines(kept)
+                copied += len(kept)
+                kept = []
+        writer.write_lines(kept)
+        return copied + len(kept)
+
+
+class _JsonLinesWriter:
+    def __init__(self, out: BinaryIO) -> None:
+        self.out = out
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        self.out.write(json_lines(batch))
+
+    def write_lines(self, lines: list[bytes]) -> None:
+        self.out.write(b"".join(lines))
+
+    def close(self) -> None:
+        self.out.flush()
+
+
+def csv_schema(schema: pa.Schema) -> pa.Schema:
+    """``schema`` as CSV holds it: binary and nested columns become JSON text."""
+    return pa.schema([field if _csv_native(field.type) else pa.field(field.name, pa.string())
+                      for field in schema], metadata=schema.metadata)
+
+
+def _csv_native(kind: pa.DataType) -> bool:
+    return not (pa.types.is_binary(kind) or pa.types.is_large_binary(kind)
+                or pa.types.is_fixed_size_binary(kind) or pa.types.is_nested(kind)
+                or pa.types.is_dictionary(kind))
+
+
+def csv_ready(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """``batch`` with binary and nested columns as JSON text (nulls stay null)."""
+    if all(_csv_native(field.type) for field in batch.schema):
+        return batch
+    columns = []
+    for i, field in enumerate(batch.schema):
+        column = batch.column(i)
+        if not _csv_native(field.type):
+            text = _json_values(column, field).cast(pa.string())
+            if pa.types.is_binary(field.type) or pa.types.is_large_binary(field.type):
+                text = pc.utf8_slice_codeunits(text, 1, -1)  # base64 text without its quotes
+            column = pc.if_else(column.is_null(), None, text)
+        columns.append(column)
+    return pa.RecordBatch.from_arrays(columns, schema=csv_schema(batch.schema))
+
+
+class CsvFormat:
+    """A header row, then one row a line (RFC 4180 quoting, as written by Arrow)."""
+
+    name: FormatName = "csv"
+    suffix = ".csv"
+
+    def writer(self, out: BinaryIO, schema: pa.Schema, existing: BinaryIO | None = None
+               ) -> RowWriter:
+        schema = csv_schema(schema)
+        if existing is not None:
+            header = pacsv.open_csv(existing, read_options=pacsv.ReadOptions(block_size=1 << 16),
+                                    convert_options=pacsv.ConvertOptions(
+                                        column_types={}, include_columns=None)).schema
+            extra = [pa.field(f.name, pa.string()) for f in header if f.name not in schema.names]
+            schema = pa.schema(list(schema) + extra, metadata=schema.metadata)
+            existing.seek(0)
+        return _CsvWriter(out, schema)
+
+    def copy_rows_without_keys(self, existing: BinaryIO, keys: pa.Table,
+                               writer: RowWriter) -> int:
+        assert isinstance(writer, _CsvWriter)
+        types = {f.name: f.type for f in writer.schema}
+        reader = pacsv.open_csv(
+            existing, read_options=pacsv.ReadOptions(block_size=8 << 20),
+            parse_options=pacsv.ParseOptions(newlines_in_values=True, ignore_empty_lines=False),
+            convert_options=pacsv.ConvertOptions(column_types=types, strings_can_be_null=True,
+                                                 quoted_strings_can_be_null=False))
+        copied = 0
+        for batch in reader:
+            kept = rows_without_keys(batch, keys)
+            writer.write_ready(kept)
+            copied += kept.num_rows
+        return copied
+
+
+class _CsvWriter:
+    def __init__(self, out: BinaryIO, schema: pa.Schema) -> None:
+        self.schema = schema
+        self._writer = pacsv.CSVWriter(out, schema)
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        self.write_ready(csv_ready(batch))
+
+    def write_ready(self, batch: pa.RecordBatch) -> None:
+        if batch.num_rows:
+            self._writer.write_batch(aligned(batch, self.schema))
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+def read_rows(fmt: FileFormat, source: BinaryIO, schema: pa.Schema | None = None
+              ) -> Iterator[pa.RecordBatch]:
+    """The rows of a file of ``fmt`` as Arrow batches (for compose and tests); CSV columns
+    typed as ``schema`` says where given."""
+    if fmt.name == "parquet":
+        yield from pq.ParquetFile(source).iter_batches(batch_size=65_536)
+    elif fmt.name == "csv":
+        types = {f.name: f.type for f in csv_schema(schema)} if schema is not None else {}
+        yield from pacsv.open_csv(
+            source,
+            parse_options=pacsv.ParseOptions(newlines_in_values=True, ignore_empty_lines=False),
+            convert_options=pacsv.ConvertOptions(column_types=types, strings_can_be_null=True,
+                                                 quoted_strings_can_be_null=False))
+    else:
+        docs = [json.loads(line) for line in source if line.strip()]
+        if docs:
+            yield pa.RecordBatch.from_pylist(docs)
