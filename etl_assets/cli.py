@@ -108,6 +108,37 @@ def _check() -> int:
     return 0
 
 
+def _compose(args: argparse.Namespace) -> int:
+    from etl_assets.compose import compose
+    from etl_assets.spec import ParquetSinkSpec
+
+    storage_options: dict[str, object] = {}
+    path, fmt, key = args.path, args.format, list(args.key or [])
+    if args.sink:
+        spec = load_pipeline_spec()
+        sink = spec.sinks.get(args.sink)
+        if not isinstance(sink, ParquetSinkSpec):
+            files = [n for n, s in spec.sinks.items() if isinstance(s, ParquetSinkSpec)]
+            print(f"etl-assets: {spec_path()}: no parquet sink {args.sink!r} "
+                  f"(parquet sinks: {', '.join(files) or 'none'})", file=sys.stderr)
+            return 2
+        path, fmt, storage_options = sink.path, sink.format, sink.storage_options
+        if args.drop_duplicates and not key:
+            key = spec.sink_primary_key(args.sink)
+    if not path:
+        print("etl-assets compose: give --sink NAME or --path PATH", file=sys.stderr)
+        return 2
+    try:
+        done = compose(path, fmt or "parquet", output=args.output, key=key,
+                       remove_shards=args.remove_shards, storage_options=storage_options)
+    except FileNotFoundError as exc:
+        print(f"etl-assets compose: {exc}", file=sys.stderr)
+        return 1
+    print(f"composed {len(done.shards)} shard(s), {done.rows:,} rows, {done.bytes:,} bytes "
+          f"-> {done.location}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="etl-assets", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -117,6 +148,16 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("check", help="validate the spec ($ETL_ASSETS_SPEC or the demo)")
     commands.add_parser("status", help="partitions per source, rows per PostgreSQL sink")
     commands.add_parser("stop-embedded", help="stop the embedded PostgreSQL server")
+    merge = commands.add_parser("compose", help="merge a file sink's shards into one file")
+    merge.add_argument("--sink", help="a parquet sink of the spec (its path and format)")
+    merge.add_argument("--path", help="a folder or fsspec URL holding shards")
+    merge.add_argument("--format", choices=["parquet", "json", "csv"], default=None)
+    merge.add_argument("--output", help="file name beside the shards (default composed.<ext>)")
+    merge.add_argument("--key", nargs="+", help="keep the last row per key (later shards win)")
+    merge.add_argument("--drop-duplicates", action="store_true",
+                       help="with --sink: keep the last row per the sink's primary key")
+    merge.add_argument("--remove-shards", action="store_true",
+                       help="delete the shards once the composed file is in place")
     args = parser.parse_args(argv)
     try:
         if args.command == "add-partitions":
@@ -125,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
             return _status()
         if args.command == "stop-embedded":
             return _stop_embedded()
+        if args.command == "compose":
+            return _compose(args)
         return _check()
     except SpecError as exc:
         print(f"etl-assets: {exc}", file=sys.stderr)

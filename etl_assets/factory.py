@@ -31,13 +31,20 @@ from dagster import (
 from etl_assets.batches import RecordBatchStream
 from etl_assets.connections import dagster_url_value, libpq_url, redacted, resolve_url
 from etl_assets.dead_letters import build_replay_job
+from etl_assets.io_managers.parquet import ParquetSinkIOManager
 from etl_assets.io_managers.postgres import PostgresUpsertIOManager
 from etl_assets.io_managers.postgres_declared import load_declared_table
 from etl_assets.io_managers.postgres_watermark import read_watermark
 from etl_assets.io_managers.staging import ParquetStagingIOManager
 from etl_assets.sensors import build_watermark_sensor
 from etl_assets.sources.sql import SqlSource
-from etl_assets.spec import PipelineSpec, PostgresSinkSpec, SinkSpec, SourceSpec
+from etl_assets.spec import (
+    ParquetSinkSpec,
+    PipelineSpec,
+    PostgresSinkSpec,
+    SinkSpec,
+    SourceSpec,
+)
 from etl_assets.transforms import code_of, load_transform
 from etl_assets.watermark import Bound, Window
 
@@ -102,7 +109,7 @@ def build_sink_asset(name: str, sink: SinkSpec, partitions: DynamicPartitionsDef
         group_name=sink.source,
         code_version=_version(sink.model_dump(), code_of(transform) if transform else None),
         description=f"Rows of {sink.source} written to the {sink.kind} sink "
-                    f"{getattr(sink, 'table', '')}".strip(),
+                    f"{getattr(sink, 'table', '') or getattr(sink, 'path', '')}".strip(),
         kinds={sink.kind},
     )
     def sink_asset(context: AssetExecutionContext, staged: RecordBatchStream) -> RecordBatchStream:
@@ -126,6 +133,18 @@ def build_sink_io_manager(name: str, sink: SinkSpec, spec: PipelineSpec) -> Conf
             table_definition=sink.table_definition,
             delete=sink.delete,
             terminate_blockers_after_s=sink.terminate_blockers_after_s,
+        )
+    if isinstance(sink, ParquetSinkSpec):
+        key = spec.sink_primary_key(name)
+        if (sink.mode == "update" or sink.drop_duplicates) and not key:
+            what = "mode update" if sink.mode == "update" else "drop_duplicates"
+            raise ValueError(f"sink {name!r}: {what} needs a primary_key (on the sink or its "
+                             f"source {sink.source!r})")
+        return ParquetSinkIOManager(
+            path=sink.path, mode=sink.mode, format=sink.format, primary_key=key,
+            drop_duplicates=sink.drop_duplicates, storage_options=sink.storage_options,
+            retries=sink.retries, retry_delay_s=sink.retry_delay_s,
+            dead_letter_root=spec.dead_letters.root,
         )
     raise ValueError(f"sink {name!r}: unknown kind {sink.kind!r}")
 

@@ -144,8 +144,43 @@ class PostgresSinkSpec(SinkBase):
     _definition_ref = field_validator("table_definition")(_check_reference)
 
 
+class ParquetSinkSpec(SinkBase):
+    """Parquet, JSON lines or CSV files in a local folder or behind any fsspec URL."""
+
+    kind: Literal["parquet"]
+    path: str = Field(description="a folder: a local path (${VAR} expanded) or an fsspec URL "
+                                  "such as s3://bucket/prefix")
+    mode: Literal["shard", "update", "replace"] = Field(
+        "shard", description="shard: a file per partition (a re-run replaces it); update: one "
+                             "dataset merged by primary key, the latest row wins; replace: each "
+                             "run's rows are the dataset")
+    format: Literal["parquet", "json", "csv"] = Field(
+        "parquet", description="parquet, json (one document a line) or csv (with a header)")
+    primary_key: list[str] | None = Field(
+        None, description="default: the source's primary key; update mode needs one")
+    drop_duplicates: bool = Field(
+        False, description="keep only the last row per primary key of a run (shard, replace)")
+    storage_options: dict[str, Any] = Field(
+        default_factory=dict, description="fsspec options such as endpoint_url or region; "
+                                          "credentials only through the environment")
+    retries: int = Field(3, ge=0, description="more attempts when the target fails")
+    retry_delay_s: float = Field(1.0, ge=0, description="seconds before the first retry, "
+                                                        "doubling after each")
+
+    @field_validator("storage_options")
+    @classmethod
+    def _no_secrets(cls, value: dict[str, Any]) -> dict[str, Any]:
+        from etl_assets.io_managers.file_target import secret_options
+
+        secret = secret_options(value)
+        if secret:
+            raise ValueError(f"{', '.join(secret)} look like secrets; give credentials through "
+                             f"the environment (e.g. AWS_ACCESS_KEY_ID), not the spec")
+        return value
+
+
 # Every sink kind: add a model above and list it here (the `kind` field tells them apart).
-SINK_MODELS: tuple[type[SinkBase], ...] = (PostgresSinkSpec,)
+SINK_MODELS: tuple[type[SinkBase], ...] = (PostgresSinkSpec, ParquetSinkSpec)
 SinkSpec = Annotated[Union[SINK_MODELS], Field(discriminator="kind")]  # noqa: UP007
 SINK_KINDS = frozenset(m.model_fields["kind"].annotation.__args__[0] for m in SINK_MODELS)
 

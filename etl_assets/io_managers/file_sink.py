@@ -98,8 +98,11 @@ class FileSink:
 
     def write(self, schema: pa.Schema, batches: Iterable[pa.RecordBatch], *,
               partition: str | None, run_id: str, asset: str = "",
-              progress: ProgressLog | None = None) -> WrittenFile:
-        """Write one run's rows (of ``partition``) where the mode puts them."""
+              progress: ProgressLog | None = None, keep_dead_letters: bool = True
+              ) -> WrittenFile:
+        """Write one run's rows (of ``partition``) where the mode puts them. When the target
+        fails after the retries, the rows become dead letters of ``asset`` (unless
+        ``keep_dead_letters`` is false: then it raises :class:`FileSinkError`)."""
         name = self.file_name(partition, run_id)
         if self.target.is_local and not self.drop_duplicates:
             return self._stream_to_local(name, schema, batches, progress)
@@ -114,7 +117,7 @@ class FileSink:
             except DATA_ERRORS:
                 raise
             except Exception as exc:
-                if self.dead_letters is None or self.target.is_local:
+                if self.dead_letters is None or self.target.is_local or not keep_dead_letters:
                     raise FileSinkError(f"{self.where}: writing {self.target.location(name)} "
                                         f"failed: {exc}") from exc
                 error = f"{type(exc).__name__}: {exc}"
@@ -127,11 +130,10 @@ class FileSink:
                                  f"row(s) kept as dead letters for the replay job")
                 return WrittenFile(name, self.target.location(name), 0, 0, 0, rows, error)
 
-    def write_table(self, rows: pa.Table, *, partition: str | None, run_id: str,
-                    asset: str = "") -> WrittenFile:
-        """Write rows already in memory (a replay of dead letters)."""
+    def write_table(self, rows: pa.Table, *, partition: str | None, run_id: str) -> WrittenFile:
+        """Write rows already in memory (a replay of dead letters); raises when it fails."""
         return self.write(rows.schema, rows.to_batches(), partition=partition, run_id=run_id,
-                          asset=asset)
+                          keep_dead_letters=False)
 
     # -- ways to write ---------------------------------------------------------------------
 

@@ -1,0 +1,148 @@
+"""Compose a file sink's shards into one file: ``etl-assets compose`` and :func:`compose`.
+
+The shards (every ``*.<ext>`` file directly in the sink's folder except the dataset and
+composed files) are read in name order (for window keys: oldest window first) and written to
+one file, atomically, beside them. Parquet and CSV shards whose columns differ are aligned
+(missing columns null); JSON lines are copied line for line. With ``key``, only the last row
+per key is kept (later shards win). The shards stay unless ``remove_shards``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from etl_assets.io_managers.file_formats import (
+    FileFormat,
+    aligned,
+    closed_at_end,
+    file_format,
+    merged_schema,
+)
+from etl_assets.io_managers.file_sink import DATASET
+from etl_assets.io_managers.file_target import FileTarget
+from etl_assets.io_managers.spilled_rows import SpilledRows
+
+COMPOSED = "composed"
+
+
+@dataclass(frozen=True)
+class Composed:
+    """What :func:`compose` wrote: ``rows`` from ``shards`` files into ``location``."""
+
+    location: str
+    shards: list[str]
+    rows: int
+    bytes: int
+
+
+def shard_names(target: FileTarget, fmt: FileFormat) -> list[str]:
+    """The shard files of a sink folder, in name order."""
+    skip = {DATASET + fmt.suffix, COMPOSED + fmt.suffix}
+    return [n for n in target.names(fmt.suffix) if n not in skip]
+
+
+def compose(path: str, format: str = "parquet", *, output: str | None = None,
+            key: Sequence[str] = (), remove_shards: bool = False,
+            storage_options: dict[str, Any] | None = None) -> Composed:
+    """Merge the shards under ``path`` (local or fsspec URL) into ``output`` (default
+    ``composed.<ext>``) beside them."""
+    target = FileTarget(path, storage_options)
+    fmt = file_format(format)
+    shards = shard_names(target, fmt)
+    if not shards:
+        raise FileNotFoundError(f"no {fmt.suffix} shards under {target.display}")
+    name = output or COMPOSED + fmt.suffix
+    shards = [s for s in shards if s != name]
+    if fmt.name == "json":
+        rows = _compose_json_lines(target, shards, name, list(key))
+    else:
+        rows = _compose_tables(target, fmt, shards, name, list(key))
+    if remove_shards:
+        for shard in shards:
+            target.remove(shard)
+    return Composed(target.location(name), shards, rows, target.size(name))
+
+
+def _read_shard(target: FileTarget, fmt: FileFormat, name: str) -> Iterator[pa.RecordBatch]:
+    """A shard's rows; CSV columns as text, so values are copied as they were written."""
+    with target.open_read(name) as source:
+        if fmt.name == "parquet":
+            yield from pq.ParquetFile(source).iter_batches(batch_size=65_536)
+            return
+        names = pacsv.open_csv(source).schema.names
+        source.seek(0)
+        yield from pacsv.open_csv(
+            source,
+            parse_options=pacsv.ParseOptions(newlines_in_values=True, ignore_empty_lines=False),
+            convert_options=pacsv.ConvertOptions(
+                column_types=dict.fromkeys(names, pa.string()), strings_can_be_null=True,
+                quoted_strings_can_be_null=False))
+
+
+def _shard_schema(target: FileTarget, fmt: FileFormat, name: str) -> pa.Schema:
+    with target.open_read(name) as source:
+        if fmt.name == "parquet":
+            return pq.read_schema(source)
+        return pa.schema([pa.field(n, pa.string()) for n in pacsv.open_csv(source).schema.names])
+
+
+def _compose_tables(target: FileTarget, fmt: FileFormat, shards: list[str], name: str,
+                    key: list[str]) -> int:
+    schema = _shard_schema(target, fmt, shards[0])
+    for shard in shards[1:]:
+        schema = merged_schema(schema, _shard_schema(target, fmt, shard))
+
+    def all_rows() -> Iterator[pa.RecordBatch]:
+        for shard in shards:
+            yield from _read_shard(target, fmt, shard)
+
+    rows = 0
+    with target.writing(name) as out, closed_at_end(fmt.writer(out, schema)) as writer:
+        if not key:
+            for batch in all_rows():
+                writer.write(batch)
+                rows += batch.num_rows
+            return rows
+        with SpilledRows(schema, key, f"compose {target.display}") as spill:
+            for batch in all_rows():
+                spill.add(aligned(batch, schema))
+            for batch in spill.batches(last_per_key=True):
+                writer.write(batch)
+                rows += batch.num_rows
+    return rows
+
+
+def _compose_json_lines(target: FileTarget, shards: list[str], name: str,
+                        key: list[str]) -> int:
+    last: dict[tuple[Any, ...], tuple[int, int]] = {}
+    if key:  # first pass: where each key's last line is
+        for s, shard in enumerate(shards):
+            with target.open_read(shard) as source:
+                for n, line in enumerate(source):
+                    if line.strip():
+                        doc = json.loads(line)
+                        last[tuple(json.dumps(doc.get(k)) for k in key)] = (s, n)
+    rows = 0
+    with target.writing(name) as out:
+        for s, shard in enumerate(shards):
+            with target.open_read(shard) as source:
+                if not key:
+                    shutil.copyfileobj(source, out, 8 << 20)
+                    continue
+                for n, line in enumerate(source):
+                    if line.strip() and last.get(tuple(
+                            json.dumps(json.loads(line).get(k)) for k in key)) == (s, n):
+                        out.write(line if line.endswith(b"\n") else line + b"\n")
+                        rows += 1
+    if not key:
+        with target.open_read(name) as source:
+            rows = sum(1 for line in source if line.strip())
+    return rows

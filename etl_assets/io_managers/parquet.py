@@ -1,0 +1,128 @@
+"""Parquet / file sink IO manager: a sink asset's rows as parquet, JSON lines or CSV files in a
+local folder or behind any fsspec URL, by mode shard, update or replace (see ``file_sink``).
+
+Rows the target refuses after the retries (an object store that is down) are kept in the
+shared dead-letter store; the run succeeds and its metadata counts them; the sink's replay job
+(``<sink>_replay_dead_letters``) writes them again through the same mode.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from dagster import (
+    ConfigurableIOManager,
+    InputContext,
+    MetadataValue,
+    OpExecutionContext,
+    OutputContext,
+)
+
+from etl_assets.batches import RecordBatchStream
+from etl_assets.dead_letters import DeadLetterStore, ReplayReport
+from etl_assets.io_managers.file_formats import file_format
+from etl_assets.io_managers.file_sink import FileSink, FileSinkError
+from etl_assets.io_managers.file_target import FileTarget
+from etl_assets.progress import ProgressLog
+
+
+class ParquetSinkIOManager(ConfigurableIOManager):
+    """Writes a sink asset's batches as files under ``path`` (a local folder, ``${VAR}``
+    expanded, or an fsspec URL such as ``s3://bucket/prefix``).
+
+    ``mode``: ``shard`` (a file per partition, replaced by a re-run), ``update`` (one dataset
+    merged by ``primary_key``, the latest row wins) or ``replace`` (each run's rows are the
+    dataset). ``format``: parquet, json (lines) or csv. ``drop_duplicates``: keep a run's last
+    row per key in shard and replace modes. ``storage_options``: fsspec options without secrets
+    (credentials come from the environment). ``retries`` more attempts, ``retry_delay_s``
+    apart (doubling), before rows go to the dead letters under ``dead_letter_root``.
+    """
+
+    path: str
+    mode: str = "shard"
+    format: str = "parquet"
+    primary_key: list[str] = []
+    drop_duplicates: bool = False
+    storage_options: dict[str, Any] = {}
+    retries: int = 3
+    retry_delay_s: float = 1.0
+    dead_letter_root: str = "${ETL_ASSETS_HOME}/dead_letters"
+
+    def target(self) -> FileTarget:
+        return FileTarget(self.path, self.storage_options)
+
+    def dead_letter_store(self) -> DeadLetterStore:
+        return DeadLetterStore(self.dead_letter_root)
+
+    def file_sink(self, where: str, log: Any) -> FileSink:
+        return FileSink(self.target(), file_format(self.format), self.mode,  # type: ignore[arg-type]
+                        primary_key=self.primary_key, drop_duplicates=self.drop_duplicates,
+                        retries=self.retries, retry_delay_s=self.retry_delay_s, where=where,
+                        log=log, dead_letters=self.dead_letter_store())
+
+    def handle_output(self, context: OutputContext, obj: RecordBatchStream) -> None:
+        if not isinstance(obj, RecordBatchStream):
+            raise TypeError(f"{context.asset_key.to_user_string()}: the file sink writes a "
+                            f"RecordBatchStream, got {type(obj).__name__}")
+        asset = context.asset_key.to_user_string()
+        partition = context.partition_key if context.has_partition_key else None
+        sink = self.file_sink(f"sink {asset}", context.log)
+        label = f"{asset} [{partition}] -> {sink.target.display} ({self.mode}, {self.format})"
+        progress = ProgressLog(context.log, label)
+        written = sink.write(obj.schema, obj, partition=partition, run_id=context.run_id,
+                             asset=asset, progress=progress)
+        progress.done()
+        context.add_output_metadata({
+            "path": MetadataValue.path(written.location),
+            "mode": self.mode,
+            "format": self.format,
+            "dagster/row_count": written.rows,
+            "rows_in_file": written.rows_total,
+            "bytes": written.bytes,
+            "seconds": round(progress.seconds, 3),
+            "rows_per_second": round(progress.rows_per_second),
+            **self.dead_letter_store().metadata(asset, partition),
+            **({"dead_letter_error": written.error} if written.error else {}),
+        })
+
+    def load_input(self, context: InputContext) -> RecordBatchStream:
+        raise NotImplementedError(f"{context.asset_key.to_user_string()} is a sink; read its "
+                                  f"files under {self.target().display}")
+
+    def replay_dead_letters(self, context: OpExecutionContext, asset: str) -> ReplayReport:
+        """Write every dead letter of ``asset`` again through this sink's mode; a shard
+        rewritten since its rows failed is newer than them and is kept (the letters are
+        dropped)."""
+        store = self.dead_letter_store()
+        sink = self.file_sink(f"sink {asset}", context.log)
+        files = store.files(asset)
+        replayed = failing = 0
+        for file in files:
+            letters = store.read(file)
+            rows = letters.payload.num_rows
+            name = sink.file_name(file.partition, context.run_id)
+            if self.mode == "shard" and file.partition and self._newer(sink, name, file.path):
+                context.log.info(f"{asset}: {sink.target.location(name)} was written after "
+                                 f"{rows:,} row(s) of partition {file.partition} failed; "
+                                 f"keeping it and dropping those dead letters")
+                store.settle(file, [False] * rows, "", run_id=context.run_id)
+                continue
+            try:
+                sink.write_table(letters.payload, partition=file.partition,
+                                 run_id=context.run_id)
+            except FileSinkError as exc:
+                context.log.warning(f"{asset}: replaying {file.path.name} failed: {exc}")
+                failing += store.settle(file, [True] * rows, str(exc), run_id=context.run_id)
+                continue
+            store.settle(file, [False] * rows, "", run_id=context.run_id)
+            replayed += rows
+        return ReplayReport(replayed, failing, len(files))
+
+    @staticmethod
+    def _newer(sink: FileSink, name: str, letters: os.PathLike[str]) -> bool:
+        try:
+            return sink.target.exists(name) and \
+                sink.target.modified(name) > os.stat(letters).st_mtime
+        except Exception:  # the target is unreachable: try the replay, which will say so
+            return False
