@@ -9,7 +9,7 @@ DEMO_DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 DEMO_HOME ?= $(CURDIR)/.etl_home
 DEMO_ENV := DAGSTER_HOME=$(DEMO_DAGSTER_HOME) ETL_ASSETS_HOME=$(DEMO_HOME)
 
-.PHONY: install demo dev status stop-demo test lint bench bench-pg-migrate
+.PHONY: install demo dev status stop-demo test lint bench bench-pg-migrate bench-parquet
 
 install: $(VENV)/.installed
 
@@ -57,3 +57,7 @@ bench: install
 bench-pg-migrate: install
 	$(BIN)/pip install -q -e ".[bench]"
 	$(BIN)/python bench/pg_migrate.py $(BENCH_ARGS)
+
+# The file sink (shard, update, drop_duplicates; parquet, csv, JSON lines) vs plain pyarrow / pandas.
+bench-parquet: install
+	$(BIN)/python bench/file_sink.py $(BENCH_ARGS)

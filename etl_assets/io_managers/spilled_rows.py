@@ -37,10 +37,13 @@ class SpilledRows:
         self.where = where
         self._folder = tempfile.TemporaryDirectory(prefix="etl_assets_spill_", dir=temp_dir)
         self.path = Path(self._folder.name) / "rows.parquet"
+        # Read back once or twice, soon: raw pages are faster to write and read than
+        # compressed or dictionary-encoded ones.
         self._writer: pq.ParquetWriter | None = pq.ParquetWriter(
-            self.path, schema.append(pa.field(ROW, pa.int64())), compression="lz4")
+            self.path, schema.append(pa.field(ROW, pa.int64())), compression="none",
+            use_dictionary=False, write_statistics=False)
         self.rows = 0
-        self._winners: pa.Array | None = None
+        self._last: pa.Table | None = None
 
     def __enter__(self) -> SpilledRows:
         return self
@@ -77,8 +80,11 @@ class SpilledRows:
         return last.select(self.key)
 
     def _last_per_key(self) -> pa.Table:
-        keys = pq.read_table(self.path, columns=[*self.key, ROW])
-        return keys.group_by(self.key, use_threads=False).aggregate([(ROW, "max")])
+        """Each key with the number of its last row (computed once)."""
+        if self._last is None:
+            keys = pq.read_table(self.path, columns=[*self.key, ROW])
+            self._last = keys.group_by(self.key, use_threads=False).aggregate([(ROW, "max")])
+        return self._last
 
     def batches(self, *, last_per_key: bool = False) -> Iterator[pa.RecordBatch]:
         """The spilled rows in the order they came; with ``last_per_key`` only each key's
@@ -86,10 +92,9 @@ class SpilledRows:
         self.finish()
         winners = None
         if last_per_key and self.key:
-            if self._winners is None:
-                self._winners = self._last_per_key().column(f"{ROW}_max").combine_chunks()
-            if len(self._winners) < self.rows:
-                winners = self._winners
+            last = self._last_per_key()
+            if last.num_rows < self.rows:  # some keys repeat
+                winners = last.column(f"{ROW}_max").combine_chunks()
         spill = pq.ParquetFile(self.path)
         for batch in spill.iter_batches(batch_size=65_536):
             if winners is not None:
