@@ -22,6 +22,10 @@ from etl_assets.json_documents import _json_values, documents, json_lines
 
 FormatName = Literal["parquet", "json", "csv"]
 FORMATS: tuple[FormatName, ...] = ("parquet", "json", "csv")
+# Existing rows read per step of an update's merge: each step hashes the run's keys once.
+MERGE_BATCH_ROWS = 262_144
+# Rows per parquet row group written (memory held: one row group's batches).
+ROW_GROUP_ROWS = 262_144
 
 
 class FileFormatError(ValueError):
@@ -127,7 +131,7 @@ class ParquetFormat:
     def copy_rows_without_keys(self, existing: BinaryIO, keys: pa.Table,
                                writer: RowWriter) -> int:
         copied = 0
-        for batch in pq.ParquetFile(existing).iter_batches(batch_size=65_536):
+        for batch in pq.ParquetFile(existing).iter_batches(batch_size=MERGE_BATCH_ROWS):
             kept = rows_without_keys(batch, keys)
             writer.write(kept)
             copied += kept.num_rows
@@ -135,15 +139,30 @@ class ParquetFormat:
 
 
 class _ParquetWriter:
+    """Batches gathered into row groups of about ``ROW_GROUP_ROWS`` (fewer, larger groups
+    write faster and compress better than one per incoming batch)."""
+
     def __init__(self, out: BinaryIO, schema: pa.Schema) -> None:
         self.schema = schema
         self._writer = pq.ParquetWriter(out, schema)
+        self._pending: list[pa.RecordBatch] = []
+        self._pending_rows = 0
 
     def write(self, batch: pa.RecordBatch) -> None:
         if batch.num_rows:
-            self._writer.write_batch(aligned(batch, self.schema))
+            self._pending.append(aligned(batch, self.schema))
+            self._pending_rows += batch.num_rows
+            if self._pending_rows >= ROW_GROUP_ROWS:
+                self._flush()
+
+    def _flush(self) -> None:
+        if self._pending:
+            table = pa.Table.from_batches(self._pending, self.schema)
+            self._writer.write_table(table, row_group_size=max(table.num_rows, 1))
+            self._pending, self._pending_rows = [], 0
 
     def close(self) -> None:
+        self._flush()
         self._writer.close()
 
 
