@@ -105,7 +105,7 @@ class FileSink:
         ``keep_dead_letters`` is false: then it raises :class:`FileSinkError`)."""
         name = self.file_name(partition, run_id)
         if self.target.is_local and not self.drop_duplicates:
-            return self._stream_to_local(name, schema, batches, progress)
+            return self._logged(self._stream_to_local(name, schema, batches, progress))
         with SpilledRows(schema, self.primary_key, self.where, self.temp_dir) as spill:
             for batch in batches:
                 spill.add(batch)
@@ -113,7 +113,7 @@ class FileSink:
                     progress.add(batch.num_rows)
             spill.finish()
             try:
-                return self._with_retries(lambda: self._publish(name, spill), name)
+                return self._logged(self._with_retries(lambda: self._publish(name, spill), name))
             except DATA_ERRORS:
                 raise
             except Exception as exc:
@@ -134,6 +134,12 @@ class FileSink:
         """Write rows already in memory (a replay of dead letters); raises when it fails."""
         return self.write(rows.schema, rows.to_batches(), partition=partition, run_id=run_id,
                           keep_dead_letters=False)
+
+    def _logged(self, written: WrittenFile) -> WrittenFile:
+        merged = f", {written.rows_total:,} in the file" if self.mode == "update" else ""
+        self.log.info(f"{self.where}: wrote {written.location} ({self.mode}): "
+                      f"{written.rows:,} rows{merged}, {written.bytes:,} bytes")
+        return written
 
     # -- ways to write ---------------------------------------------------------------------
 
