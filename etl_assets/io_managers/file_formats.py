@@ -214,10 +214,15 @@ class _JsonLinesWriter:
         self.out.flush()
 
 
+def _csv_field(field: pa.Field) -> pa.Field:
+    kind = field.type.value_type if pa.types.is_dictionary(field.type) else field.type
+    return field.with_type(kind if _csv_native(kind) else pa.string())
+
+
 def csv_schema(schema: pa.Schema) -> pa.Schema:
-    """``schema`` as CSV holds it: binary and nested columns become JSON text."""
-    return pa.schema([field if _csv_native(field.type) else pa.field(field.name, pa.string())
-                      for field in schema], metadata=schema.metadata)
+    """``schema`` as CSV holds it: dictionaries decoded, binary and nested columns as JSON
+    text."""
+    return pa.schema([_csv_field(field) for field in schema], metadata=schema.metadata)
 
 
 def _csv_native(kind: pa.DataType) -> bool:
@@ -227,12 +232,16 @@ def _csv_native(kind: pa.DataType) -> bool:
 
 
 def csv_ready(batch: pa.RecordBatch) -> pa.RecordBatch:
-    """``batch`` with binary and nested columns as JSON text (nulls stay null)."""
+    """``batch`` with dictionaries decoded, binary and nested columns as JSON text (nulls
+    stay null)."""
     if all(_csv_native(field.type) for field in batch.schema):
         return batch
     columns = []
     for i, field in enumerate(batch.schema):
         column = batch.column(i)
+        if pa.types.is_dictionary(field.type):
+            column = column.cast(field.type.value_type)
+            field = field.with_type(field.type.value_type)
         if not _csv_native(field.type):
             text = _json_values(column, field).cast(pa.string())
             if pa.types.is_binary(field.type) or pa.types.is_large_binary(field.type):

@@ -106,7 +106,8 @@ class FileSink:
         name = self.file_name(partition, run_id)
         if self.target.is_local and not self.drop_duplicates:
             return self._logged(self._stream_to_local(name, schema, batches, progress))
-        with SpilledRows(schema, self.primary_key, self.where, self.temp_dir) as spill:
+        key = self.primary_key if self.drop_duplicates else []  # checked only where used
+        with SpilledRows(schema, key, self.where, self.temp_dir) as spill:
             for batch in batches:
                 spill.add(batch)
                 if progress:
@@ -114,8 +115,11 @@ class FileSink:
             spill.finish()
             try:
                 return self._logged(self._with_retries(lambda: self._publish(name, spill), name))
-            except DATA_ERRORS:
+            except FileFormatError:
                 raise
+            except DATA_ERRORS as exc:
+                raise FileFormatError(f"{self.where}: {self.target.location(name)}: "
+                                      f"{exc}") from exc
             except Exception as exc:
                 if self.dead_letters is None or self.target.is_local or not keep_dead_letters:
                     raise FileSinkError(f"{self.where}: writing {self.target.location(name)} "
@@ -158,7 +162,7 @@ class FileSink:
                     if progress:
                         progress.add(batch.num_rows)
         except DATA_ERRORS as exc:
-            raise FileSinkError(f"{self.where}: {self.target.location(name)}: {exc}") from exc
+            raise FileFormatError(f"{self.where}: {self.target.location(name)}: {exc}") from exc
         return WrittenFile(name, self.target.location(name), rows, rows, self.target.size(name))
 
     def _publish(self, name: str, spill: SpilledRows) -> WrittenFile:

@@ -232,3 +232,21 @@ def test_timestamps_keep_their_zone_in_every_format(tmp_path: Path) -> None:
     assert pq.read_table(tmp_path / "parquet" / "p.parquet").column("at").to_pylist() == [at]
     assert rows_of("json", (tmp_path / "json" / "p.jsonl").read_bytes())[0]["at"] == "2024-03-01T12:30:15.250000Z"
     assert rows_of("csv", (tmp_path / "csv" / "p.csv").read_bytes())[0]["at"] == "2024-03-01 12:30:15.250000Z"
+
+
+def test_dictionary_columns_are_written_as_their_values(tmp_path: Path) -> None:
+    batch = pa.RecordBatch.from_pylist([{"id": 1, "site": "north"}, {"id": 2, "site": None}, {"id": 3, "site": "north"}])
+    batch = batch.set_column(1, "site", pa.array(["north", None, "north"]).dictionary_encode())
+    for fmt in ("csv", "json", "parquet"):
+        write(sink(tmp_path / fmt, fmt), batch)
+    assert [r["site"] for r in rows_of("csv", (tmp_path / "csv" / "p.csv").read_bytes())] == ["north", "", "north"]
+    assert [r["site"] for r in rows_of("json", (tmp_path / "json" / "p.jsonl").read_bytes())] == ["north", None, "north"]
+    assert pq.read_table(tmp_path / "parquet" / "p.parquet").column("site").to_pylist() == ["north", None, "north"]
+
+
+def test_a_merge_that_cannot_cast_the_existing_rows_names_the_sink_and_file(tmp_path: Path) -> None:
+    s = sink(tmp_path / "lake", "parquet", "update", primary_key=["id"])
+    write(s, pa.RecordBatch.from_pylist([{"id": 1, "v": "not a number"}]))
+    with pytest.raises(ValueError, match=r"sink test: cannot merge into .*data\.parquet: .*not a number"):
+        write(s, pa.RecordBatch.from_pylist([{"id": 2, "v": 2.5}]), run="run-2")
+    assert pq.read_table(tmp_path / "lake" / "data.parquet").to_pylist() == [{"id": 1, "v": "not a number"}]
