@@ -107,6 +107,10 @@ def rows_without_keys(batch: pa.RecordBatch, keys: pa.Table) -> pa.RecordBatch:
     missing = [k for k in names if k not in batch.schema.names]
     if missing:
         raise FileFormatError(f"the existing file has no key column(s) {', '.join(missing)}")
+    if len(names) == 1:  # one column: a hash set lookup keeps the order, no join needed
+        column = batch.column(names[0]).cast(keys.schema.field(0).type)
+        replaced = pc.is_in(column, value_set=keys.column(0).combine_chunks())
+        return batch.filter(pc.invert(replaced)) if pc.any(replaced).as_py() else batch
     key_part = pa.table([batch.column(k).cast(keys.schema.field(k).type) for k in names],
                         names=names)
     key_part = key_part.append_column("__row", pa.array(range(batch.num_rows), pa.int64()))
