@@ -89,6 +89,18 @@ def test_every_type_round_trips_exactly(pg: PgSchema) -> None:
     assert third[3] == datetime(1, 1, 1) and bytes(third[13]) == b""
 
 
+def test_zoned_timestamps_of_any_zone_and_unit_land_as_the_same_instant(pg: PgSchema) -> None:
+    instants = [datetime(2024, 3, 31, 0, 30, 15, tzinfo=UTC), datetime(1969, 12, 31, 23, 59, 59, tzinfo=UTC), None]
+    columns = {"berlin_us": pa.timestamp("us", tz="Europe/Berlin"), "india_ms": pa.timestamp("ms", tz="+05:30"),
+               "utc_s": pa.timestamp("s", tz="UTC"), "la_ns": pa.timestamp("ns", tz="America/Los_Angeles")}
+    batch = pa.RecordBatch.from_arrays(
+        [pa.array([1, 2, 3], pa.int64())] + [pa.array(instants, pa.timestamp("us", tz="UTC")).cast(t) for t in columns.values()],
+        names=["id", *columns])
+    assert write_all(pg, [batch]) == 3
+    got = pg.execute(f"SELECT {', '.join(columns)} FROM {pg.table('target')} ORDER BY id")
+    assert [list(row) for row in got] == [[instant] * len(columns) for instant in instants]
+
+
 def test_upsert_updates_changed_rows_and_leaves_the_rest(pg: PgSchema) -> None:
     schema = pa.schema([pa.field("id", pa.int64()), pa.field("v", pa.string())])
     first = pa.RecordBatch.from_pylist([{"id": i, "v": f"v{i}"} for i in range(100)], schema)
