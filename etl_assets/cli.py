@@ -62,9 +62,10 @@ def _status() -> int:
     from psycopg import sql
 
     from etl_assets.connections import libpq_url
+    from etl_assets.io_managers.file_status import folder_status
     from etl_assets.io_managers.postgres import split_table_name
     from etl_assets.io_managers.postgres_watermark import read_watermark
-    from etl_assets.spec import PostgresSinkSpec
+    from etl_assets.spec import ParquetSinkSpec, PostgresSinkSpec
 
     spec = load_pipeline_spec()
     with DagsterInstance.get() as instance:
@@ -74,6 +75,11 @@ def _status() -> int:
             print(f"source {name}: {len(keys)} partition(s), requested up to "
                   f"{'nothing' if high is None else encode_bound(high)}")
     for name, sink in spec.sinks.items():
+        if isinstance(sink, ParquetSinkSpec):
+            files = folder_status(sink.path, sink.format, sink.storage_options)
+            print(f"sink {name}: {files.rows:,} rows in {files.files} {sink.format} file(s) "
+                  f"under {files.location} ({sink.mode}, {files.bytes:,} bytes)")
+            continue
         if not isinstance(sink, PostgresSinkSpec):
             continue
         url = libpq_url(resolve_url(sink.connection, f"sink {name!r}"))
@@ -146,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
                               help="add partitions for new rows of SOURCE; print their keys")
     add.add_argument("source")
     commands.add_parser("check", help="validate the spec ($ETL_ASSETS_SPEC or the demo)")
-    commands.add_parser("status", help="partitions per source, rows per PostgreSQL sink")
+    commands.add_parser("status", help="partitions per source, rows per PostgreSQL and file sink")
     commands.add_parser("stop-embedded", help="stop the embedded PostgreSQL server")
     merge = commands.add_parser("compose", help="merge a file sink's shards into one file")
     merge.add_argument("--sink", help="a parquet sink of the spec (its path and format)")

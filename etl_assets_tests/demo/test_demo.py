@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import psycopg
+import pyarrow.parquet as pq
 import pytest
 
 from etl_assets.embedded_postgres import embedded_postgres_url, stop_embedded_postgres
@@ -47,8 +48,12 @@ def test_make_demo_runs_the_main_job_end_to_end(demo_dirs: tuple[Path, Path]) ->
         rows = conn.execute("SELECT count(*), count(DISTINCT code), min(code), "
                             "bool_and(description IS NOT NULL) FROM public.sensors").fetchone()
     assert rows == (10_000, 10_000, "SEN-00001", True)
+    assert "sink sensors_lake: 10,000 rows in 1 parquet file(s)" in first.stdout
+    lake = pq.read_table(home / "lake" / "sensors" / "data.parquet")
+    assert (lake.num_rows, len(set(lake.column("code").to_pylist()))) == (10_000, 10_000)
 
     again = make_demo(dagster_home, home)  # nothing new: no run, same table
     assert again.returncode == 0, again.stderr[-3000:]
     assert "0 new partition(s)" in again.stderr
     assert "sink sensors_pg: 10,000 rows in public.sensors" in again.stdout
+    assert "sink sensors_lake: 10,000 rows in 1 parquet file(s)" in again.stdout
