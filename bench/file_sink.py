@@ -8,7 +8,8 @@ batches of 50,000 as the staging IO manager hands them over. Cases, each timed o
 - drop_duplicates parquet (spill + last row per key) vs the in-memory pyarrow way (group_by
   the key for each key's last row, take, write_table)
 - update parquet: merge ``--update-rows`` (half new keys) into a ``--rows`` dataset, vs the
-  in-memory pyarrow way (read_table, drop replaced keys with is_in, concat, write_table)
+  in-memory pyarrow way (read_table, drop replaced keys with is_in, concat, write_table); each
+  in a fresh process, with its peak memory (max RSS)
 - json lines: ``FileSink`` (whole-batch serialisation) vs pandas ``to_json(lines=True)`` vs
   the row-at-a-time ``iter_json_lines`` (on ``--rows / 5`` rows: it is slow)
 
@@ -20,6 +21,10 @@ Prints seconds, rows/s and ours / peer time ratios (below 1: ours is faster).
 from __future__ import annotations
 
 import argparse
+import json
+import resource
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -65,9 +70,44 @@ def timed(action: Callable[[], object]) -> float:
     return time.perf_counter() - started
 
 
-def line(case: str, tool: str, rows: int, seconds: float, base: float | None = None) -> None:
-    ratio = f"{seconds / base:5.2f}x" if base else "     "
-    print(f"{case:<26} {tool:<34} {seconds:7.2f} s {rows / seconds:>12,.0f} rows/s  {ratio}")
+def line(case: str, tool: str, rows: int, seconds: float, base: float | None = None,
+         peak_mb: float | None = None) -> None:
+    ratio = f"{seconds / base:5.2f}x" if base else "      "
+    peak = f"  peak {peak_mb:,.0f} MB" if peak_mb is not None else ""
+    print(f"{case:<26} {tool:<34} {seconds:7.2f} s {rows / seconds:>12,.0f} rows/s  "
+          f"{ratio}{peak}")
+
+
+def update_in_child(kind: str, folder: Path) -> tuple[float, float]:
+    """Run one update merge in a fresh process: (seconds, peak RSS in MB)."""
+    done = subprocess.run([sys.executable, __file__, "--update-child", kind, str(folder)],
+                          check=True, capture_output=True, text=True)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    return result["seconds"], result["peak_mb"]
+
+
+def update_child(kind: str, folder: Path) -> None:
+    update = pq.ParquetFile(folder / "update_rows.parquet")
+    started = time.perf_counter()
+    if kind == "plain":
+        rows = update.read()
+        existing = pq.read_table(folder / "plain_update.parquet")
+        kept = existing.filter(pc.invert(pc.is_in(existing["id"], value_set=rows["id"])))
+        pq.write_table(pa.concat_tables([kept, rows]), folder / "plain_update.parquet")
+    else:
+        sink(folder / "update", "parquet", "update").write(
+            update.schema_arrow, update.iter_batches(BATCH_ROWS), partition="b", run_id="r2")
+    seconds = time.perf_counter() - started
+    print(json.dumps({"seconds": seconds, "peak_mb": peak_rss_mb()}))
+
+
+def peak_rss_mb() -> float:
+    """This process's peak RSS. Not ru_maxrss: Linux carries the forking parent's peak over
+    exec into it; VmHWM belongs to this program's own memory map."""
+    for entry in Path("/proc/self/status").read_text().splitlines():
+        if entry.startswith("VmHWM:"):
+            return int(entry.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def sink(folder: Path, fmt: str, mode: str = "shard", **kwargs: object) -> FileSink:
@@ -79,7 +119,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--update-rows", type=int, default=100_000)
+    parser.add_argument("--update-child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.update_child:
+        update_child(args.update_child[0], Path(args.update_child[1]))
+        return
     table = generated(args.rows)
     batches = table.to_batches(BATCH_ROWS)
     n = args.rows
@@ -112,24 +156,21 @@ def main() -> None:
             table.schema, batches, partition="p", run_id="r"))
         line("drop_duplicates parquet", "ours (spill, last row per key)", n, ours, plain)
 
-        # update: a dataset of n rows, then update_rows rows of which half are new keys
+        # update: a dataset of n rows, then update_rows rows of which half are new keys; each
+        # merge in a fresh process, so its peak memory is its own
         update = generated(args.update_rows, first_id=n - args.update_rows // 2)
-        merged = sink(out / "update", "parquet", "update")
-        merged.write(table.schema, batches, partition="a", run_id="r1")
+        pq.write_table(update, out / "update_rows.parquet")
+        sink(out / "update", "parquet", "update").write(table.schema, batches, partition="a",
+                                                        run_id="r1")
         pq.write_table(table, out / "plain_update.parquet")
-
-        def plain_update() -> None:
-            existing = pq.read_table(out / "plain_update.parquet")
-            kept = existing.filter(pc.invert(pc.is_in(existing["id"], value_set=update["id"])))
-            pq.write_table(pa.concat_tables([kept, update]), out / "plain_update.parquet")
-
-        plain = timed(plain_update)
-        line("update parquet", "pyarrow in memory (read+concat)", args.update_rows, plain)
-        ours = timed(lambda: merged.write(update.schema, update.to_batches(BATCH_ROWS),
-                                          partition="b", run_id="r2"))
-        line("update parquet", "ours (streamed merge)", args.update_rows, ours, plain)
+        plain, plain_mb = update_in_child("plain", out)
+        line("update parquet", "pyarrow in memory (read+concat)", args.update_rows, plain,
+             peak_mb=plain_mb)
+        ours, ours_mb = update_in_child("ours", out)
+        line("update parquet", "ours (streamed merge)", args.update_rows, ours, plain,
+             peak_mb=ours_mb)
         assert pq.read_metadata(out / "update" / "data.parquet").num_rows == \
-            n + args.update_rows // 2
+            pq.read_metadata(out / "plain_update.parquet").num_rows == n + args.update_rows // 2
 
         frame = table.to_pandas()
         plain = timed(lambda: frame.to_json(out / "plain.jsonl", orient="records", lines=True,
