@@ -16,6 +16,7 @@ from typing import BinaryIO, Literal, Protocol
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
+import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from etl_assets.json_documents import _json_values, documents, json_lines
@@ -100,25 +101,34 @@ def merged_schema(incoming: pa.Schema, existing: pa.Schema) -> pa.Schema:
 
 
 def rows_without_keys(batch: pa.RecordBatch, keys: pa.Table) -> pa.RecordBatch:
-    """The rows of ``batch`` whose key is not among ``keys`` (a hash anti-join)."""
+    """The rows of ``batch`` whose key is not among ``keys`` (a hash anti-join), in order."""
     if keys.num_rows == 0 or batch.num_rows == 0:
         return batch
-    names = keys.column_names
-    missing = [k for k in names if k not in batch.schema.names]
+    missing = [k for k in keys.column_names if k not in batch.schema.names]
     if missing:
         raise FileFormatError(f"the existing file has no key column(s) {', '.join(missing)}")
-    if len(names) == 1:  # one column: a hash set lookup keeps the order, no join needed
-        column = batch.column(names[0]).cast(keys.schema.field(0).type)
+    kept = kept_rows(batch.select(keys.column_names), keys)
+    return batch if kept is None else batch.take(kept)
+
+
+def kept_rows(candidates: pa.RecordBatch | pa.Table, keys: pa.Table) -> pa.Array | None:
+    """Which rows of ``candidates`` (key columns only) have a key not among ``keys``: their
+    indices in order, or None when that is every row."""
+    names = keys.column_names
+    if len(names) == 1:  # one column: a hash set lookup, no join needed
+        column = candidates.column(0).cast(keys.schema.field(0).type)
         replaced = pc.is_in(column, value_set=keys.column(0).combine_chunks())
-        return batch.filter(pc.invert(replaced)) if pc.any(replaced).as_py() else batch
-    key_part = pa.table([batch.column(k).cast(keys.schema.field(k).type) for k in names],
+        if not pc.any(replaced).as_py():
+            return None
+        return pc.indices_nonzero(pc.invert(replaced))
+    key_part = pa.table([candidates.column(k).cast(keys.schema.field(k).type) for k in names],
                         names=names)
-    key_part = key_part.append_column("__row", pa.array(range(batch.num_rows), pa.int64()))
+    key_part = key_part.append_column("__row", pa.array(range(len(key_part)), pa.int64()))
     kept = key_part.join(keys, keys=names, join_type="left anti", use_threads=False)
-    if kept.num_rows == batch.num_rows:
-        return batch
+    if kept.num_rows == len(key_part):
+        return None
     rows = kept.column("__row")
-    return batch.take(pc.take(rows, pc.sort_indices(rows)).combine_chunks())  # file order
+    return pc.take(rows, pc.sort_indices(rows)).combine_chunks()
 
 
 class ParquetFormat:
@@ -182,26 +192,45 @@ class JsonLinesFormat:
 
     def copy_rows_without_keys(self, existing: BinaryIO, keys: pa.Table,
                                writer: RowWriter) -> int:
+        """Lines are read in blocks; only their key fields are parsed (by Arrow's JSON reader,
+        against the run's keys as JSON values), and kept lines are copied as they are."""
         assert isinstance(writer, _JsonLinesWriter)
-        names = keys.column_names
-        replaced = {tuple(doc[k] for k in names) for doc in documents(keys)}
+        json_keys = pa.Table.from_pylist(documents(keys))  # the keys as the file holds them
+        options = pajson.ParseOptions(explicit_schema=json_keys.schema,
+                                      unexpected_field_behavior="ignore")
         copied = 0
-        kept: list[bytes] = []
-        for number, line in enumerate(existing, start=1):
-            if not line.strip():
-                continue
+        for block in _line_blocks(existing):
+            lines = [line for line in block.split(b"\n") if line.strip()]
             try:
-                doc = json.loads(line)
-            except ValueError as exc:
-                raise FileFormatError(f"line {number} is not JSON: {exc}") from None
-            if tuple(doc.get(k) for k in names) not in replaced:
-                kept.append(line if line.endswith(b"\n") else line + b"\n")
-            if len(kept) >= 10_000:
-                writer.write_lines(kept)
-                copied += len(kept)
-                kept = []
-        writer.write_lines(kept)
-        return copied + len(kept)
+                found = pajson.read_json(pa.BufferReader(block), parse_options=options)
+            except pa.ArrowInvalid as exc:
+                raise FileFormatError(f"a line is not JSON with the key "
+                                      f"{', '.join(json_keys.column_names)}: {exc}") from None
+            if found.num_rows != len(lines):
+                raise FileFormatError(f"{len(lines)} lines but {found.num_rows} documents")
+            kept = kept_rows(found, json_keys)
+            chosen = lines if kept is None else [lines[i] for i in kept.to_numpy()]
+            writer.write_lines([line + b"\n" for line in chosen])
+            copied += len(chosen)
+        return copied
+
+
+def _line_blocks(source: BinaryIO, size: int = 8 << 20) -> Iterator[bytes]:
+    """``source`` in blocks of whole lines (about ``size`` bytes each)."""
+    rest = b""
+    while True:
+        chunk = source.read(size)
+        if not chunk:
+            if rest.strip():
+                yield rest
+            return
+        chunk = rest + chunk
+        cut = chunk.rfind(b"\n")
+        if cut < 0:
+            rest = chunk
+            continue
+        rest = chunk[cut + 1:]
+        yield chunk[:cut + 1]
 
 
 class _JsonLinesWriter:
