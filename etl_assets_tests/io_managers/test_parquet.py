@@ -250,3 +250,15 @@ def test_a_merge_that_cannot_cast_the_existing_rows_names_the_sink_and_file(tmp_
     with pytest.raises(ValueError, match=r"sink test: cannot merge into .*data\.parquet: .*not a number"):
         write(s, pa.RecordBatch.from_pylist([{"id": 2, "v": 2.5}]), run="run-2")
     assert pq.read_table(tmp_path / "lake" / "data.parquet").to_pylist() == [{"id": 1, "v": "not a number"}]
+
+
+def test_json_update_matches_keys_as_the_file_holds_them(tmp_path: Path) -> None:
+    schema = pa.schema([("at", pa.timestamp("us", "UTC")), ("site", pa.string()), ("n", pa.int64())])
+    s = sink(tmp_path / "lake", "json", "update", primary_key=["at", "site"])
+    t1, t2 = datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 1, 1, 0, 0, 0, 500, tzinfo=UTC)
+    rows = [{"at": t1, "site": 'a"b', "n": 1}, {"at": t2, "site": 'a"b', "n": 2}, {"at": t1, "site": "c", "n": 3}]
+    write(s, pa.RecordBatch.from_pylist(rows, schema))
+    write(s, pa.RecordBatch.from_pylist([{"at": t2, "site": 'a"b', "n": 20}], schema), run="r2")
+    got = rows_of("json", (tmp_path / "lake" / "data.jsonl").read_bytes())
+    assert sorted((r["at"], r["site"], r["n"]) for r in got) == [
+        ("2024-01-01T00:00:00.000500Z", 'a"b', 20), ("2024-01-01T00:00:00Z", 'a"b', 1), ("2024-01-01T00:00:00Z", "c", 3)]
