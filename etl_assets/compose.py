@@ -16,15 +16,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from etl_assets.io_managers.file_formats import (
     FileFormat,
     aligned,
     closed_at_end,
+    csv_header,
     file_format,
     merged_schema,
+    read_csv,
 )
 from etl_assets.io_managers.file_sink import DATASET
 from etl_assets.io_managers.file_target import FileTarget
@@ -77,21 +78,14 @@ def _read_shard(target: FileTarget, fmt: FileFormat, name: str) -> Iterator[pa.R
         if fmt.name == "parquet":
             yield from pq.ParquetFile(source).iter_batches(batch_size=65_536)
             return
-        names = pacsv.open_csv(source).schema.names
-        source.seek(0)
-        yield from pacsv.open_csv(
-            source,
-            parse_options=pacsv.ParseOptions(newlines_in_values=True, ignore_empty_lines=False),
-            convert_options=pacsv.ConvertOptions(
-                column_types=dict.fromkeys(names, pa.string()), strings_can_be_null=True,
-                quoted_strings_can_be_null=False))
+        yield from read_csv(source, dict.fromkeys(csv_header(source), pa.string()))
 
 
 def _shard_schema(target: FileTarget, fmt: FileFormat, name: str) -> pa.Schema:
     with target.open_read(name) as source:
         if fmt.name == "parquet":
             return pq.read_schema(source)
-        return pa.schema([pa.field(n, pa.string()) for n in pacsv.open_csv(source).schema.names])
+        return pa.schema([pa.field(name, pa.string()) for name in csv_header(source)])
 
 
 def _compose_tables(target: FileTarget, fmt: FileFormat, shards: list[str], name: str,

@@ -117,7 +117,7 @@ def json_lines(batch: pa.RecordBatch | pa.Table) -> bytes:
     for i, field in enumerate(batch.schema):
         key = _encode_string(field.name) + ":"
         parts.append(pa.scalar(("{" if i == 0 else ",") + key, pa.large_string()))
-        parts.append(_json_values(_as_array(batch.column(i)), field))
+        parts.append(json_values(_as_array(batch.column(i)), field))
     parts.append(pa.scalar("}\n", pa.large_string()))
     lines = pc.binary_join_element_wise(*parts, _EMPTY)
     if isinstance(lines, pa.ChunkedArray):
@@ -164,7 +164,7 @@ def _as_array(column: pa.Array | pa.ChunkedArray) -> pa.Array:
     return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
 
 
-def _json_values(column: pa.Array, field: pa.Field) -> pa.Array:
+def json_values(column: pa.Array, field: pa.Field) -> pa.Array:
     """``column`` as JSON text, one value a row, ``null`` for nulls (large_string)."""
     kind = field.type
     if logical_type_of(field) is None:

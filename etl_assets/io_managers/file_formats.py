@@ -9,17 +9,17 @@ base64), a null is an empty field and an empty string is ``""``.
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Iterator
 from typing import BinaryIO, Literal, Protocol
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
-from etl_assets.json_documents import _json_values, documents, json_lines
+from etl_assets.json_documents import documents, json_lines, json_values
 
 FormatName = Literal["parquet", "json", "csv"]
 FORMATS: tuple[FormatName, ...] = ("parquet", "json", "csv")
@@ -123,7 +123,7 @@ def kept_rows(candidates: pa.RecordBatch | pa.Table, keys: pa.Table) -> pa.Array
         return pc.indices_nonzero(pc.invert(replaced))
     key_part = pa.table([candidates.column(k).cast(keys.schema.field(k).type) for k in names],
                         names=names)
-    key_part = key_part.append_column("__row", pa.array(range(len(key_part)), pa.int64()))
+    key_part = key_part.append_column("__row", pa.array(np.arange(len(key_part), dtype=np.int64)))
     kept = key_part.join(keys, keys=names, join_type="left anti", use_threads=False)
     if kept.num_rows == len(key_part):
         return None
@@ -247,6 +247,9 @@ class _JsonLinesWriter:
         self.out.flush()
 
 
+_CSV_PARSE = pacsv.ParseOptions(newlines_in_values=True, ignore_empty_lines=False)
+
+
 def _csv_field(field: pa.Field) -> pa.Field:
     kind = field.type.value_type if pa.types.is_dictionary(field.type) else field.type
     return field.with_type(kind if _csv_native(kind) else pa.string())
@@ -276,12 +279,29 @@ def csv_ready(batch: pa.RecordBatch) -> pa.RecordBatch:
             column = column.cast(field.type.value_type)
             field = field.with_type(field.type.value_type)
         if not _csv_native(field.type):
-            text = _json_values(column, field).cast(pa.string())
+            text = json_values(column, field).cast(pa.string())
             if pa.types.is_binary(field.type) or pa.types.is_large_binary(field.type):
                 text = pc.utf8_slice_codeunits(text, 1, -1)  # base64 text without its quotes
             column = pc.if_else(column.is_null(), None, text)
         columns.append(column)
     return pa.RecordBatch.from_arrays(columns, schema=csv_schema(batch.schema))
+
+
+def csv_header(source: BinaryIO) -> list[str]:
+    """The column names of a CSV file (``source`` is rewound)."""
+    names = pacsv.open_csv(source, read_options=pacsv.ReadOptions(block_size=1 << 16),
+                           parse_options=_CSV_PARSE).schema.names
+    source.seek(0)
+    return list(names)
+
+
+def read_csv(source: BinaryIO, types: dict[str, pa.DataType]) -> pacsv.CSVStreamingReader:
+    """A CSV file as the file sink writes it, in batches: columns typed by ``types`` (others
+    inferred), an empty field null, ``""`` an empty string."""
+    return pacsv.open_csv(
+        source, read_options=pacsv.ReadOptions(block_size=8 << 20), parse_options=_CSV_PARSE,
+        convert_options=pacsv.ConvertOptions(column_types=types, strings_can_be_null=True,
+                                             quoted_strings_can_be_null=False))
 
 
 class CsvFormat:
@@ -294,25 +314,16 @@ class CsvFormat:
                ) -> RowWriter:
         schema = csv_schema(schema)
         if existing is not None:
-            header = pacsv.open_csv(existing, read_options=pacsv.ReadOptions(block_size=1 << 16),
-                                    convert_options=pacsv.ConvertOptions(
-                                        column_types={}, include_columns=None)).schema
-            extra = [pa.field(f.name, pa.string()) for f in header if f.name not in schema.names]
+            extra = [pa.field(name, pa.string()) for name in csv_header(existing)
+                     if name not in schema.names]
             schema = pa.schema(list(schema) + extra, metadata=schema.metadata)
-            existing.seek(0)
         return _CsvWriter(out, schema)
 
     def copy_rows_without_keys(self, existing: BinaryIO, keys: pa.Table,
                                writer: RowWriter) -> int:
         assert isinstance(writer, _CsvWriter)
-        types = {f.name: f.type for f in writer.schema}
-        reader = pacsv.open_csv(
-            existing, read_options=pacsv.ReadOptions(block_size=8 << 20),
-            parse_options=pacsv.ParseOptions(newlines_in_values=True, ignore_empty_lines=False),
-            convert_options=pacsv.ConvertOptions(column_types=types, strings_can_be_null=True,
-                                                 quoted_strings_can_be_null=False))
         copied = 0
-        for batch in reader:
+        for batch in read_csv(existing, {f.name: f.type for f in writer.schema}):
             kept = rows_without_keys(batch, keys)
             writer.write_ready(kept)
             copied += kept.num_rows
@@ -333,22 +344,3 @@ class _CsvWriter:
 
     def close(self) -> None:
         self._writer.close()
-
-
-def read_rows(fmt: FileFormat, source: BinaryIO, schema: pa.Schema | None = None
-              ) -> Iterator[pa.RecordBatch]:
-    """The rows of a file of ``fmt`` as Arrow batches (for compose and tests); CSV columns
-    typed as ``schema`` says where given."""
-    if fmt.name == "parquet":
-        yield from pq.ParquetFile(source).iter_batches(batch_size=65_536)
-    elif fmt.name == "csv":
-        types = {f.name: f.type for f in csv_schema(schema)} if schema is not None else {}
-        yield from pacsv.open_csv(
-            source,
-            parse_options=pacsv.ParseOptions(newlines_in_values=True, ignore_empty_lines=False),
-            convert_options=pacsv.ConvertOptions(column_types=types, strings_can_be_null=True,
-                                                 quoted_strings_can_be_null=False))
-    else:
-        docs = [json.loads(line) for line in source if line.strip()]
-        if docs:
-            yield pa.RecordBatch.from_pylist(docs)
