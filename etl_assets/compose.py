@@ -1,7 +1,7 @@
 """Compose a file sink's shards into one file: ``etl-assets compose`` and :func:`compose`.
 
 The shards (every ``*.<ext>`` file directly in the sink's folder except the dataset and
-composed files) are read in name order (for window keys: oldest window first) and written to
+composed files) are read in partition order (oldest window first) and written to
 one file, atomically, beside them. Parquet and CSV shards whose columns differ are aligned
 (missing columns null); JSON lines are copied line for line. With ``key``, only the last row
 per key is kept (later shards win). The shards stay unless ``remove_shards``.
@@ -10,6 +10,7 @@ per key is kept (later shards win). The shards stay unless ``remove_shards``.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -45,9 +46,15 @@ class Composed:
 
 
 def shard_names(target: FileTarget, fmt: FileFormat) -> list[str]:
-    """The shard files of a sink folder, in name order."""
+    """The shard files of a sink folder, in partition order (numbers compared as numbers, so
+    ``200..300`` comes before ``1000..2000``)."""
     skip = {DATASET + fmt.suffix, COMPOSED + fmt.suffix}
-    return [n for n in target.names(fmt.suffix) if n not in skip]
+    return sorted((n for n in target.names(fmt.suffix) if n not in skip), key=_natural)
+
+
+def _natural(name: str) -> list[tuple[int, int | str]]:
+    return [(0, int(part)) if part.isdigit() else (1, part)
+            for part in re.split(r"(\d+)", name) if part]
 
 
 def compose(path: str, format: str = "parquet", *, output: str | None = None,
@@ -57,11 +64,10 @@ def compose(path: str, format: str = "parquet", *, output: str | None = None,
     ``composed.<ext>``) beside them."""
     target = FileTarget(path, storage_options)
     fmt = file_format(format)
-    shards = shard_names(target, fmt)
+    name = output or COMPOSED + fmt.suffix
+    shards = [s for s in shard_names(target, fmt) if s != name]
     if not shards:
         raise FileNotFoundError(f"no {fmt.suffix} shards under {target.display}")
-    name = output or COMPOSED + fmt.suffix
-    shards = [s for s in shards if s != name]
     if fmt.name == "json":
         rows = _compose_json_lines(target, shards, name, list(key))
     else:
@@ -85,7 +91,7 @@ def _shard_schema(target: FileTarget, fmt: FileFormat, name: str) -> pa.Schema:
     with target.open_read(name) as source:
         if fmt.name == "parquet":
             return pq.read_schema(source)
-        return pa.schema([pa.field(name, pa.string()) for name in csv_header(source)])
+        return pa.schema([pa.field(column, pa.string()) for column in csv_header(source)])
 
 
 def _compose_tables(target: FileTarget, fmt: FileFormat, shards: list[str], name: str,

@@ -80,3 +80,10 @@ def test_etl_assets_compose_by_sink_name(tmp_path: Path, monkeypatch: pytest.Mon
     # composing again leaves the composed file out of its own input
     assert main(["compose", "--path", str(tmp_path / "lake"), "--format", "parquet"]) == 0
     assert pq.read_table(tmp_path / "lake" / "composed.parquet").num_rows == 5
+
+
+def test_integer_windows_compose_in_numeric_order(tmp_path: Path) -> None:
+    write_shards(tmp_path / "lake", "json", {"1000..2000": [{"id": 3}], "200..300": [{"id": 2}], "0..200": [{"id": 1}]})
+    done = compose(str(tmp_path / "lake"), "json")
+    assert done.shards == ["0..200.jsonl", "200..300.jsonl", "1000..2000.jsonl"]
+    assert [r["id"] for r in rows_of("json", (tmp_path / "lake" / "composed.jsonl").read_bytes())] == [1, 2, 3]
