@@ -25,12 +25,6 @@ from fsspec.implementations.local import LocalFileSystem
 from etl_assets.home import expand_vars
 
 TEMP_FOLDER = ".tmp"
-_SECRET_OPTION = re.compile(r"secret|password|token|credential|key$", re.IGNORECASE)
-
-
-def secret_options(options: dict[str, Any]) -> list[str]:
-    """Names in ``options`` that look like secrets (which belong in env vars, not specs)."""
-    return [name for name in options if _SECRET_OPTION.search(name)]
 
 
 class FileTarget:
