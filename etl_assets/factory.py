@@ -21,6 +21,7 @@ from dagster import (
     ConfigurableIOManager,
     Definitions,
     DynamicPartitionsDefinition,
+    EnvVar,
     JobDefinition,
     SensorDefinition,
     asset,
@@ -39,6 +40,7 @@ from etl_assets.io_managers.staging import ParquetStagingIOManager
 from etl_assets.sensors import build_watermark_sensor
 from etl_assets.sources.sql import SqlSource
 from etl_assets.spec import (
+    BigQuerySinkSpec,
     ParquetSinkSpec,
     PipelineSpec,
     PostgresSinkSpec,
@@ -145,6 +147,26 @@ def build_sink_io_manager(name: str, sink: SinkSpec, spec: PipelineSpec) -> Conf
             drop_duplicates=sink.drop_duplicates, storage_options=sink.storage_options,
             retries=sink.retries, retry_delay_s=sink.retry_delay_s,
             dead_letter_root=spec.dead_letters.root,
+        )
+    if isinstance(sink, BigQuerySinkSpec):
+        key = spec.sink_primary_key(name)
+        if sink.write == "merge" and not key:
+            raise ValueError(f"sink {name!r}: write merge needs a primary_key (on the sink or "
+                             f"its source {sink.source!r})")
+        try:
+            from etl_assets.io_managers.bigquery import BigQuerySinkIOManager
+        except ImportError as exc:
+            raise ValueError(f"sink {name!r}: kind bigquery needs the `bigquery` extra "
+                             f"(pip install 'etl_assets[bigquery]'): {exc}") from None
+        return BigQuerySinkIOManager(
+            project=sink.project, dataset=sink.dataset, table=sink.table,
+            location=sink.location, write=sink.write, primary_key=key,
+            cursor_column=spec.sources[sink.source].cursor,
+            credentials_path=EnvVar(sink.credentials_env) if sink.credentials_env else "",
+            credentials_env=sink.credentials_env or "",
+            api_endpoint=sink.api_endpoint or "", chunk_rows=sink.chunk_rows,
+            retries=sink.retries, retry_delay_s=sink.retry_delay_s,
+            request_timeout_s=sink.request_timeout_s, dead_letter_root=spec.dead_letters.root,
         )
     raise ValueError(f"sink {name!r}: unknown kind {sink.kind!r}")
 

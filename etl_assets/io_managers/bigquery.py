@@ -1,0 +1,228 @@
+"""BigQuery sink IO manager: a sink asset's rows loaded into a BigQuery table by parquet load
+jobs of at most ``chunk_rows`` rows, in write mode append, replace_partition, replace_table or
+merge (see ``bigquery_writer``).
+
+A chunk that still fails to load after the retries is kept in the shared dead-letter store
+(api2db's "upload failed" folder): the run goes on and succeeds with the count in its
+metadata; the next run of the sink loads the kept chunks first, and the sink's replay job
+(``<sink>_replay_dead_letters``) does the same on demand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+from dagster import (
+    ConfigurableIOManager,
+    InputContext,
+    OpExecutionContext,
+    OutputContext,
+)
+from google.api_core.client_options import ClientOptions
+from google.auth.credentials import AnonymousCredentials, Credentials
+from google.cloud import bigquery
+
+from etl_assets.batches import RecordBatchStream
+from etl_assets.dead_letters import DeadLetterStore, ReplayReport
+from etl_assets.home import expand_vars
+from etl_assets.io_managers.bigquery_writer import (
+    BigQueryLoadFailed,
+    BigQuerySinkError,
+    BigQueryTableWriter,
+    BigQueryTarget,
+)
+from etl_assets.progress import ProgressLog
+from etl_assets.watermark import Window
+
+
+class BigQuerySinkIOManager(ConfigurableIOManager):
+    """Loads a sink asset's batches into ``project.dataset.table`` (created when missing).
+
+    ``write``: append, replace_partition (the partition's slice of ``cursor_column`` is
+    replaced), replace_table (the run's rows become the table) or merge (on ``primary_key``).
+    ``credentials_path``: a service-account JSON file (pass it with ``EnvVar``; the env var's
+    name, ``credentials_env``, is what errors show); empty: application default credentials,
+    or none at all for a plain ``http://`` ``api_endpoint`` (an emulator). ``chunk_rows``: rows
+    per load job. ``retries`` more attempts on transient errors, ``retry_delay_s`` apart
+    (doubling), before a chunk goes to the dead letters under ``dead_letter_root``.
+    """
+
+    project: str
+    dataset: str
+    table: str
+    location: str | None = None
+    write: str = "append"
+    primary_key: list[str] = []
+    cursor_column: str | None = None
+    credentials_path: str = ""
+    credentials_env: str = ""
+    api_endpoint: str = ""
+    chunk_rows: int = 500_000
+    retries: int = 3
+    retry_delay_s: float = 2.0
+    request_timeout_s: float = 300.0
+    dead_letter_root: str = "${ETL_ASSETS_HOME}/dead_letters"
+
+    # -- connection ----------------------------------------------------------------------
+
+    def client(self, where: str) -> bigquery.Client:
+        """A client for ``project``: service account, ADC, or anonymous for an emulator."""
+        endpoint = expand_vars(self.api_endpoint) if self.api_endpoint else ""
+        options = ClientOptions(api_endpoint=endpoint) if endpoint else None
+        credentials: Credentials | None = None
+        if self.credentials_path:
+            from google.oauth2 import service_account
+
+            path = Path(expand_vars(self.credentials_path))
+            if not path.is_file():
+                raise BigQuerySinkError(f"{where}: the service-account file named by "
+                                        f"${self.credentials_env or 'credentials'} does not "
+                                        f"exist")
+            try:
+                credentials = service_account.Credentials.from_service_account_file(str(path))
+            except ValueError as exc:
+                raise BigQuerySinkError(f"{where}: the file named by "
+                                        f"${self.credentials_env or 'credentials'} is not a "
+                                        f"service-account key: {exc}") from None
+        elif endpoint.startswith("http://"):
+            credentials = AnonymousCredentials()
+        return bigquery.Client(project=self.project, credentials=credentials,
+                               client_options=options, location=self.location)
+
+    def target(self) -> BigQueryTarget:
+        return BigQueryTarget(self.project, self.dataset, self.table, self.location)
+
+    def dead_letter_store(self) -> DeadLetterStore:
+        return DeadLetterStore(self.dead_letter_root)
+
+    def writer(self, client: bigquery.Client, mode: str, staging_id: str,
+               window: Window | None, log: Any) -> BigQueryTableWriter:
+        return BigQueryTableWriter(
+            client, self.target(), mode, self.primary_key, staging_id=staging_id,
+            slice_column=self.cursor_column, window=window, retries=self.retries,
+            retry_delay_s=self.retry_delay_s, request_timeout_s=self.request_timeout_s,
+            log=log)
+
+    # -- writing -------------------------------------------------------------------------
+
+    def handle_output(self, context: OutputContext, obj: RecordBatchStream) -> None:
+        asset = context.asset_key.to_user_string()
+        partition = context.partition_key if context.has_partition_key else None
+        target = self.target()
+        label = f"{asset} [{partition}] -> {target.table_id} ({self.write})"
+        window = _window(partition)
+        if self.write == "replace_partition" and window is None:
+            raise BigQuerySinkError(f"{label}: write mode replace_partition needs a window "
+                                    f"partition, got {partition!r}")
+        client = self.client(f"sink {asset}")
+        store = self.dead_letter_store()
+        replayed = self._replay(client, context.log, asset, context.run_id)
+        writer = self.writer(client, self.write, target.staging_id(asset, partition,
+                                                                     context.run_id),
+                             window, context.log)
+        progress = ProgressLog(context.log, label)
+        failed, last_error = 0, ""
+        try:
+            try:
+                for action in writer.prepare(obj.schema):
+                    context.log.info(f"{label}: {action}")
+                unreachable: BigQueryLoadFailed | None = None
+            except BigQueryLoadFailed as exc:
+                if not exc.transient:
+                    raise
+                unreachable = exc  # keep every chunk of this run for a later replay
+            for chunk in _chunks(obj, self.chunk_rows):
+                try:
+                    if unreachable is not None:
+                        raise unreachable
+                    writer.load(chunk)
+                except BigQueryLoadFailed as exc:
+                    failed += chunk.num_rows
+                    last_error = exc.reason
+                    store.add(asset, partition, chunk, exc.reason, run_id=context.run_id)
+                    context.log.warning(f"{label}: {chunk.num_rows:,} row(s) kept as dead "
+                                        f"letters: {exc.reason}")
+                progress.add(chunk.num_rows)
+            done = writer.finish() if unreachable is None else None
+            if done:
+                context.log.info(f"{label}: {done}")
+        finally:
+            writer.drop_staging()
+        progress.done()
+        context.add_output_metadata({
+            "table": target.table_id,
+            "write": self.write,
+            "dagster/row_count": progress.rows - failed,
+            "rows_failed": failed,
+            "dead_letters_replayed": replayed.replayed,
+            "chunks": progress.batches,
+            "seconds": round(progress.seconds, 3),
+            "rows_per_second": round(progress.rows_per_second),
+            **store.metadata(asset, partition),
+            **({"dead_letter_error": last_error} if last_error else {}),
+        })
+
+    def load_input(self, context: InputContext) -> RecordBatchStream:
+        raise NotImplementedError(f"{context.asset_key.to_user_string()} is a sink; read "
+                                  f"{self.target().table_id} from BigQuery")
+
+    # -- dead letters --------------------------------------------------------------------
+
+    def replay_dead_letters(self, context: OpExecutionContext, asset: str) -> ReplayReport:
+        """Load every dead letter of ``asset`` again; those that load are removed."""
+        return self._replay(self.client(f"sink {asset}"), context.log, asset, context.run_id)
+
+    def _replay(self, client: bigquery.Client, log: Any, asset: str,
+                run_id: str) -> ReplayReport:
+        """Kept chunks, oldest first, through merge (merge sinks) or append (the others: a
+        replaced slice or table was replaced when they failed, their rows belong after)."""
+        store = self.dead_letter_store()
+        files = store.files(asset)
+        replayed = failing = 0
+        for file in files:
+            letters = store.read(file)
+            mode = "merge" if self.write == "merge" else "append"
+            writer = self.writer(client, mode, self.target().staging_id(
+                asset, f"replay-{file.path.name}", run_id), None, log)
+            try:
+                writer.prepare(letters.payload.schema)
+                writer.load(letters.payload)
+                writer.finish()
+            except BigQueryLoadFailed as exc:
+                failing += store.settle(file, [True] * file.rows, exc.reason, run_id=run_id)
+                log.warning(f"{asset}: replaying {file.rows:,} dead letter(s) of partition "
+                            f"{file.partition} failed again: {exc.reason}")
+                continue
+            finally:
+                writer.drop_staging()
+            store.settle(file, [False] * file.rows, "", run_id=run_id)
+            replayed += file.rows
+            log.info(f"{asset}: replayed {file.rows:,} dead letter(s) of partition "
+                     f"{file.partition} into {self.target().table_id}")
+        return ReplayReport(replayed, failing, len(files))
+
+
+def _window(partition: str | None) -> Window | None:
+    if partition is None:
+        return None
+    try:
+        return Window.from_key(partition)
+    except ValueError:
+        return None
+
+
+def _chunks(batches: Iterable[pa.RecordBatch], rows: int) -> Iterator[pa.Table]:
+    """Batches gathered into tables of about ``rows`` rows (at least one batch each)."""
+    pending: list[pa.RecordBatch] = []
+    count = 0
+    for batch in batches:
+        pending.append(batch)
+        count += batch.num_rows
+        if count >= rows:
+            yield pa.Table.from_batches(pending)
+            pending, count = [], 0
+    if pending:
+        yield pa.Table.from_batches(pending)

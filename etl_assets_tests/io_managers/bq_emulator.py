@@ -1,0 +1,107 @@
+"""A real BigQuery API for the tests: the `bqemulator` package's server on a free loopback
+port, in its own process, which can be stopped (BigQuery is unreachable) and started again on
+the same port with its data kept (persistent mode, data in a temp folder).
+
+Run as a module it is that server: ``python -m etl_assets_tests.io_managers.bq_emulator PORT
+DATA_DIR``. DuckDB's spatial extension (GEOGRAPHY) is switched off: it is downloaded on first
+use and this machine may be offline.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from etl_assets_tests.io_managers.s3_server import free_port
+
+PROJECT = "etl-test"
+
+
+@dataclass
+class BigQueryEmulator:
+    port: int
+    data_dir: Path
+    _process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        log = open(self.data_dir / "emulator.log", "ab")  # noqa: SIM115 - the process owns it
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "etl_assets_tests.io_managers.bq_emulator", str(self.port),
+             str(self.data_dir / "data")], stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise RuntimeError(f"bqemulator exited: {self.log_tail()}")
+            try:
+                with urllib.request.urlopen(
+                        f"{self.endpoint}/bigquery/v2/projects/{PROJECT}/datasets", timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError(f"bqemulator did not answer in 60 s: {self.log_tail()}")
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            self._process.wait(timeout=30)
+            self._process = None
+
+    def log_tail(self) -> str:
+        return (self.data_dir / "emulator.log").read_text()[-2000:]
+
+    def client(self) -> Any:
+        from google.api_core.client_options import ClientOptions
+        from google.auth.credentials import AnonymousCredentials
+        from google.cloud import bigquery
+
+        return bigquery.Client(project=PROJECT, credentials=AnonymousCredentials(),
+                               client_options=ClientOptions(api_endpoint=self.endpoint))
+
+    def rows(self, table_id: str, order_by: str = "id") -> list[dict[str, Any]]:
+        """Every row of ``table_id`` as a dict (JSON columns as their values)."""
+        job = self.client().query(f"SELECT * FROM `{table_id}` ORDER BY `{order_by}`")
+        return [dict(row.items()) for row in job.result()]
+
+
+@pytest.fixture(scope="session")
+def bq_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BigQueryEmulator]:
+    emulator = BigQueryEmulator(free_port(), tmp_path_factory.mktemp("bqemulator"))
+    emulator.start()
+    yield emulator
+    emulator.stop()
+
+
+@pytest.fixture
+def bq_dataset(bq_emulator: BigQueryEmulator) -> str:
+    """A dataset name of its own for each test (the sink creates it)."""
+    if bq_emulator._process is None:  # a test that stopped it failed before starting it again
+        bq_emulator.start()
+    return f"ds_{uuid.uuid4().hex[:10]}"
+
+
+def _serve(port: int, data_dir: str) -> None:
+    from bqemulator.config import PersistenceMode, Settings
+    from bqemulator.server import run_forever
+    from bqemulator.storage import engine
+
+    engine.DuckDBEngine._load_spatial = lambda self: None  # type: ignore[method-assign]
+    Path(data_dir).mkdir(parents=True, exist_ok=True)
+    run_forever(Settings(rest_port=port, grpc_port=0, default_project_id=PROJECT,
+                         persistence_mode=PersistenceMode.PERSISTENT, data_dir=Path(data_dir)))
+
+
+if __name__ == "__main__":
+    _serve(int(sys.argv[1]), sys.argv[2])
