@@ -18,3 +18,8 @@ def with_pandas(batch: pa.RecordBatch) -> pd.DataFrame:
     frame = batch.select(["id", "amount"]).to_pandas()
     frame["amount"] = frame["amount"].astype("float64") * 2
     return frame
+
+
+def without_ratio(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """Every column but ``ratio`` (an unbounded numeric, which bqemulator cannot hold)."""
+    return batch.drop_columns(["ratio"])
