@@ -9,7 +9,7 @@ DEMO_DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 DEMO_HOME ?= $(CURDIR)/.etl_home
 DEMO_ENV := DAGSTER_HOME=$(DEMO_DAGSTER_HOME) ETL_ASSETS_HOME=$(DEMO_HOME)
 
-.PHONY: install demo dev status stop-demo test lint bench bench-pg bench-pg-migrate bench-parquet
+.PHONY: install demo dev status stop-demo test lint bench bench-pg bench-pg-migrate bench-bigquery bench-parquet
 
 install: $(VENV)/.installed
 
@@ -66,3 +66,7 @@ bench-pg-migrate: install
 # The file sink (shard, update, drop_duplicates; parquet, csv, JSON lines) vs plain pyarrow / pandas.
 bench-parquet: install
 	$(BIN)/python bench/file_sink.py $(BENCH_ARGS)
+
+# Loading into BigQuery (bqemulator on loopback): ours (append, merge) vs a plain client load.
+bench-bigquery: install
+	$(BIN)/python bench/bigquery_load.py $(BENCH_ARGS)
