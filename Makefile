@@ -13,7 +13,9 @@ DEMO_ENV := DAGSTER_HOME=$(DEMO_DAGSTER_HOME) ETL_ASSETS_HOME=$(DEMO_HOME)
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# npm: pouchdb-server, a CouchDB-API target of the HTTP sink tests.
+$(VENV)/.installed: pyproject.toml package-lock.json
+	npm ci --ignore-scripts --no-audit --no-fund
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e ".[dev,bigquery]"

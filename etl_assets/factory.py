@@ -32,6 +32,7 @@ from dagster import (
 from etl_assets.batches import RecordBatchStream
 from etl_assets.connections import dagster_url_value, libpq_url, redacted, resolve_url
 from etl_assets.dead_letters import build_replay_job
+from etl_assets.io_managers.http_api import HttpApiIOManager
 from etl_assets.io_managers.parquet import ParquetSinkIOManager
 from etl_assets.io_managers.postgres import PostgresUpsertIOManager
 from etl_assets.io_managers.postgres_declared import load_declared_table
@@ -41,6 +42,7 @@ from etl_assets.sensors import build_watermark_sensor
 from etl_assets.sources.sql import SqlSource
 from etl_assets.spec import (
     BigQuerySinkSpec,
+    HttpSinkSpec,
     ParquetSinkSpec,
     PipelineSpec,
     PostgresSinkSpec,
@@ -115,7 +117,8 @@ def build_sink_asset(name: str, sink: SinkSpec, partitions: DynamicPartitionsDef
         kinds={sink.kind},
     )
     def sink_asset(context: AssetExecutionContext, staged: RecordBatchStream) -> RecordBatchStream:
-        return staged.map(transform) if transform else staged
+        # A transform that makes documents, not batches, is applied by the sink's IO manager.
+        return staged.map(transform) if transform and sink.transform_makes_batches else staged
 
     return sink_asset
 
@@ -167,6 +170,17 @@ def build_sink_io_manager(name: str, sink: SinkSpec, spec: PipelineSpec) -> Conf
             api_endpoint=sink.api_endpoint or "", chunk_rows=sink.chunk_rows,
             retries=sink.retries, retry_delay_s=sink.retry_delay_s,
             request_timeout_s=sink.request_timeout_s, dead_letter_root=spec.dead_letters.root,
+        )
+    if isinstance(sink, HttpSinkSpec):
+        return HttpApiIOManager(
+            url=sink.url, format=sink.format, method=sink.method, wrap=sink.wrap,
+            body_extra=sink.body_extra, primary_key=spec.sink_primary_key(name),
+            id_key=sink.id_key, couchdb_revisions=sink.couchdb_revisions,
+            concurrency=sink.concurrency, bulk_docs=sink.bulk_docs, retries=sink.retries,
+            retry_delay_s=sink.retry_delay_s, max_retry_delay_s=sink.max_retry_delay_s,
+            timeout_s=sink.timeout_s, on_error=sink.on_error, headers=sink.headers,
+            headers_from_env=sink.headers_from_env, ca_file=sink.ca_file,
+            transform=sink.transform, dead_letter_root=spec.dead_letters.root,
         )
     raise ValueError(f"sink {name!r}: unknown kind {sink.kind!r}")
 

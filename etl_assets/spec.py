@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -17,6 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 # Option names that hold credentials (s3fs: key, secret, token): env vars, never the spec.
 SECRET_OPTION = re.compile(r"secret|password|token|credential|key$", re.IGNORECASE)
+SECRET_HEADER = re.compile(r"authorization|cookie|token|secret|api[-_]?key|password",
+                           re.IGNORECASE)
 DURATION_PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(us|ms|s|m|h|d|w)\s*$")
 
 Step = int | str
@@ -112,6 +114,10 @@ class SourceSpec(StrictModel):
 
 
 class SinkBase(StrictModel):
+    # False: the sink's transform makes something else than record batches (JSON documents),
+    # which its IO manager applies itself.
+    transform_makes_batches: ClassVar[bool] = True
+
     source: str = Field(description="name of the source whose rows this sink receives")
     transform: str | None = Field(
         None, description="module:function applied to every batch before it is written"
@@ -215,9 +221,61 @@ class BigQuerySinkSpec(SinkBase):
         return value
 
 
+class HttpSinkSpec(SinkBase):
+    """JSON documents posted to an HTTP API, one a request or in bulk."""
+
+    transform_makes_batches: ClassVar[bool] = False
+
+    kind: Literal["http"]
+    url: str = Field(description="where documents go (${VAR} expanded); in single mode "
+                                 "{id} is replaced by the document's id")
+    format: Literal["single", "ndjson_bulk", "json_array_bulk"] = Field(
+        "single", description="single: a request a document; ndjson_bulk: Elasticsearch/"
+                              "OpenSearch _bulk; json_array_bulk: a JSON array (CouchDB "
+                              "_bulk_docs with wrap: docs)")
+    method: Literal["POST", "PUT"] = Field("POST", description="single mode's HTTP method")
+    wrap: str | None = Field(None, description="key the document (single) or the array "
+                                               "(bulk) is put under")
+    body_extra: dict[str, Any] = Field(default_factory=dict,
+                                       description="more keys beside `wrap` in each body")
+    primary_key: list[str] | None = Field(
+        None, description="the document id (default: the source's primary key)")
+    id_key: str | None = Field(None, description="document field the id is put into, "
+                                                 "e.g. _id for CouchDB")
+    couchdb_revisions: bool = Field(
+        False, description="a document that exists (conflict) is sent again with its "
+                           "current _rev, so a re-run updates it")
+    concurrency: int = Field(16, gt=0, description="requests in flight")
+    bulk_docs: int = Field(500, gt=0, description="documents per bulk request")
+    retries: int = Field(5, ge=0, description="more attempts on connection errors, "
+                                              "timeouts, 5xx and 429")
+    retry_delay_s: float = Field(0.5, ge=0, description="first backoff, doubling, jittered")
+    max_retry_delay_s: float = Field(30.0, ge=0, description="longest backoff")
+    timeout_s: float = Field(30.0, gt=0, description="seconds a request may take")
+    on_error: Literal["fail", "dead_letter"] = Field(
+        "fail", description="fail: stop and fail the run at a refused document; "
+                            "dead_letter: keep refused documents for the replay job")
+    headers: dict[str, str] = Field(default_factory=dict,
+                                    description="headers without secrets")
+    headers_from_env: dict[str, str] = Field(
+        default_factory=dict, description="header name -> env var holding its value "
+                                          "(tokens: never logged)")
+    ca_file: str | None = Field(None, description="a CA bundle to trust besides the "
+                                                  "system's (TLS is always verified)")
+
+    @field_validator("headers")
+    @classmethod
+    def _no_secret_headers(cls, value: dict[str, str]) -> dict[str, str]:
+        secret = [h for h in value if SECRET_HEADER.search(h)]
+        if secret:
+            raise ValueError(f"{', '.join(secret)} hold secrets: give them with "
+                             f"headers_from_env (header: ENV_VAR), not in the spec")
+        return value
+
+
 # Every sink kind: add a model above and list it here (the `kind` field tells them apart).
 SINK_MODELS: tuple[type[SinkBase], ...] = (PostgresSinkSpec, ParquetSinkSpec,
-                                           BigQuerySinkSpec)
+                                           BigQuerySinkSpec, HttpSinkSpec)
 SinkSpec = Annotated[Union[SINK_MODELS], Field(discriminator="kind")]  # noqa: UP007
 SINK_KINDS = frozenset(m.model_fields["kind"].annotation.__args__[0] for m in SINK_MODELS)
 

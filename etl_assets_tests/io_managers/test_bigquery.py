@@ -3,22 +3,20 @@ schema additions and values read back from the table."""
 
 from __future__ import annotations
 
-import uuid
 from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 
 import pyarrow as pa
 import pytest
-from dagster import AssetKey, build_output_context
 
 from etl_assets.arrow_types import logical_field
-from etl_assets.batches import RecordBatchStream
 from etl_assets.dead_letters import DeadLetterStore
 from etl_assets.io_managers.bigquery import BigQuerySinkIOManager
 from etl_assets.io_managers.bigquery_writer import BigQuerySinkError
 from etl_assets.watermark import Window
 from etl_assets_tests.io_managers.bq_emulator import PROJECT, BigQueryEmulator
+from etl_assets_tests.io_managers.sink_runs import run_sink
 
 UTC = timezone.utc
 DAY = Window(datetime(2024, 3, 1, tzinfo=UTC), datetime(2024, 3, 2, tzinfo=UTC))
@@ -38,10 +36,7 @@ def sink(emulator: BigQueryEmulator, dataset: str, etl_home: Path,
 
 def write(manager: BigQuerySinkIOManager, batches: list[pa.RecordBatch],
           window: Window = DAY, schema: pa.Schema = SCHEMA) -> dict:
-    context = build_output_context(asset_key=AssetKey("events_bq"), partition_key=window.key,
-                                   run_id=str(uuid.uuid4()))
-    manager.handle_output(context, RecordBatchStream(schema, batches))
-    return {k: getattr(v, "value", v) for k, v in context.get_logged_metadata().items()}
+    return run_sink(manager, batches, schema, window, "events_bq")
 
 
 def rows(ids: list[int], name: str, hour: int = 1) -> pa.RecordBatch:

@@ -1,0 +1,261 @@
+"""HTTP API sink IO manager: each staged row, as a JSON document, posted to an HTTP API one
+document a request (POST or PUT) or in bulk (NDJSON ``_bulk``, JSON array ``_bulk_docs``).
+
+Documents come from the sink's transform (``module:function``: a record batch -> a list of
+JSON-ready dicts) or, without one, from ``json_documents`` (every column). Each document's id
+is its primary key (``{id}`` in a single-mode URL, the bulk action's ``_id``, or a field named
+by ``id_key`` such as CouchDB's ``_id``), so a re-run overwrites instead of duplicating.
+
+``on_error``: ``fail`` stops sending at the first document the server refuses for good (the
+requests in flight finish) and fails the run naming it and the server's answer;
+``dead_letter`` keeps refused documents in the shared dead-letter store, the run succeeds
+with their count in its metadata, and the sink's replay job posts them again.
+Header values come from env vars named in ``headers_from_env`` and never reach logs or
+metadata; TLS is verified (``ca_file`` adds a CA).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import pyarrow as pa
+from dagster import (
+    ConfigurableIOManager,
+    InputContext,
+    OpExecutionContext,
+    OutputContext,
+)
+
+from etl_assets.batches import RecordBatchStream
+from etl_assets.dead_letters import DeadLetterStore, ReplayReport
+from etl_assets.home import expand_vars
+from etl_assets.io_managers.http_bulk import RequestShape, with_field
+from etl_assets.io_managers.http_client import HttpClient, RetryPolicy
+from etl_assets.io_managers.http_sender import DocumentGroup, DocumentSender, SendReport
+from etl_assets.json_documents import dumps, json_lines
+from etl_assets.progress import ProgressLog
+from etl_assets.transforms import load_transform
+
+ON_ERROR = ("fail", "dead_letter")
+_FAILURES_LOGGED = 5
+
+
+class HttpSinkError(Exception):
+    """Documents the API refused, or a sink that cannot run as configured (named)."""
+
+
+class HttpApiIOManager(ConfigurableIOManager):
+    """Posts a sink asset's rows as JSON documents to ``url`` (``${VAR}`` expanded).
+
+    ``format``: single (``method`` POST or PUT, ``{id}`` in the URL is the document's id),
+    ndjson_bulk or json_array_bulk (``bulk_docs`` documents a request). ``wrap``: the key
+    the document (single) or array (bulk) goes under, with ``body_extra`` beside it
+    (datasette: ``wrap: rows, body_extra: {replace: true}``). ``id_key``: a field the id is
+    put into (CouchDB: ``_id``); ``couchdb_revisions``: a conflicting document is sent again
+    with its current ``_rev``. ``concurrency``: requests in flight. ``retries`` more attempts
+    on connection errors, timeouts, 5xx and 429, ``retry_delay_s`` doubling up to
+    ``max_retry_delay_s`` (jittered; Retry-After honoured); ``timeout_s`` per request.
+    """
+
+    url: str
+    format: str = "single"
+    method: str = "POST"
+    wrap: str | None = None
+    body_extra: dict[str, Any] = {}
+    primary_key: list[str] = []
+    id_key: str | None = None
+    couchdb_revisions: bool = False
+    concurrency: int = 16
+    bulk_docs: int = 500
+    retries: int = 5
+    retry_delay_s: float = 0.5
+    max_retry_delay_s: float = 30.0
+    timeout_s: float = 30.0
+    on_error: str = "fail"
+    headers: dict[str, str] = {}
+    headers_from_env: dict[str, str] = {}
+    ca_file: str | None = None
+    transform: str | None = None
+    dead_letter_root: str = "${ETL_ASSETS_HOME}/dead_letters"
+
+    # -- configuration -------------------------------------------------------------------
+
+    def target_url(self) -> str:
+        return expand_vars(self.url)
+
+    def request_headers(self, where: str) -> dict[str, str]:
+        """Plain headers plus those whose values are in env vars (never logged)."""
+        values = dict(self.headers)
+        for header, variable in self.headers_from_env.items():
+            value = os.environ.get(variable)
+            if value is None:
+                raise HttpSinkError(f"{where}: header {header} comes from ${variable}, "
+                                    f"which is not set")
+            values[header] = value
+        return values
+
+    def dead_letter_store(self) -> DeadLetterStore:
+        return DeadLetterStore(self.dead_letter_root)
+
+    def _sender(self, client: HttpClient) -> DocumentSender:
+        url = self.target_url()
+        revisions = None
+        if self.couchdb_revisions:
+            revisions = url.split("/{id}")[0] if self.format == "single" else \
+                url.removesuffix("/").removesuffix("/_bulk_docs")
+        return DocumentSender(client, RequestShape(self.format, url, wrap=self.wrap,
+                                                   body_extra=self.body_extra),
+                              self.bulk_docs, stop_on_failure=self.on_error == "fail",
+                              method=self.method, revisions_url=revisions)
+
+    def _client(self, where: str) -> HttpClient:
+        return HttpClient(self.concurrency, self.timeout_s, self.request_headers(where),
+                          RetryPolicy(self.retries, self.retry_delay_s, self.max_retry_delay_s),
+                          ca_file=expand_vars(self.ca_file) if self.ca_file else None)
+
+    # -- documents -----------------------------------------------------------------------
+
+    def documents(self, batch: pa.RecordBatch,
+                  transform: Callable[[pa.RecordBatch], list[dict[str, Any]]] | None,
+                  where: str) -> DocumentGroup:
+        """The batch's documents (JSON bodies) and their ids."""
+        if transform is not None:
+            documents = transform(batch)
+            if not isinstance(documents, list):
+                raise HttpSinkError(f"{where}: the transform must return a list of JSON-ready "
+                                    f"dicts, not {type(documents).__name__}")
+            ids = [self._id_of(d, where) for d in documents]
+            bodies = [dumps(d) for d in documents]
+        else:
+            bodies = json_lines(batch).split(b"\n")[:-1]
+            ids = self._ids_of(batch, where)
+        if self.id_key:
+            bodies = [with_field(b, self.id_key, i) if i is not None else b
+                      for b, i in zip(bodies, ids, strict=True)]
+        return ids, bodies
+
+    def _ids_of(self, batch: pa.RecordBatch, where: str) -> list[str | None]:
+        if not self.primary_key:
+            return [None] * batch.num_rows
+        missing = [k for k in self.primary_key if k not in batch.schema.names]
+        if missing:
+            raise HttpSinkError(f"{where}: primary key column(s) {', '.join(missing)} not in "
+                                f"the data (columns: {', '.join(batch.schema.names)})")
+        columns = [batch.column(k).to_pylist() for k in self.primary_key]
+        return [_joined(values) for values in zip(*columns, strict=True)]
+
+    def _id_of(self, document: dict[str, Any], where: str) -> str | None:
+        if not self.primary_key:
+            return None
+        try:
+            return _joined(tuple(document[k] for k in self.primary_key))
+        except KeyError as exc:
+            raise HttpSinkError(f"{where}: a document of the transform has no {exc} field "
+                                f"(the primary key)") from None
+
+    # -- writing -------------------------------------------------------------------------
+
+    def handle_output(self, context: OutputContext, obj: RecordBatchStream) -> None:
+        asset = context.asset_key.to_user_string()
+        partition = context.partition_key if context.has_partition_key else None
+        where = f"sink {asset}"
+        label = f"{asset} [{partition}] -> {shown_url(self.target_url())} ({self.format})"
+        transform = load_transform(self.transform, where) if self.transform else None
+        progress = ProgressLog(context.log, label)
+
+        def groups() -> Iterator[DocumentGroup]:
+            for batch in obj:
+                group = self.documents(batch, transform, where)
+                progress.add(len(group[1]))
+                yield group
+
+        report = self._run(groups(), where)
+        progress.done()
+        store = self.dead_letter_store()
+        self._log_failures(context.log, label, report)
+        if report.failed and self.on_error == "fail":
+            first = report.failed[0]
+            raise HttpSinkError(
+                f"{label}: {len(report.failed)} document(s) refused; first: id {first.id!r}, "
+                f"HTTP {first.status}: {first.answer}"
+                + ("; stopped sending after it" if report.stopped else ""))
+        if report.failed:
+            store.add(asset, partition, _letters(report), [
+                f"HTTP {f.status}: {f.answer}" for f in report.failed], run_id=context.run_id)
+        context.add_output_metadata({
+            "url": shown_url(self.target_url()),
+            "format": self.format,
+            "dagster/row_count": report.sent,
+            "documents_failed": len(report.failed),
+            "retries": report.retried,
+            "seconds": round(progress.seconds, 3),
+            "documents_per_second": round(report.sent / progress.seconds)
+            if progress.seconds else 0,
+            **store.metadata(asset, partition),
+        })
+
+    def _run(self, groups: Iterator[DocumentGroup], where: str) -> SendReport:
+        async def main() -> SendReport:
+            async with self._client(where) as client:
+                return await self._sender(client).send_all(groups)
+
+        return asyncio.run(main())
+
+    @staticmethod
+    def _log_failures(log: Any, label: str, report: SendReport) -> None:
+        for failure in report.failed[:_FAILURES_LOGGED]:
+            log.error(f"{label}: document {failure.id!r} refused: HTTP {failure.status}: "
+                      f"{failure.answer}; document: {failure.body[:300].decode(errors='replace')}")
+        if len(report.failed) > _FAILURES_LOGGED:
+            log.error(f"{label}: ... and {len(report.failed) - _FAILURES_LOGGED} more")
+
+    def load_input(self, context: InputContext) -> RecordBatchStream:
+        raise NotImplementedError(f"{context.asset_key.to_user_string()} is a sink; read it "
+                                  f"from {shown_url(self.target_url())}")
+
+    # -- dead letters --------------------------------------------------------------------
+
+    def replay_dead_letters(self, context: OpExecutionContext, asset: str) -> ReplayReport:
+        """Post every dead letter of ``asset`` again; those that go through are removed."""
+        store = self.dead_letter_store()
+        files = store.files(asset)
+        replayed = failing = 0
+        for file in files:
+            letters = store.read(file).payload
+            ids = letters.column("id").to_pylist()
+            bodies = [d.encode() for d in letters.column("document").to_pylist()]
+            report = self._run(iter([(ids, bodies)]), f"sink {asset}")
+            refused = {f.body for f in report.failed}
+            answers = {f.body: f"HTTP {f.status}: {f.answer}" for f in report.failed}
+            still = [b in refused for b in bodies]
+            failing += store.settle(file, still, [answers.get(b, "") for b in bodies],
+                                    run_id=context.run_id)
+            replayed += len(bodies) - sum(still)
+        return ReplayReport(replayed, failing, len(files))
+
+
+def shown_url(url: str) -> str:
+    """``url`` for logs and metadata: user info and query values masked (tokens hide there)."""
+    parts = urlsplit(url)
+    netloc = parts.netloc.rpartition("@")[2]
+    if "@" in parts.netloc:
+        netloc = "***@" + netloc
+    query = "&".join(f"{pair.split('=', 1)[0]}=***" for pair in parts.query.split("&")
+                     if pair) if parts.query else ""
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+def _joined(values: tuple[Any, ...]) -> str | None:
+    if any(v is None for v in values):
+        return None
+    return ":".join(str(v) for v in values)
+
+
+def _letters(report: SendReport) -> pa.Table:
+    return pa.table({"id": pa.array([f.id for f in report.failed], pa.string()),
+                     "document": pa.array([f.body.decode() for f in report.failed], pa.string())})
+

@@ -1,0 +1,123 @@
+"""One long-lived aiohttp session that sends requests with a bounded number in flight and
+retries what is worth retrying: connection errors, timeouts, 5xx and 429 (honouring
+Retry-After), with exponential backoff and jitter."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import ssl
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import aiohttp
+
+RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What the server said: ``status`` (None: no answer) and its body as text."""
+
+    status: int | None
+    text: str
+    retry_after_s: float | None = None
+
+    @property
+    def retryable(self) -> bool:
+        return self.status is None or self.status in RETRYABLE_STATUS
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """Seconds a ``Retry-After`` header asks to wait (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """``retries`` more attempts; the n-th waits ``delay_s * 2**n`` (at most ``max_delay_s``)
+    with full jitter, or what Retry-After asks when it asks for longer."""
+
+    retries: int = 5
+    delay_s: float = 0.5
+    max_delay_s: float = 30.0
+
+    def wait_s(self, attempt: int, retry_after_s: float | None) -> float:
+        backoff = random.uniform(0, min(self.max_delay_s, self.delay_s * 2 ** attempt))
+        return max(backoff, min(retry_after_s or 0.0, self.max_delay_s * 4))
+
+
+class HttpClient:
+    """Sends requests on one session; ``concurrency`` bounds the connections (and so the
+    requests in flight). ``ca_file``: trust this CA bundle; TLS is always verified."""
+
+    def __init__(self, concurrency: int, timeout_s: float, headers: dict[str, str],
+                 policy: RetryPolicy, ca_file: str | None = None) -> None:
+        self.concurrency = concurrency
+        self.timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self.headers = headers
+        self.policy = policy
+        self.ca_file = ca_file
+        self.session: aiohttp.ClientSession | None = None
+        self.retried = 0
+
+    async def __aenter__(self) -> HttpClient:
+        context = ssl.create_default_context(cafile=self.ca_file) if self.ca_file else True
+        connector = aiohttp.TCPConnector(limit=self.concurrency, ssl=context)
+        self.session = aiohttp.ClientSession(connector=connector, timeout=self.timeout,
+                                             headers=self.headers)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self.session is not None:
+            await self.session.close()
+            self.session = None
+
+    async def send_once(self, method: str, url: str, body: bytes,
+                        content_type: str) -> Answer:
+        """One attempt; connection errors and timeouts are an answer without a status."""
+        assert self.session is not None
+        try:
+            async with self.session.request(method, url, data=body,
+                                            headers={"Content-Type": content_type}) as response:
+                text = await response.text(errors="replace")
+                return Answer(response.status, text,
+                              retry_after_seconds(response.headers.get("Retry-After")))
+        except aiohttp.ClientSSLError:
+            raise  # a certificate problem does not go away by retrying
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            return Answer(None, f"{type(exc).__name__}: {exc}")
+
+    async def send(self, method: str, url: str, body: bytes, content_type: str) -> Answer:
+        """Send, retrying connection errors, timeouts, 5xx and 429; the last answer."""
+        attempt = 0
+        while True:
+            answer = await self.send_once(method, url, body, content_type)
+            if not answer.retryable or attempt >= self.policy.retries:
+                return answer
+            self.retried += 1
+            await asyncio.sleep(self.policy.wait_s(attempt, answer.retry_after_s))
+            attempt += 1
+
+    async def get_json(self, method: str, url: str, body: bytes | None = None) -> Any:
+        """A small JSON call (with retries); raises on an error status."""
+        answer = await self.send(method, url, body or b"", "application/json")
+        if answer.status is None or answer.status >= 400:
+            raise aiohttp.ClientResponseError(
+                request_info=None,  # type: ignore[arg-type]
+                history=(), status=answer.status or 0, message=answer.text[:300])
+        import json
+
+        return json.loads(answer.text)

@@ -1,0 +1,154 @@
+"""Sends a stream of JSON documents through one HttpClient: a bounded queue feeds
+``concurrency`` workers, so requests stay in flight across batches (no barrier between
+chunks). Bulk answers are read per document: documents a bulk answer says to retry (429/5xx)
+are sent again with backoff; CouchDB conflicts get the current ``_rev`` and are sent again
+when asked; the rest of the failures are reported. With ``stop_on_failure`` the first
+failure stops new requests, the ones in flight finish."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from etl_assets.io_managers.http_bulk import RequestShape, with_field
+from etl_assets.io_managers.http_client import HttpClient
+
+DocumentGroup = tuple[list[str | None], list[bytes]]
+"""Ids (None: no id) and JSON bodies of some documents, in the same order."""
+
+
+@dataclass(frozen=True)
+class FailedDocument:
+    id: str | None
+    body: bytes
+    status: int | None
+    answer: str
+
+
+@dataclass
+class SendReport:
+    sent: int = 0
+    failed: list[FailedDocument] = field(default_factory=list)
+    retried: int = 0
+    stopped: bool = False
+
+
+@dataclass
+class _Job:
+    ids: list[str | None]
+    bodies: list[bytes]
+    attempt: int = 0
+    revised: bool = False
+
+
+class DocumentSender:
+    """Sends document groups with ``shape``: ``per_request`` documents a request (one in
+    single mode, sent with ``method``; bulk requests are POSTed). ``revisions_url``: a CouchDB
+    database URL whose ``_all_docs`` gives the current ``_rev`` of documents that conflict
+    (None: a conflict is a failure)."""
+
+    def __init__(self, client: HttpClient, shape: RequestShape, per_request: int, *,
+                 stop_on_failure: bool, method: str = "POST",
+                 revisions_url: str | None = None) -> None:
+        self.client = client
+        self.method = method if shape.format == "single" else "POST"
+        self.shape = shape
+        self.per_request = 1 if shape.format == "single" else per_request
+        self.stop_on_failure = stop_on_failure
+        self.revisions_url = revisions_url
+        self.report = SendReport()
+        self._stop = asyncio.Event()
+
+    async def send_all(self, groups: Iterator[DocumentGroup]) -> SendReport:
+        """Send every document of ``groups`` (read in a thread: reading may block)."""
+        queue: asyncio.Queue[_Job | None] = asyncio.Queue(maxsize=self.client.concurrency * 2)
+        workers = [asyncio.create_task(self._worker(queue))
+                   for _ in range(self.client.concurrency)]
+        try:
+            while not self._stop.is_set():
+                group = await asyncio.to_thread(next, groups, None)
+                if group is None:
+                    break
+                ids, bodies = group
+                for start in range(0, len(bodies), self.per_request):
+                    if self._stop.is_set():
+                        break
+                    end = start + self.per_request
+                    await queue.put(_Job(ids[start:end], bodies[start:end]))
+        finally:
+            for _ in workers:
+                await queue.put(None)
+            await asyncio.gather(*workers)
+        self.report.retried += self.client.retried
+        self.report.stopped = self._stop.is_set()
+        return self.report
+
+    async def _worker(self, queue: asyncio.Queue[_Job | None]) -> None:
+        while True:
+            job = await queue.get()
+            if job is None:
+                return
+            if self._stop.is_set():
+                continue  # stopping: only the requests in flight finish
+            await self._send(job)
+
+    async def _send(self, job: _Job) -> None:
+        positions = list(range(len(job.bodies)))
+        for request in self.shape.requests(job.ids, job.bodies, positions):
+            answer = await self.client.send(self.method, request.url, request.body,
+                                            request.content_type)
+            results = self.shape.results(answer, len(request.positions))
+            again, conflicts = [], []
+            for position, result in zip(request.positions, results, strict=True):
+                if result.ok:
+                    self.report.sent += 1
+                elif result.retryable and job.attempt < self.client.policy.retries:
+                    again.append(position)
+                elif result.conflict and self.revisions_url and not job.revised:
+                    conflicts.append(position)
+                else:
+                    self._failed(job.ids[position], job.bodies[position], result.status,
+                                 result.answer)
+            if again:
+                self.report.retried += len(again)
+                await asyncio.sleep(self.client.policy.wait_s(job.attempt, None))
+                await self._send(_Job([job.ids[p] for p in again],
+                                      [job.bodies[p] for p in again], job.attempt + 1,
+                                      job.revised))
+            if conflicts:
+                await self._send(await self._with_revisions(job, conflicts))
+
+    async def _with_revisions(self, job: _Job, positions: list[int]) -> _Job:
+        """The conflicting documents with the ``_rev`` they have now."""
+        ids = [job.ids[p] for p in positions]
+        assert self.revisions_url is not None
+        try:
+            answer = await self.client.get_json(
+                "POST", f"{self.revisions_url}/_all_docs", json.dumps({"keys": ids}).encode())
+            revisions = {row.get("key"): row.get("value", {}).get("rev")
+                         for row in answer.get("rows", []) if isinstance(row, dict)}
+        except Exception:  # the documents then fail as conflicts, with the server's word
+            revisions = {}
+        bodies = []
+        for position, document_id in zip(positions, ids, strict=True):
+            body = job.bodies[position]
+            revision = revisions.get(document_id)
+            bodies.append(with_field(_without_rev(body), "_rev", revision) if revision else body)
+        return _Job(ids, bodies, job.attempt, revised=True)
+
+    def _failed(self, document_id: str | None, body: bytes, status: int | None,
+                answer: str) -> None:
+        self.report.failed.append(FailedDocument(document_id, body, status, answer))
+        if self.stop_on_failure:
+            self._stop.set()
+
+
+def _without_rev(body: bytes) -> bytes:
+    if b'"_rev"' not in body:
+        return body
+    document: dict[str, Any] = json.loads(body)
+    document.pop("_rev", None)
+    return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()

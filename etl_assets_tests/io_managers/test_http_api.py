@@ -1,0 +1,165 @@
+"""The HTTP sink against real servers on loopback: pouchdb-server (CouchDB API), datasette
+(JSON insert API) and a fault-injecting aiohttp server; documents read back from each."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+from dagster import build_op_context
+
+from etl_assets.dead_letters import DeadLetterStore
+from etl_assets.io_managers.http_api import HttpApiIOManager, HttpSinkError
+from etl_assets.json_documents import documents
+from etl_assets.watermark import Window
+from etl_assets_tests.io_managers.http_servers import Datasette, FaultServer, PouchDB
+from etl_assets_tests.io_managers.sink_runs import run_sink
+
+UTC = timezone.utc
+DAY = Window(datetime(2024, 3, 1, tzinfo=UTC), datetime(2024, 3, 2, tzinfo=UTC))
+SCHEMA = pa.schema([pa.field("id", pa.int64()), pa.field("name", pa.string()),
+                    pa.field("amount", pa.decimal128(8, 2)),
+                    pa.field("updated_at", pa.timestamp("us", tz="UTC"))])
+
+
+def batch(ids: range | list[int], name: str = "doc") -> pa.RecordBatch:
+    return pa.RecordBatch.from_pylist([
+        {"id": i, "name": f"{name} {i} \"quoted\" ü", "amount": None if i % 5 == 0 else Decimal(i) * Decimal("1.25"),
+         "updated_at": datetime(2024, 3, 1, 1, i % 60, tzinfo=UTC)} for i in ids], SCHEMA)
+
+
+def batches(count: int, size: int = 250, name: str = "doc") -> list[pa.RecordBatch]:
+    return [batch(range(start, min(start + size, count)), name) for start in range(0, count, size)]
+
+
+def sink(etl_home: Path, **config: Any) -> HttpApiIOManager:
+    settings = {"primary_key": ["id"], "retries": 8, "retry_delay_s": 0.01,
+                "max_retry_delay_s": 0.2, "timeout_s": 5, "concurrency": 8,
+                "dead_letter_root": str(etl_home / "dead_letters")}
+    return HttpApiIOManager(**{**settings, **config})
+
+
+def write(manager: HttpApiIOManager, data: list[pa.RecordBatch]) -> dict[str, Any]:
+    return run_sink(manager, data, SCHEMA, DAY, "readings_api")
+
+
+def expected(data: list[pa.RecordBatch]) -> dict[str, dict[str, Any]]:
+    return {str(d["id"]): d for b in data for d in documents(b)}
+
+
+def test_single_puts_to_couchdb_by_id_and_a_rerun_updates_instead_of_duplicating(
+        pouchdb: PouchDB, etl_home: Path) -> None:
+    database = pouchdb.create("single_put")
+    manager = sink(etl_home, url=f"{database}/{{id}}", method="PUT", couchdb_revisions=True)
+    metadata = write(manager, batches(300))
+    assert metadata["dagster/row_count"] == 300 and metadata["documents_failed"] == 0
+    assert pouchdb.documents("single_put") == expected(batches(300))
+    changed = batches(300, name="changed")
+    write(manager, changed)
+    assert pouchdb.count("single_put") == 300
+    assert pouchdb.documents("single_put") == expected(changed)
+
+
+def test_bulk_docs_to_couchdb_with_ids_and_revisions(pouchdb: PouchDB, etl_home: Path) -> None:
+    database = pouchdb.create("bulk_docs")
+    manager = sink(etl_home, url=f"{database}/_bulk_docs", format="json_array_bulk",
+                   wrap="docs", id_key="_id", couchdb_revisions=True, bulk_docs=100)
+    assert write(manager, batches(1000))["dagster/row_count"] == 1000
+    changed = batches(1000, name="changed")
+    metadata = write(manager, changed)
+    assert metadata["dagster/row_count"] == 1000 and metadata["documents_failed"] == 0
+    assert pouchdb.count("bulk_docs") == 1000
+    assert pouchdb.documents("bulk_docs") == expected(changed)
+
+
+def test_a_couchdb_conflict_without_revisions_is_a_dead_letter(pouchdb: PouchDB, etl_home: Path) -> None:
+    database = pouchdb.create("conflicts")
+    manager = sink(etl_home, url=f"{database}/_bulk_docs", format="json_array_bulk", wrap="docs",
+                   id_key="_id", on_error="dead_letter")
+    write(manager, [batch([1, 2])])
+    metadata = write(manager, [batch([2, 3], "again")])
+    assert metadata["dagster/row_count"] == 1 and metadata["dead_letters"] == 1
+    store = DeadLetterStore(etl_home / "dead_letters")
+    (letters,) = store.files("readings_api")
+    dead = store.read(letters)
+    assert dead.payload.column("id").to_pylist() == ["2"] and "conflict" in dead.errors[0]
+
+
+def test_datasette_bulk_insert_and_single_rows_with_a_token_from_env(
+        datasette: Datasette, etl_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TEST_DATASETTE_AUTH", f"Bearer {datasette.token}")
+    columns = [{"name": "id", "type": "integer"}, {"name": "name", "type": "text"},
+               {"name": "amount", "type": "text"}, {"name": "updated_at", "type": "text"}]
+    bulk_url = datasette.create_table("bulk_rows", columns) + "/-/insert"
+    single_url = datasette.create_table("single_rows", columns) + "/-/insert"
+    auth = {"Authorization": "TEST_DATASETTE_AUTH"}
+    bulk = sink(etl_home, url=bulk_url, format="json_array_bulk", wrap="rows",
+                body_extra={"replace": True}, headers_from_env=auth, bulk_docs=100)  # its maximum
+    single = sink(etl_home, url=single_url, wrap="row", body_extra={"replace": True},
+                  headers_from_env=auth)
+    for manager in (bulk, single):
+        write(manager, batches(500))
+        write(manager, batches(500, name="changed"))  # replace: by primary key
+    want = sorted(expected(batches(500, name="changed")).values(), key=lambda d: d["id"])
+    assert datasette.rows("bulk_rows") == want
+    assert datasette.rows("single_rows") == want
+
+
+def test_a_missing_token_env_var_names_the_header_and_variable(etl_home: Path) -> None:
+    manager = sink(etl_home, url="http://127.0.0.1:9/x", headers_from_env={"Authorization": "NO_SUCH_TOKEN_VAR"})
+    with pytest.raises(HttpSinkError, match=r"header Authorization comes from \$NO_SUCH_TOKEN_VAR"):
+        write(manager, [batch([1])])
+
+
+def test_single_posts_survive_503s_429s_drops_and_slow_answers(fault_server: FaultServer, etl_home: Path) -> None:
+    fault_server.faults.unavailable = 0.05
+    fault_server.faults.rate_limited = 0.05
+    fault_server.faults.retry_after = "0.05"
+    fault_server.faults.dropped = 0.02
+    fault_server.faults.slow = 0.02
+    manager = sink(etl_home, url=f"{fault_server.url}/docs/{{id}}", method="PUT", concurrency=16)
+    metadata = write(manager, batches(2000))
+    assert metadata["dagster/row_count"] == 2000 and metadata["documents_failed"] == 0
+    assert metadata["retries"] > 0 and fault_server.requests > 2000
+    assert fault_server.documents == expected(batches(2000))
+
+
+def test_ndjson_bulk_retries_the_items_the_answer_rate_limits_and_keeps_the_refused(
+        fault_server: FaultServer, etl_home: Path) -> None:
+    fault_server.faults.item_rate_limited = 0.2
+    fault_server.faults.unavailable = 0.1
+    fault_server.faults.refused_ids = {"7", "1234"}
+    manager = sink(etl_home, url=f"{fault_server.url}/_bulk", format="ndjson_bulk", bulk_docs=100,
+                   on_error="dead_letter")
+    metadata = write(manager, batches(2000))
+    assert metadata["dagster/row_count"] == 1998 and metadata["dead_letters"] == 2
+    want = expected(batches(2000))
+    assert fault_server.documents == {k: v for k, v in want.items() if k not in {"7", "1234"}}
+    store = DeadLetterStore(etl_home / "dead_letters")
+    (letters,) = store.files("readings_api")
+    dead = store.read(letters)
+    assert sorted(dead.payload.column("id").to_pylist()) == ["1234", "7"]
+    assert all("mapper_parsing_exception" in e for e in dead.errors)
+    assert [json.loads(d) for d in dead.payload.column("document").to_pylist()] == [
+        want[i] for i in dead.payload.column("id").to_pylist()]
+
+    fault_server.faults.refused_ids = set()  # the server takes them now: the replay posts them
+    with build_op_context() as context:
+        report = manager.replay_dead_letters(context, "readings_api")
+    assert (report.replayed, report.still_failing) == (2, 0)
+    assert store.files("readings_api") == [] and fault_server.documents == want
+
+
+def test_on_error_fail_stops_and_names_the_document_and_the_answer(
+        fault_server: FaultServer, etl_home: Path) -> None:
+    fault_server.faults.refused_ids = {"42"}
+    manager = sink(etl_home, url=f"{fault_server.url}/docs/{{id}}", method="PUT", concurrency=4)
+    with pytest.raises(HttpSinkError, match=r"id '42', HTTP 400: .*document 42 is not welcome"):
+        write(manager, batches(5000))
+    assert "42" not in fault_server.documents
+    assert len(fault_server.documents) < 5000  # it stopped sending
