@@ -23,3 +23,11 @@ def with_pandas(batch: pa.RecordBatch) -> pd.DataFrame:
 def without_ratio(batch: pa.RecordBatch) -> pa.RecordBatch:
     """Every column but ``ratio`` (an unbounded numeric, which bqemulator cannot hold)."""
     return batch.drop_columns(["ratio"])
+
+
+def reading_documents(batch: pa.RecordBatch) -> list[dict]:
+    """An HTTP sink's transform: each row as a nested JSON document."""
+    return [{"id": row["id"], "code": row["code"],
+             "reading": {"amount": None if row["amount"] is None else str(row["amount"]),
+                         "at": row["updated_at"].isoformat()}}
+            for row in batch.select(["id", "code", "amount", "updated_at"]).to_pylist()]

@@ -24,10 +24,11 @@ class Answer:
     status: int | None
     text: str
     retry_after_s: float | None = None
+    fatal: bool = False  # e.g. a certificate that is not trusted: retrying will not help
 
     @property
     def retryable(self) -> bool:
-        return self.status is None or self.status in RETRYABLE_STATUS
+        return not self.fatal and (self.status is None or self.status in RETRYABLE_STATUS)
 
 
 def retry_after_seconds(value: str | None) -> float | None:
@@ -95,8 +96,8 @@ class HttpClient:
                 text = await response.text(errors="replace")
                 return Answer(response.status, text,
                               retry_after_seconds(response.headers.get("Retry-After")))
-        except aiohttp.ClientSSLError:
-            raise  # a certificate problem does not go away by retrying
+        except aiohttp.ClientSSLError as exc:
+            return Answer(None, f"TLS: {exc}", fatal=True)
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             return Answer(None, f"{type(exc).__name__}: {exc}")
 

@@ -78,6 +78,9 @@ class DocumentSender:
                         break
                     end = start + self.per_request
                     await queue.put(_Job(ids[start:end], bodies[start:end]))
+        except BaseException:
+            self._stop.set()  # the workers drop what is queued; the error goes up
+            raise
         finally:
             for _ in workers:
                 await queue.put(None)
@@ -93,7 +96,11 @@ class DocumentSender:
                 return
             if self._stop.is_set():
                 continue  # stopping: only the requests in flight finish
-            await self._send(job)
+            try:
+                await self._send(job)
+            except Exception as exc:  # e.g. a document without the id its URL needs
+                for document_id, body in zip(job.ids, job.bodies, strict=True):
+                    self._failed(document_id, body, None, f"{type(exc).__name__}: {exc}")
 
     async def _send(self, job: _Job) -> None:
         positions = list(range(len(job.bodies)))

@@ -15,6 +15,7 @@ import os
 import random
 import shutil
 import sqlite3
+import ssl
 import subprocess
 import sys
 import threading
@@ -153,7 +154,8 @@ class FaultServer:
     """Stores documents by id (``PUT /docs/{id}``, ``POST /docs`` with ``_id``, ``POST
     /_bulk`` NDJSON) and misbehaves as ``faults`` says; counts the requests it saw."""
 
-    def __init__(self) -> None:
+    def __init__(self, ssl_context: ssl.SSLContext | None = None) -> None:
+        self.ssl_context = ssl_context
         self.faults = Faults()
         self.documents: dict[str, Any] = {}
         self.requests = 0
@@ -234,7 +236,8 @@ class FaultServer:
         async def serve() -> None:
             self._runner = web.AppRunner(app, access_log=None)
             await self._runner.setup()
-            await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+            await web.TCPSite(self._runner, "127.0.0.1", self.port,
+                              ssl_context=self.ssl_context).start()
 
         threading.Thread(target=self._loop.run_forever, daemon=True).start()
         asyncio.run_coroutine_threadsafe(serve(), self._loop).result(10)

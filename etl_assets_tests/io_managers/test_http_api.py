@@ -163,3 +163,29 @@ def test_on_error_fail_stops_and_names_the_document_and_the_answer(
         write(manager, batches(5000))
     assert "42" not in fault_server.documents
     assert len(fault_server.documents) < 5000  # it stopped sending
+
+
+def test_tls_is_verified_by_default_and_a_ca_file_makes_a_private_ca_trusted(
+        tmp_path: Path, etl_home: Path) -> None:
+    import ssl
+
+    import trustme
+
+    authority = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("127.0.0.1").configure_cert(server_context)
+    ca_file = tmp_path / "ca.pem"
+    authority.cert_pem.write_to_path(str(ca_file))
+    server = FaultServer(ssl_context=server_context)
+    server.start()
+    try:
+        url = f"https://127.0.0.1:{server.port}/docs/{{id}}"
+        untrusted = sink(etl_home, url=url, method="PUT", retries=0)
+        with pytest.raises(HttpSinkError, match=r"TLS: .*certificate verify failed"):
+            write(untrusted, [batch([1, 2])])
+        assert server.documents == {}
+        trusted = sink(etl_home, url=url, method="PUT", ca_file=str(ca_file))
+        assert write(trusted, [batch([1, 2])])["dagster/row_count"] == 2
+        assert server.documents == expected([batch([1, 2])])
+    finally:
+        server.stop()
