@@ -9,7 +9,7 @@ DEMO_DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 DEMO_HOME ?= $(CURDIR)/.etl_home
 DEMO_ENV := DAGSTER_HOME=$(DEMO_DAGSTER_HOME) ETL_ASSETS_HOME=$(DEMO_HOME)
 
-.PHONY: install demo dev status stop-demo test lint bench bench-pg bench-pg-migrate bench-bigquery bench-parquet
+.PHONY: install demo dev status stop-demo test lint bench bench-pg bench-pg-migrate bench-bigquery bench-http bench-parquet
 
 install: $(VENV)/.installed
 
@@ -72,3 +72,7 @@ bench-parquet: install
 # Loading into BigQuery (bqemulator on loopback): ours (append, merge) vs a plain client load.
 bench-bigquery: install
 	$(BIN)/python bench/bigquery_load.py $(BENCH_ARGS)
+
+# Posting 20k documents: ours (single, bulk) vs bare aiohttp vs the etlhelper recipe.
+bench-http: install
+	$(BIN)/python bench/http_post.py $(BENCH_ARGS)

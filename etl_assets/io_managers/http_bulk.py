@@ -18,6 +18,8 @@ from urllib.parse import quote
 
 from etl_assets.io_managers.http_client import RETRYABLE_STATUS, Answer
 
+_encode_string = json.encoder.encode_basestring  # C-accelerated; ensure_ascii=False's form
+
 FORMATS = ("single", "ndjson_bulk", "json_array_bulk")
 _ANSWER_CHARS = 500
 
@@ -66,13 +68,11 @@ class RequestShape:
             return [Request(self._url_for(ids[p]), self._wrapped(bodies[p]), "application/json",
                             [p]) for p in positions]
         if self.format == "ndjson_bulk":
-            lines = []
-            for p in positions:
-                action = {"index": {"_id": ids[p]} if ids[p] is not None else {}}
-                lines.append(json.dumps(action, separators=(",", ":")).encode())
-                lines.append(bodies[p])
-            return [Request(self.url, b"\n".join(lines) + b"\n", "application/x-ndjson",
-                            list(positions))]
+            body = b"".join(
+                (b'{"index":{"_id":%s}}\n%s\n' % (_json_string(ids[p]), bodies[p])
+                 if ids[p] is not None else b'{"index":{}}\n%s\n' % bodies[p])
+                for p in positions)
+            return [Request(self.url, body, "application/x-ndjson", list(positions))]
         array = b"[" + b",".join(bodies[p] for p in positions) + b"]"
         return [Request(self.url, self._wrapped(array), "application/json", list(positions))]
 
@@ -129,6 +129,10 @@ class RequestShape:
                     False, status, json.dumps(error)[:_ANSWER_CHARS],
                     retryable=status in RETRYABLE_STATUS, conflict=status == 409))
         return results
+
+
+def _json_string(text: str) -> bytes:
+    return _encode_string(text).encode()
 
 
 def _array_item(item: Any, status: int) -> DocumentResult:

@@ -228,10 +228,23 @@ class FaultServer:
         return web.json_response({"errors": any(i["index"]["status"] >= 300 for i in items),
                                   "items": items})
 
+    async def _count(self, request: web.Request) -> web.StreamResponse:
+        return web.json_response({"documents": len(self.documents), "requests": self.requests})
+
+    async def _clear(self, request: web.Request) -> web.StreamResponse:
+        self.documents.clear()
+        self.requests = 0
+        return web.json_response({"ok": True})
+
+    async def _configure(self, request: web.Request) -> web.StreamResponse:
+        self.faults = Faults(**await request.json())
+        return web.json_response({"ok": True})
+
     def start(self) -> None:
         app = web.Application(client_max_size=64 * 2**20)
         app.add_routes([web.put("/docs/{id}", self._put), web.post("/docs", self._post),
-                        web.post("/_bulk", self._bulk)])
+                        web.post("/_bulk", self._bulk), web.get("/_count", self._count),
+                        web.delete("/docs", self._clear), web.put("/_faults", self._configure)])
 
         async def serve() -> None:
             self._runner = web.AppRunner(app, access_log=None)
@@ -248,9 +261,21 @@ class FaultServer:
         self._loop.call_soon_threadsafe(self._loop.stop)
 
 
+def serve_forever(port: int) -> None:
+    """The fault server in this process (for bench/, which runs it beside the client's)."""
+    server = FaultServer()
+    server.port = port
+    server.start()
+    threading.Event().wait()
+
+
 @pytest.fixture
 def fault_server() -> Iterator[FaultServer]:
     server = FaultServer()
     server.start()
     yield server
     server.stop()
+
+
+if __name__ == "__main__":
+    serve_forever(int(sys.argv[1]))
