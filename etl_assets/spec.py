@@ -68,6 +68,15 @@ def _check_reference(value: str | None) -> str | None:
     return value
 
 
+def _without_secrets(value: dict[str, Any], pattern: re.Pattern[str],
+                     advice: str) -> dict[str, Any]:
+    """``value`` when none of its keys matches ``pattern``; else a ValueError naming them."""
+    secret = [name for name in value if pattern.search(name)]
+    if secret:
+        raise ValueError(f"{', '.join(secret)} {advice}")
+    return value
+
+
 class SourceSpec(StrictModel):
     """A SQL table (or query) read incrementally by a timestamp or integer cursor column."""
 
@@ -178,11 +187,8 @@ class ParquetSinkSpec(SinkBase):
     @field_validator("storage_options")
     @classmethod
     def _no_secrets(cls, value: dict[str, Any]) -> dict[str, Any]:
-        secret = [name for name in value if SECRET_OPTION.search(name)]
-        if secret:
-            raise ValueError(f"{', '.join(secret)} look like secrets; give credentials through "
-                             f"the environment (e.g. AWS_ACCESS_KEY_ID), not the spec")
-        return value
+        return _without_secrets(value, SECRET_OPTION, "look like secrets; give credentials "
+                                "through the environment (e.g. AWS_ACCESS_KEY_ID), not the spec")
 
 
 class BigQuerySinkSpec(SinkBase):
@@ -266,11 +272,8 @@ class HttpSinkSpec(SinkBase):
     @field_validator("headers")
     @classmethod
     def _no_secret_headers(cls, value: dict[str, str]) -> dict[str, str]:
-        secret = [h for h in value if SECRET_HEADER.search(h)]
-        if secret:
-            raise ValueError(f"{', '.join(secret)} hold secrets: give them with "
-                             f"headers_from_env (header: ENV_VAR), not in the spec")
-        return value
+        return _without_secrets(value, SECRET_HEADER, "hold secrets: give them with "
+                                "headers_from_env (header: ENV_VAR), not in the spec")
 
 
 # Every sink kind: add a model above and list it here (the `kind` field tells them apart).
