@@ -172,8 +172,9 @@ class BigQueryTableWriter:
         """Add NULLABLE columns: DDL first, then update_table for what the table's schema does
         not show yet. BigQuery applies either; emulators (bqemulator) apply the DDL to the
         stored rows and update_table only to the schema they report."""
-        self._query(f"ALTER TABLE {quoted(self.target.table_id)} " + ", ".join(
-            f"ADD COLUMN IF NOT EXISTS {quoted(f.name)} {f.field_type}" for f in added))
+        for column in added:  # one a statement: bqemulator takes one ADD COLUMN an ALTER
+            self._query(f"ALTER TABLE {quoted(self.target.table_id)} ADD COLUMN IF NOT EXISTS "
+                        f"{quoted(column.name)} {column.field_type}")
         table = self._call("read the table", self._existing_table)
         assert table is not None
         have = {f.name for f in table.schema}

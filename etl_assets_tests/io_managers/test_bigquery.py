@@ -140,14 +140,14 @@ def test_a_new_column_is_added_nullable_before_loading(
         bq_emulator: BigQueryEmulator, bq_dataset: str, etl_home: Path) -> None:
     manager = sink(bq_emulator, bq_dataset, etl_home, write="merge")
     write(manager, [rows([1, 2], "a")])
-    wider = SCHEMA.append(pa.field("score", pa.float64()))
+    wider = SCHEMA.append(pa.field("score", pa.float64())).append(pa.field("note", pa.string()))
     batch = pa.RecordBatch.from_pylist([{"id": 3, "name": "c3", "updated_at": datetime(2024, 3, 1, 4, tzinfo=UTC),
-                                         "score": 2.5}], wider)
+                                         "score": 2.5, "note": "new"}], wider)
     write(manager, [batch], schema=wider)
     table = bq_emulator.client().get_table(f"{PROJECT}.{bq_dataset}.t")
-    assert [(f.name, f.field_type, f.mode) for f in table.schema][-1][::2] == ("score", "NULLABLE")
-    got = {r["id"]: r["score"] for r in bq_emulator.rows(f"{PROJECT}.{bq_dataset}.t")}
-    assert got == {1: None, 2: None, 3: 2.5}
+    assert [(f.name, f.mode) for f in table.schema][-2:] == [("score", "NULLABLE"), ("note", "NULLABLE")]
+    got = {r["id"]: (r["score"], r["note"]) for r in bq_emulator.rows(f"{PROJECT}.{bq_dataset}.t")}
+    assert got == {1: (None, None), 2: (None, None), 3: (2.5, "new")}
 
 
 def test_a_chunk_bigquery_refuses_is_kept_as_a_dead_letter_with_the_reason(
