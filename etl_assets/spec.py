@@ -252,7 +252,8 @@ class HttpSinkSpec(SinkBase):
         False, description="a document that exists (conflict) is sent again with its "
                            "current _rev, so a re-run updates it")
     concurrency: int = Field(16, gt=0, description="requests in flight")
-    bulk_docs: int = Field(500, gt=0, description="documents per bulk request")
+    bulk_docs: int = Field(1000, gt=0, description="documents per bulk request "
+                                                    "(datasette takes at most 100)")
     retries: int = Field(5, ge=0, description="more attempts on connection errors, "
                                               "timeouts, 5xx and 429")
     retry_delay_s: float = Field(0.5, ge=0, description="first backoff, doubling, jittered")

@@ -71,7 +71,7 @@ class HttpApiIOManager(ConfigurableIOManager):
     id_key: str | None = None
     couchdb_revisions: bool = False
     concurrency: int = 16
-    bulk_docs: int = 500
+    bulk_docs: int = 1000
     retries: int = 5
     retry_delay_s: float = 0.5
     max_retry_delay_s: float = 30.0
