@@ -36,7 +36,7 @@ from etl_assets.batches import RecordBatchStream
 from etl_assets.io_managers.bigquery import BigQuerySinkIOManager
 from etl_assets.watermark import Window
 from etl_assets_tests.io_managers.bq_emulator import PROJECT, BigQueryEmulator
-from etl_assets_tests.io_managers.s3_server import free_port
+from etl_assets_tests.io_managers.local_servers import free_port
 
 UTC = timezone.utc
 WINDOW = Window(datetime(2024, 1, 1, tzinfo=UTC), datetime(2025, 1, 1, tzinfo=UTC))

@@ -44,8 +44,8 @@ from etl_assets.batches import RecordBatchStream  # noqa: E402
 from etl_assets.io_managers.http_api import HttpApiIOManager  # noqa: E402
 from etl_assets.json_documents import documents  # noqa: E402
 from etl_assets.watermark import Window  # noqa: E402
-from etl_assets_tests.io_managers.http_servers import _wait_for, call  # noqa: E402
-from etl_assets_tests.io_managers.s3_server import free_port  # noqa: E402
+from etl_assets_tests.io_managers.http_servers import call  # noqa: E402
+from etl_assets_tests.io_managers.local_servers import free_port, wait_for_answer  # noqa: E402
 
 UTC = timezone.utc
 WINDOW = Window(datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 1, 2, tzinfo=UTC))
@@ -136,8 +136,8 @@ def main() -> None:
     results: dict[str, dict[str, float]] = {}
     lost = -1
     try:
-        _wait_for(f"{fast}/_count", servers[0], "the bench's aiohttp server")
-        _wait_for(f"{pouch}/", servers[1], "pouchdb-server")
+        wait_for_answer(f"{fast}/_count", servers[0], "the bench's aiohttp server")
+        wait_for_answer(f"{pouch}/", servers[1], "pouchdb-server")
 
         def on_ours(scenario: str, faults: dict, contenders: dict[str, Callable]) -> None:
             call("PUT", f"{fast}/_faults", faults)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 BatchTransform = Callable[[pa.RecordBatch], "pa.RecordBatch | pa.Table | pd.DataFrame"]
 
@@ -69,3 +71,19 @@ def as_record_batch(data: pa.RecordBatch | pa.Table | pd.DataFrame,
     if table.num_rows == 0:
         return empty_batch(table.schema)
     return table.combine_chunks().to_batches(max_chunksize=table.num_rows)[0]
+
+
+def last_row_per_key(batch: pa.RecordBatch, keys: Sequence[str]) -> pa.RecordBatch:
+    """``batch`` without earlier rows whose key repeats later in it (the last row wins)."""
+    if batch.num_rows < 2:
+        return batch
+    if len(keys) == 1 and pc.count_distinct(batch.column(keys[0]), mode="all").as_py() == \
+            batch.num_rows:
+        return batch
+    table = pa.Table.from_batches([batch.select(list(keys))])
+    table = table.append_column("__row", pa.array(np.arange(batch.num_rows, dtype=np.int64)))
+    last = table.group_by(list(keys), use_threads=False).aggregate([("__row", "max")])
+    if last.num_rows == batch.num_rows:
+        return batch
+    keep = pc.take(last["__row_max"], pc.sort_indices(last["__row_max"])).combine_chunks()
+    return batch.take(keep)

@@ -97,7 +97,7 @@ def dumps(document: Any) -> bytes:
 
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-_encode_string = json.encoder.encode_basestring  # C-accelerated, the ensure_ascii=False form
+encode_string = json.encoder.encode_basestring  # C-accelerated, the ensure_ascii=False form
 _NULL = pa.scalar("null", pa.large_string())
 _EMPTY = pa.scalar("", pa.large_string())
 _POINT_ZERO = pa.scalar(".0", pa.large_string())
@@ -115,7 +115,7 @@ def json_lines(batch: pa.RecordBatch | pa.Table) -> bytes:
         return b""
     parts: list[pa.Scalar | pa.Array] = []
     for i, field in enumerate(batch.schema):
-        key = _encode_string(field.name) + ":"
+        key = encode_string(field.name) + ":"
         parts.append(pa.scalar(("{" if i == 0 else ",") + key, pa.large_string()))
         parts.append(json_values(_as_array(batch.column(i)), field))
     parts.append(pa.scalar("}\n", pa.large_string()))
@@ -148,7 +148,7 @@ def _json_strings(column: pa.Array) -> pa.Array:
     escape = pc.fill_null(pc.match_substring_regex(text, _NEEDS_ESCAPE), False)
     quoted = pc.binary_join_element_wise(_QUOTE, text, _QUOTE, _EMPTY)
     if pc.any(escape).as_py():
-        escaped = pa.array([_encode_string(v) for v in text.filter(escape).to_pylist()],
+        escaped = pa.array([encode_string(v) for v in text.filter(escape).to_pylist()],
                            pa.large_string())
         quoted = pc.replace_with_mask(quoted, escape, escaped)
     return pc.fill_null(quoted, _NULL)

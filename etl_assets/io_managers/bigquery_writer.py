@@ -32,8 +32,8 @@ from google.auth import exceptions as auth_errors
 from google.cloud import bigquery
 from google.cloud.bigquery.retry import DEFAULT_RETRY
 
+from etl_assets.batches import last_row_per_key
 from etl_assets.io_managers.bigquery_types import bigquery_schema, loadable
-from etl_assets.io_managers.postgres import last_row_per_key
 from etl_assets.watermark import Window
 
 WRITE_MODES = ("append", "replace_partition", "replace_table", "merge")
@@ -193,10 +193,10 @@ class BigQueryTableWriter:
 
     def _bounds(self, schema: pa.Schema) -> list[bigquery.ScalarQueryParameter]:
         assert self.window is not None and self.slice_column is not None
-        field = schema.field(self.slice_column) if self.slice_column in schema.names else None
+        field = schema.field(self.slice_column)  # prepare() checked it is in the data
         if isinstance(self.window.lo, int):
             kind = "INT64"
-        elif field is not None and pa.types.is_timestamp(field.type) and not field.type.tz:
+        elif pa.types.is_timestamp(field.type) and not field.type.tz:
             kind = "DATETIME"
         else:
             kind = "TIMESTAMP"
@@ -263,7 +263,6 @@ class BigQueryTableWriter:
         wanted = [f for f in target.schema if f.name in self.columns]
         staging = bigquery.Table(self.staging_id, schema=[
             bigquery.SchemaField(f.name, f.field_type, mode="NULLABLE") for f in wanted])
-        staging.expires = None
         self._call("create the staging table", lambda: self.client.create_table(
             staging, exists_ok=True, retry=self._retry(), timeout=self.timeout))
         self._staging_made = True

@@ -41,7 +41,6 @@ from etl_assets.json_documents import dumps, json_lines
 from etl_assets.progress import ProgressLog
 from etl_assets.transforms import load_transform
 
-ON_ERROR = ("fail", "dead_letter")
 _FAILURES_LOGGED = 5
 
 

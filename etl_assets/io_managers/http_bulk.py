@@ -17,8 +17,7 @@ from typing import Any
 from urllib.parse import quote
 
 from etl_assets.io_managers.http_client import RETRYABLE_STATUS, Answer
-
-_encode_string = json.encoder.encode_basestring  # C-accelerated; ensure_ascii=False's form
+from etl_assets.json_documents import encode_string
 
 FORMATS = ("single", "ndjson_bulk", "json_array_bulk")
 _ANSWER_CHARS = 500
@@ -26,8 +25,8 @@ _ANSWER_CHARS = 500
 
 @dataclass(frozen=True)
 class Request:
-    """One request: ``positions`` are the documents (indexes into the caller's list) it
-    carries, in body order."""
+    """One request: ``positions`` are the documents (indexes into the ids and bodies it was
+    built from) it carries, in body order."""
 
     url: str
     body: bytes
@@ -60,10 +59,9 @@ class RequestShape:
         extra = json.dumps(body_extra, separators=(",", ":")).encode() if body_extra else b""
         self._extra = b"," + extra[1:-1] if extra and extra != b"{}" else b""
 
-    def requests(self, ids: Sequence[str | None], bodies: Sequence[bytes],
-                 positions: Sequence[int]) -> list[Request]:
-        """Requests carrying the documents at ``positions``: one each (single) or one for
-        all of them (bulk formats)."""
+    def requests(self, ids: Sequence[str | None], bodies: Sequence[bytes]) -> list[Request]:
+        """Requests carrying the documents: one each (single) or one for all (bulk)."""
+        positions = range(len(bodies))
         if self.format == "single":
             return [Request(self._url_for(ids[p]), self._wrapped(bodies[p]), "application/json",
                             [p]) for p in positions]
@@ -132,7 +130,7 @@ class RequestShape:
 
 
 def _json_string(text: str) -> bytes:
-    return _encode_string(text).encode()
+    return encode_string(text).encode()
 
 
 def _array_item(item: Any, status: int) -> DocumentResult:

@@ -5,6 +5,7 @@ Retry-After), with exponential backoff and jitter."""
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import ssl
 from dataclasses import dataclass
@@ -119,9 +120,6 @@ class HttpClient:
         """A small JSON call (with retries); raises on an error status."""
         answer = await self.send(method, url, body or b"", "application/json")
         if answer.status is None or answer.status >= 400:
-            raise aiohttp.ClientResponseError(
-                request_info=None,  # type: ignore[arg-type]
-                history=(), status=answer.status or 0, message=answer.text[:300])
-        import json
-
+            raise aiohttp.ClientError(f"{method} {url}: HTTP {answer.status}: "
+                                      f"{answer.text[:300]}")
         return json.loads(answer.text)

@@ -103,8 +103,7 @@ class DocumentSender:
                     self._failed(document_id, body, None, f"{type(exc).__name__}: {exc}")
 
     async def _send(self, job: _Job) -> None:
-        positions = list(range(len(job.bodies)))
-        for request in self.shape.requests(job.ids, job.bodies, positions):
+        for request in self.shape.requests(job.ids, job.bodies):
             answer = await self.client.send(self.method, request.url, request.body,
                                             request.content_type)
             results = self.shape.results(answer, len(request.positions))

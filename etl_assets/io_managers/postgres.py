@@ -20,7 +20,6 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-import numpy as np
 import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -29,7 +28,7 @@ import sqlalchemy as sa
 from dagster import ConfigurableIOManager, InputContext, OutputContext
 from psycopg import sql
 
-from etl_assets.batches import RecordBatchStream
+from etl_assets.batches import RecordBatchStream, last_row_per_key
 from etl_assets.connections import libpq_url, redacted
 from etl_assets.embedded_postgres import embedded_postgres_url
 from etl_assets.io_managers.postgres_declared import (
@@ -54,22 +53,6 @@ def split_table_name(name: str) -> tuple[str, str]:
     """``schema.table`` -> (schema, table); a bare name is in ``public``."""
     schema, _, table = name.rpartition(".")
     return schema or "public", table
-
-
-def last_row_per_key(batch: pa.RecordBatch, keys: Sequence[str]) -> pa.RecordBatch:
-    """``batch`` without earlier rows whose key repeats later in it (the last row wins)."""
-    if batch.num_rows < 2:
-        return batch
-    if len(keys) == 1 and pc.count_distinct(batch.column(keys[0]), mode="all").as_py() == \
-            batch.num_rows:
-        return batch
-    table = pa.Table.from_batches([batch.select(list(keys))])
-    table = table.append_column("__row", pa.array(np.arange(batch.num_rows, dtype=np.int64)))
-    last = table.group_by(list(keys), use_threads=False).aggregate([("__row", "max")])
-    if last.num_rows == batch.num_rows:
-        return batch
-    keep = pc.take(last["__row_max"], pc.sort_indices(last["__row_max"])).combine_chunks()
-    return batch.take(keep)
 
 
 class PostgresUpsertWriter:

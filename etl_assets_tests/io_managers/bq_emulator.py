@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from etl_assets_tests.io_managers.s3_server import free_port
+from etl_assets_tests.io_managers.local_servers import free_port, wait_for_answer
 
 PROJECT = "etl-test"
 
@@ -41,17 +39,8 @@ class BigQueryEmulator:
         self._process = subprocess.Popen(
             [sys.executable, "-m", "etl_assets_tests.io_managers.bq_emulator", str(self.port),
              str(self.data_dir / "data")], stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                raise RuntimeError(f"bqemulator exited: {self.log_tail()}")
-            try:
-                with urllib.request.urlopen(
-                        f"{self.endpoint}/bigquery/v2/projects/{PROJECT}/datasets", timeout=1):
-                    return
-            except OSError:
-                time.sleep(0.2)
-        raise RuntimeError(f"bqemulator did not answer in 60 s: {self.log_tail()}")
+        wait_for_answer(f"{self.endpoint}/bigquery/v2/projects/{PROJECT}/datasets",
+                        self._process, "bqemulator", self.log_tail)
 
     def stop(self) -> None:
         if self._process is not None:

@@ -19,7 +19,6 @@ import ssl
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -29,24 +28,9 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from etl_assets_tests.io_managers.s3_server import free_port
+from etl_assets_tests.io_managers.local_servers import free_port, wait_for_answer
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _wait_for(url: str, process: subprocess.Popen[bytes] | None, what: str,
-              headers: dict[str, str] | None = None) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise RuntimeError(f"{what} exited with {process.returncode}")
-        try:
-            with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}),
-                                        timeout=1):
-                return
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError(f"{what} did not answer at {url} in 60 s")
 
 
 def call(method: str, url: str, body: Any = None, headers: dict[str, str] | None = None) -> Any:
@@ -86,7 +70,7 @@ def pouchdb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PouchDB]:
     process = subprocess.Popen([str(binary), "--in-memory", "--host", "127.0.0.1", "--port",
                                 str(port)], cwd=folder, stdout=log, stderr=subprocess.STDOUT)
     try:
-        _wait_for(f"http://127.0.0.1:{port}/", process, "pouchdb-server")
+        wait_for_answer(f"http://127.0.0.1:{port}/", process, "pouchdb-server")
         yield PouchDB(f"http://127.0.0.1:{port}")
     finally:
         process.terminate()
@@ -129,7 +113,7 @@ def datasette(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Datasette]:
                                 "--root"], env={**os.environ, "DATASETTE_SECRET": secret},
                                stdout=log, stderr=subprocess.STDOUT)
     try:
-        _wait_for(f"http://127.0.0.1:{port}/-/versions.json", process, "datasette")
+        wait_for_answer(f"http://127.0.0.1:{port}/-/versions.json", process, "datasette")
         yield Datasette(f"http://127.0.0.1:{port}", token)
     finally:
         process.terminate()

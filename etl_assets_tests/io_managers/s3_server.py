@@ -4,7 +4,6 @@ stopped (the object store is down) and started again on the same port with its b
 
 from __future__ import annotations
 
-import socket
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -12,11 +11,7 @@ from typing import Any
 
 import pytest
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+from etl_assets_tests.io_managers.local_servers import free_port
 
 
 @dataclass

@@ -1,0 +1,31 @@
+"""Starting the tests' own servers on loopback: a free port, and waiting until one answers."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Callable
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_for_answer(url: str, process: subprocess.Popen[bytes] | None, what: str,
+                    log_tail: Callable[[], str] = lambda: "") -> None:
+    """Return once ``url`` answers (any status); raise when ``process`` exits or 60 s pass,
+    with ``log_tail()`` in the message."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{what} exited with {process.returncode}: {log_tail()}")
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"{what} did not answer at {url} in 60 s: {log_tail()}")
