@@ -135,7 +135,10 @@ def test_peak_memory_does_not_grow_with_the_window(pg: PgSchema) -> None:
 
     def peak_mb(rows: int) -> int:
         out = subprocess.run([sys.executable, "-c", MEMORY_PROBE, pg.url, pg.table("wide"),
-                              str(rows)], capture_output=True, text=True, check=True)
+                              str(rows)], capture_output=True, text=True)
+        # its stderr in the message: the probe has died with SIGABRT once in a while (cause
+        # not found yet); the next failure should say why
+        assert out.returncode == 0, f"probe of {rows} rows exited {out.returncode}: {out.stderr[-3000:]}"
         return int(out.stdout.strip())
 
     small, large = peak_mb(50_000), peak_mb(500_000)
