@@ -115,6 +115,8 @@ class RequestShape:
             return [DocumentResult(False, answer.status,
                                    f"a bulk answer without one item per document: "
                                    f"{answer.text[:_ANSWER_CHARS]}")] * count
+        if parsed.get("errors") is False:  # Elasticsearch/OpenSearch: no item failed
+            return [DocumentResult(True, answer.status)] * count
         results = []
         for item in items:
             action = next(iter(item.values()), {}) if isinstance(item, dict) and item else {}
