@@ -2,23 +2,24 @@
 the etlhelper DB->API recipe, on the same servers in one run.
 
 Servers, each in its own process: our aiohttp server (fast; then with 2% of answers 50 ms
-slow; then with 5% 503s) and pouchdb-server (CouchDB API, in memory). Contenders start from
-the same Arrow batches (1,000 rows each):
+slow; then with 5% 503s), pouchdb-server (CouchDB API, in memory) and datasette (its JSON
+insert API on a SQLite file: a commit a request). Contenders start from the same Arrow
+batches (1,000 rows each):
 
-- bare aiohttp: one session, `--concurrency` requests in flight, a PUT a document
+- bare aiohttp: one session, `--concurrency` requests in flight, a document a request
 - etlhelper recipe: as its docs show it: per chunk of 5,000 rows a new ClientSession and
   `asyncio.gather` over the chunk (a barrier per chunk), aiohttp's default connection limit
-- ours, single: HttpApiIOManager, PUT a document, same concurrency
-- ours, bulk: HttpApiIOManager, NDJSON `_bulk` (our server) or `_bulk_docs` (pouchdb),
-  1,000 documents a request (the default)
+- ours, single: HttpApiIOManager, a document a request, same concurrency
+- ours, bulk: HttpApiIOManager, NDJSON `_bulk` (our server), `_bulk_docs` (pouchdb) or
+  `rows` (datasette), 1,000 documents a request (datasette: 100, its maximum)
 - bare aiohttp, bulk: the same bulk requests from a bare client (json.dumps a document,
   status checked, no per-document results)
-- bulk ceiling: that client posting bodies built before the clock starts: as fast
-  as the server takes bulk requests, whatever the client
+- bulk ceiling: that client posting bodies built before the clock starts: as fast as the
+  server takes bulk requests, whatever the client
 
 Runs under a second are repeated five times (the median is shown). Prints seconds,
-documents/s, the server process's CPU use (100%: the server, not the client,
-bounds the rate) and ratios, and the documents lost with 5% 503s.
+documents/s, the server process's CPU use (100%: the server, not the client, bounds the
+rate) and ratios, and the documents lost with 5% 503s.
 
     .venv/bin/python bench/http_post.py [--documents 20000] [--concurrency 16]
 """
@@ -30,14 +31,20 @@ import asyncio
 import functools
 import json
 import os
+import random
+import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import uuid
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import numpy as np
@@ -58,6 +65,8 @@ from etl_assets_tests.io_managers.local_servers import free_port, wait_for_answe
 UTC = timezone.utc
 WINDOW = Window(datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 1, 2, tzinfo=UTC))
 RECIPE_CHUNK = 5_000
+SHORT_S, SHORT_REPEATS = 1.0, 5
+TOKEN_ENV = "BENCH_HTTP_AUTHORIZATION"
 
 
 def generated(count: int) -> list[pa.RecordBatch]:
@@ -72,45 +81,73 @@ def generated(count: int) -> list[pa.RecordBatch]:
     return table.to_batches(max_chunksize=1_000)
 
 
-def bare_aiohttp(url: str, batches: list[pa.RecordBatch], concurrency: int) -> None:
+@dataclass(frozen=True)
+class Target:
+    """How one server takes documents, a document a request and in bulk."""
+
+    single_url: str                      # ``{id}``: the document's id
+    bulk_url: str
+    bulk_format: str                     # ndjson_bulk | json_array_bulk
+    method: str = "PUT"
+    single_wrap: str | None = None       # datasette: {"row": document}
+    bulk_wrap: str | None = None         # {"docs": [...]}, {"rows": [...]}
+    extra: dict[str, Any] = field(default_factory=dict)  # beside the wrapped documents
+    id_key: str | None = None            # CouchDB: _id
+    bulk_docs: int = 1000
+    token: str | None = None             # a bearer token (from env for ours)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+    def single_body(self, document: dict[str, Any]) -> bytes:
+        return json.dumps({self.single_wrap: document, **self.extra} if self.single_wrap
+                          else document).encode()
+
+    def bulk_body(self, batch: pa.RecordBatch) -> bytes:
+        docs = documents(batch)
+        if self.bulk_format == "ndjson_bulk":
+            return "".join(f'{{"index":{{"_id":"{d["id"]}"}}}}\n{json.dumps(d)}\n'
+                           for d in docs).encode()
+        if self.id_key:
+            docs = [{self.id_key: str(d["id"]), **d} for d in docs]
+        return json.dumps({self.bulk_wrap: docs, **self.extra} if self.bulk_wrap
+                          else docs).encode()
+
+    def url_for(self, document: dict[str, Any]) -> str:
+        return self.single_url.replace("{id}", str(document["id"]))
+
+
+def bare_aiohttp(target: Target, batches: list[pa.RecordBatch], concurrency: int) -> None:
     async def main() -> None:
         limit = asyncio.Semaphore(concurrency)
         connector = aiohttp.TCPConnector(limit=concurrency)
+        headers = {"Content-Type": "application/json", **target.headers}
         async with aiohttp.ClientSession(connector=connector) as session:
-            async def put(document: dict) -> None:
-                async with limit, session.put(url.replace("{id}", str(document["id"])),
-                                              data=json.dumps(document),
-                                              headers={"Content-Type": "application/json"}
-                                              ) as response:
+            async def send(document: dict) -> None:
+                async with limit, session.request(target.method, target.url_for(document),
+                                                  data=target.single_body(document),
+                                                  headers=headers) as response:
                     await response.read()
                     response.raise_for_status()
 
-            await asyncio.gather(*(put(d) for b in batches for d in documents(b)))
+            await asyncio.gather(*(send(d) for b in batches for d in documents(b)))
 
     asyncio.run(main())
 
 
-def bulk_body(batch: pa.RecordBatch, couchdb: bool) -> bytes:
-    """NDJSON `_bulk` or CouchDB `{"docs": [...]}` for a batch, built by json.dumps."""
-    if couchdb:
-        return json.dumps({"docs": [{"_id": str(d["id"]), **d}
-                                    for d in documents(batch)]}).encode()
-    return "".join(f'{{"index":{{"_id":"{d["id"]}"}}}}\n{json.dumps(d)}\n'
-                   for d in documents(batch)).encode()
-
-
-def bare_aiohttp_bulk(url: str, bodies: Iterable[bytes], concurrency: int,
-                      couchdb: bool) -> None:
+def bare_aiohttp_bulk(target: Target, bodies: Iterable[bytes], concurrency: int) -> None:
     """A bulk request a body, the status checked (no per-document results)."""
     async def main() -> None:
         limit = asyncio.Semaphore(concurrency)
         connector = aiohttp.TCPConnector(limit=concurrency)
-        content_type = "application/json" if couchdb else "application/x-ndjson"
+        content_type = "application/x-ndjson" if target.bulk_format == "ndjson_bulk" \
+            else "application/json"
+        headers = {"Content-Type": content_type, **target.headers}
         async with aiohttp.ClientSession(connector=connector) as session:
             async def post(body: bytes) -> None:
-                async with limit, session.post(url, data=body,
-                                               headers={"Content-Type": content_type}
-                                               ) as response:
+                async with limit, session.post(target.bulk_url, data=body,
+                                               headers=headers) as response:
                     await response.read()
                     response.raise_for_status()
 
@@ -119,12 +156,13 @@ def bare_aiohttp_bulk(url: str, bodies: Iterable[bytes], concurrency: int,
     asyncio.run(main())
 
 
-def etlhelper_recipe(url: str, batches: list[pa.RecordBatch], _concurrency: int) -> None:
+def etlhelper_recipe(target: Target, batches: list[pa.RecordBatch], _concurrency: int) -> None:
     """The recipe's shape: rows in chunks; per chunk a new session and a gather."""
+    headers = {"Content-Type": "application/json", **target.headers}
+
     async def post_one(document: dict, session: aiohttp.ClientSession) -> None:
-        response = await session.put(url.replace("{id}", str(document["id"])),
-                                     data=json.dumps(document),
-                                     headers={"Content-Type": "application/json"})
+        response = await session.request(target.method, target.url_for(document),
+                                         data=target.single_body(document), headers=headers)
         if response.status >= 400:
             response.raise_for_status()
         response.release()
@@ -138,46 +176,53 @@ def etlhelper_recipe(url: str, batches: list[pa.RecordBatch], _concurrency: int)
         asyncio.run(post_chunk(rows[start:start + RECIPE_CHUNK]))
 
 
-def ours(url: str, batches: list[pa.RecordBatch], concurrency: int,
-         **config: object) -> Callable[[], None]:
+def ours(target: Target, batches: list[pa.RecordBatch], concurrency: int,
+         bulk: bool) -> Callable[[], None]:
     """The sink's write, ready to run (the manager and its Dagster context built untimed)."""
-    manager = HttpApiIOManager(url=url, primary_key=["id"], concurrency=concurrency,
-                               dead_letter_root=tempfile.mkdtemp(), on_error="dead_letter",
-                               retries=10, retry_delay_s=0.05, **config)  # type: ignore[arg-type]
+    if target.token:
+        os.environ[TOKEN_ENV] = f"Bearer {target.token}"
+    shape: dict[str, Any] = dict(url=target.bulk_url, format=target.bulk_format,
+                                 wrap=target.bulk_wrap, bulk_docs=target.bulk_docs) if bulk \
+        else dict(url=target.single_url, method=target.method, wrap=target.single_wrap)
+    manager = HttpApiIOManager(
+        primary_key=["id"], concurrency=concurrency, body_extra=target.extra,
+        id_key=target.id_key if bulk else None, dead_letter_root=tempfile.mkdtemp(),
+        on_error="dead_letter", retries=10, retry_delay_s=0.05,
+        headers_from_env={"Authorization": TOKEN_ENV} if target.token else {}, **shape)
     context = build_output_context(asset_key=AssetKey("bench"), partition_key=WINDOW.key,
                                    run_id=str(uuid.uuid4()))
     return lambda: manager.handle_output(context, RecordBatchStream(batches[0].schema,
                                                                       iter(batches)))
 
 
+Ready = Callable[[Target], Callable[[], None]]
+"""Sets a contender up for a fresh target, untimed; what it returns is timed."""
+
+
+def contenders(batches: list[pa.RecordBatch], c: int) -> dict[str, Ready]:
+    return {
+        "bare aiohttp": lambda t: lambda: bare_aiohttp(t, batches, c),
+        "etlhelper recipe": lambda t: lambda: etlhelper_recipe(t, batches, c),
+        "ours, single": lambda t: ours(t, batches, c, bulk=False),
+        "ours, bulk": lambda t: ours(t, batches, c, bulk=True),
+        "bare aiohttp, bulk": lambda t: lambda: bare_aiohttp_bulk(
+            t, _bulk_bodies(t, batches), c),
+        "bulk ceiling": lambda t: functools.partial(
+            bare_aiohttp_bulk, t, list(_bulk_bodies(t, batches)), c),
+    }
+
+
+def _bulk_bodies(target: Target, batches: list[pa.RecordBatch]) -> Iterable[bytes]:
+    """Bulk bodies of ``target.bulk_docs`` documents (built as they are asked for)."""
+    table = pa.Table.from_batches(batches)
+    for batch in table.to_batches(max_chunksize=target.bulk_docs):
+        yield target.bulk_body(batch)
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds the process has used (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-SHORT_S, SHORT_REPEATS = 1.0, 5
-Ready = Callable[[str], Callable[[], None]]
-"""Sets a contender up for a target (a base URL), untimed; what it returns is timed."""
-
-
-def contenders(batches: list[pa.RecordBatch], concurrency: int, single: str, bulk: str,
-               couchdb: bool) -> dict[str, Ready]:
-    """Every contender; ``single`` and ``bulk``: the paths (under the base URL) to PUT a
-    document (``{id}``) and to post bulk requests to."""
-    c = concurrency
-    bulk_format = {"format": "json_array_bulk", "wrap": "docs", "id_key": "_id"} if couchdb \
-        else {"format": "ndjson_bulk"}
-    return {
-        "bare aiohttp": lambda u: lambda: bare_aiohttp(u + single, batches, c),
-        "etlhelper recipe": lambda u: lambda: etlhelper_recipe(u + single, batches, c),
-        "ours, single": lambda u: ours(u + single, batches, c, method="PUT"),
-        "ours, bulk": lambda u: ours(u + bulk, batches, c, **bulk_format),
-        "bare aiohttp, bulk": lambda u: lambda: bare_aiohttp_bulk(
-            u + bulk, (bulk_body(b, couchdb) for b in batches), c, couchdb),
-        "bulk ceiling": lambda u: functools.partial(
-            bare_aiohttp_bulk, u + bulk, [bulk_body(b, couchdb) for b in batches], c, couchdb),
-    }
 
 
 def timed(run: Callable[[], None], server: subprocess.Popen) -> tuple[float, float]:
@@ -188,19 +233,92 @@ def timed(run: Callable[[], None], server: subprocess.Popen) -> tuple[float, flo
     return seconds, (cpu_seconds(server.pid) - cpu) / seconds
 
 
-def measured(label: str, prepare: Callable[[], str], ready: Ready, stored: Callable[[str], int],
-             expected: int, server: subprocess.Popen) -> tuple[float, float]:
-    """A run on a fresh target from ``prepare``; a run under ``SHORT_S`` is repeated up to
-    ``SHORT_REPEATS`` times and the median taken (one 50 ms hiccup is a third of such a run).
-    Every run must leave ``expected`` documents in the target."""
-    runs = []
-    while len(runs) < (SHORT_REPEATS if not runs or runs[0][0] < SHORT_S else 1):
-        target = prepare()
-        print(f"{label} ...", file=sys.stderr)
-        runs.append(timed(ready(target), server))
-        count = stored(target)
-        assert count == expected, f"{label}: {count} documents of {expected}"
-    return sorted(runs)[len(runs) // 2]
+@dataclass
+class Server:
+    """A server process and how to get a fresh, empty target on it and count what it holds."""
+
+    process: subprocess.Popen
+    fresh: Callable[[], Target]
+    stored: Callable[[Target], int]
+
+    def measured(self, label: str, ready: Ready, expected: int) -> tuple[float, float]:
+        """A run on a fresh target; a run under ``SHORT_S`` is repeated up to
+        ``SHORT_REPEATS`` times and the median taken (one 50 ms hiccup is a third of such a
+        run). Every run must leave ``expected`` documents in the target."""
+        runs: list[tuple[float, float]] = []
+        while len(runs) < (SHORT_REPEATS if not runs or runs[0][0] < SHORT_S else 1):
+            target = self.fresh()
+            print(f"{label} ...", file=sys.stderr)
+            runs.append(timed(ready(target), self.process))
+            count = self.stored(target)
+            assert count == expected, f"{label}: {count} documents of {expected}"
+        return sorted(runs)[len(runs) // 2]
+
+
+def our_server() -> Server:
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m",
+                                "etl_assets_tests.io_managers.http_servers", str(port)], cwd=ROOT)
+    url = f"http://127.0.0.1:{port}"
+    wait_for_answer(f"{url}/_count", process, "the bench's aiohttp server")
+
+    def fresh() -> Target:
+        call("DELETE", f"{url}/docs")
+        return Target(f"{url}/docs/{{id}}", f"{url}/_bulk", "ndjson_bulk")
+
+    return Server(process, fresh, lambda _: call("GET", f"{url}/_count")["documents"])
+
+
+def pouchdb_server(folder: Path) -> Server:
+    port = free_port()
+    process = subprocess.Popen([str(ROOT / "node_modules/.bin/pouchdb-server"), "--in-memory",
+                                "--host", "127.0.0.1", "--port", str(port)], cwd=folder,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    wait_for_answer(f"{url}/", process, "pouchdb-server")
+
+    def fresh() -> Target:
+        database = f"{url}/bench_{uuid.uuid4().hex[:8]}"
+        call("PUT", database)
+        return Target(f"{database}/{{id}}", f"{database}/_bulk_docs", "json_array_bulk",
+                      bulk_wrap="docs", id_key="_id")
+
+    return Server(process, fresh,
+                  lambda t: call("GET", t.bulk_url.removesuffix("/_bulk_docs"))["doc_count"])
+
+
+def datasette_server(folder: Path) -> Server:
+    binary = shutil.which("datasette", path=str(Path(sys.executable).parent))
+    assert binary, "datasette is not installed (the dev extra)"
+    sqlite3.connect(folder / "bench.db").close()
+    secret = f"bench-{random.randrange(10**9)}"
+    token = subprocess.run([binary, "create-token", "root", "--secret", secret],
+                           capture_output=True, text=True, check=True).stdout.strip()
+    port = free_port()
+    process = subprocess.Popen([binary, "serve", str(folder / "bench.db"), "--port", str(port),
+                                "--root"], env={**os.environ, "DATASETTE_SECRET": secret},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    wait_for_answer(f"{url}/-/versions.json", process, "datasette")
+    auth = {"Authorization": f"Bearer {token}"}
+    columns = [{"name": "id", "type": "integer"}, {"name": "code", "type": "text"},
+               {"name": "reading", "type": "float"}, {"name": "updated_at", "type": "text"}]
+
+    def fresh() -> Target:
+        table = f"bench_{uuid.uuid4().hex[:8]}"
+        call("POST", f"{url}/bench/-/create", {"table": table, "columns": columns, "pk": "id"},
+             auth)
+        insert = f"{url}/bench/{table}/-/insert"
+        return Target(insert, insert, "json_array_bulk", method="POST", single_wrap="row",
+                      bulk_wrap="rows", extra={"replace": True}, bulk_docs=100, token=token)
+
+    def stored(target: Target) -> int:  # the table page's count stops at 10,000
+        table = target.bulk_url.removesuffix("/-/insert").rpartition("/")[2]
+        query = urllib.parse.urlencode({"sql": f"select count(*) as n from [{table}]",
+                                        "_shape": "array"})
+        return call("GET", f"{url}/bench.json?{query}", headers=auth)[0]["n"]
+
+    return Server(process, fresh, stored)
 
 
 def main() -> None:
@@ -209,53 +327,33 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     args = parser.parse_args()
     batches, n, c = generated(args.documents), args.documents, args.concurrency
-    ours_port, pouch_port = free_port(), free_port()
     folder = Path(tempfile.mkdtemp())
-    servers = [
-        subprocess.Popen([sys.executable, "-m", "etl_assets_tests.io_managers.http_servers",
-                          str(ours_port)], cwd=ROOT),
-        subprocess.Popen([str(ROOT / "node_modules/.bin/pouchdb-server"), "--in-memory",
-                          "--host", "127.0.0.1", "--port", str(pouch_port)], cwd=folder,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
-    fast, pouch = f"http://127.0.0.1:{ours_port}", f"http://127.0.0.1:{pouch_port}"
     results: dict[str, dict[str, tuple[float, float]]] = {}
+    servers: list[Server] = []
     lost = -1
     try:
-        wait_for_answer(f"{fast}/_count", servers[0], "the bench's aiohttp server")
-        wait_for_answer(f"{pouch}/", servers[1], "pouchdb-server")
+        servers = [our_server(), pouchdb_server(folder), datasette_server(folder)]
+        ours_at, pouchdb, datasette = servers
+        url = ours_at.fresh().bulk_url.removesuffix("/_bulk")
+        for scenario, server, faults in (
+                ("fast server", ours_at, {}),
+                ("2% answers 50 ms slow", ours_at, {"slow": 0.02, "slow_s": 0.05}),
+                ("pouchdb-server", pouchdb, None),
+                ("datasette", datasette, None)):
+            if faults is not None:
+                call("PUT", f"{url}/_faults", faults)
+            for name, ready in contenders(batches, c).items():
+                results.setdefault(scenario, {})[name] = server.measured(
+                    f"{scenario}: {name}", ready, n)
 
-        def emptied() -> str:
-            call("DELETE", f"{fast}/docs")
-            return fast
-
-        def ours_count(_: str) -> int:
-            return call("GET", f"{fast}/_count")["documents"]
-
-        for scenario, faults in (("fast server", {}),
-                                 ("2% answers 50 ms slow", {"slow": 0.02, "slow_s": 0.05})):
-            call("PUT", f"{fast}/_faults", faults)
-            for name, ready in contenders(batches, c, "/docs/{id}", "/_bulk", False).items():
-                results.setdefault(scenario, {})[name] = measured(
-                    f"{scenario}: {name}", emptied, ready, ours_count, n, servers[0])
-
-        def database() -> str:
-            name = f"bench_{uuid.uuid4().hex[:8]}"
-            call("PUT", f"{pouch}/{name}")
-            return f"{pouch}/{name}"
-
-        for name, ready in contenders(batches, c, "/{id}", "/_bulk_docs", True).items():
-            results.setdefault("pouchdb-server", {})[name] = measured(
-                f"pouchdb-server: {name}", database, ready,
-                lambda db: call("GET", db)["doc_count"], n, servers[1])
-
-        call("PUT", f"{fast}/_faults", {"unavailable": 0.05})
-        call("DELETE", f"{fast}/docs")
+        call("PUT", f"{url}/_faults", {"unavailable": 0.05})
         print("5% 503: ours, single ...", file=sys.stderr)
-        seconds_503 = timed(ours(f"{fast}/docs/{{id}}", batches, c, method="PUT"), servers[0])[0]
-        lost = n - ours_count(fast)
+        target = ours_at.fresh()
+        seconds_503 = timed(ours(target, batches, c, bulk=False), ours_at.process)[0]
+        lost = n - ours_at.stored(target)
     finally:
         for server in servers:
-            server.terminate()
+            server.process.terminate()
 
     print(f"\n{n:,} documents, {c} requests in flight")
     print(f"{'server':<24}{'contender':<23}{'seconds':>9}{'docs/s':>10}{'server CPU':>12}")

@@ -181,6 +181,12 @@ class HttpApiIOManager(ConfigurableIOManager):
         progress.done()
         store = self.dead_letter_store()
         self._log_failures(context.log, label, report)
+        if report.split:
+            context.log.warning(
+                f"{label}: {report.split} bulk request(s) were too large for the server "
+                f"(HTTP 413) and went again in halves, the smallest of "
+                f"{report.smallest_split} document(s); bulk_docs is {self.bulk_docs}: "
+                f"lower it to save the round trips")
         if report.failed and self.on_error == "fail":
             first = report.failed[0]
             raise HttpSinkError(
@@ -196,6 +202,7 @@ class HttpApiIOManager(ConfigurableIOManager):
             "dagster/row_count": report.sent,
             "documents_failed": len(report.failed),
             "retries": report.retried,
+            "bulk_requests_split": report.split,
             "seconds": round(progress.seconds, 3),
             "documents_per_second": round(report.sent / progress.seconds)
             if progress.seconds else 0,

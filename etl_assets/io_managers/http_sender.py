@@ -3,7 +3,8 @@
 chunks). Bulk answers are read per document: documents a bulk answer says to retry (429/5xx)
 are sent again with backoff; CouchDB conflicts get the current ``_rev`` and are sent again
 when asked; the rest of the failures are reported. With ``stop_on_failure`` the first
-failure stops new requests, the ones in flight finish."""
+failure stops new requests, the ones in flight finish. A bulk request the server finds
+too large (413) is sent again as two halves, down to one document."""
 
 from __future__ import annotations
 
@@ -34,6 +35,8 @@ class SendReport:
     failed: list[FailedDocument] = field(default_factory=list)
     retried: int = 0
     stopped: bool = False
+    split: int = 0  # bulk requests answered 413 and sent again as two halves
+    smallest_split: int | None = None  # documents in the smallest half sent
 
 
 @dataclass
@@ -106,6 +109,9 @@ class DocumentSender:
         for request in self.shape.requests(job.ids, job.bodies):
             answer = await self.client.send(self.method, request.url, request.body,
                                             request.content_type)
+            if answer.status == 413 and len(request.positions) > 1:
+                await self._send_halves(job, request.positions)
+                continue
             results = self.shape.results(answer, len(request.positions))
             again, conflicts = [], []
             for position, result in zip(request.positions, results, strict=True):
@@ -126,6 +132,15 @@ class DocumentSender:
                                       job.revised))
             if conflicts:
                 await self._send(await self._with_revisions(job, conflicts))
+
+    async def _send_halves(self, job: _Job, positions: list[int]) -> None:
+        """A bulk request too large for the server (413): its documents in two requests."""
+        self.report.split += 1
+        middle = len(positions) // 2
+        for half in (positions[:middle], positions[middle:]):
+            await self._send(_Job([job.ids[p] for p in half], [job.bodies[p] for p in half],
+                                  job.attempt, job.revised))
+        self.report.smallest_split = min(self.report.smallest_split or middle, middle)
 
     async def _with_revisions(self, job: _Job, positions: list[int]) -> _Job:
         """The conflicting documents with the ``_rev`` they have now."""

@@ -132,6 +132,7 @@ class Faults:
     slow_s: float = 0.3
     refused_ids: set[str] = field(default_factory=set)     # 400 for these documents
     item_rate_limited: float = 0.0    # a bulk item answered 429 inside a 200 answer
+    max_body_bytes: int | None = None  # 413 for a larger bulk request body
 
 
 class FaultServer:
@@ -196,7 +197,10 @@ class FaultServer:
         fault = await self._fault(request)
         if fault is not None:
             return fault
-        lines = (await request.read()).decode().strip().split("\n")
+        body = await request.read()
+        if self.faults.max_body_bytes is not None and len(body) > self.faults.max_body_bytes:
+            return web.Response(status=413, text="request entity too large")
+        lines = body.decode().strip().split("\n")
         items = []
         for action_line, document_line in zip(lines[::2], lines[1::2], strict=True):
             document_id = str(json.loads(action_line)["index"]["_id"])

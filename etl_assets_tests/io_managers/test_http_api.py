@@ -155,6 +155,22 @@ def test_ndjson_bulk_retries_the_items_the_answer_rate_limits_and_keeps_the_refu
     assert store.files("readings_api") == [] and fault_server.documents == want
 
 
+def test_a_bulk_request_too_large_for_the_server_goes_again_in_halves(
+        fault_server: FaultServer, etl_home: Path) -> None:
+    data = batches(1000)
+    one_document = len(json.dumps(expected(data)["999"])) + 40  # with its action line
+    fault_server.faults.max_body_bytes = 30 * one_document  # 413 above ~30 documents
+    manager = sink(etl_home, url=f"{fault_server.url}/_bulk", format="ndjson_bulk",
+                   bulk_docs=200)
+
+    metadata = write(manager, data)
+
+    assert metadata["dagster/row_count"] == 1000 and metadata["documents_failed"] == 0
+    # each batch of 250: 200 -> 2 x 100 -> 4 x 50 -> 8 x 25 (7 splits), 50 -> 2 x 25 (1)
+    assert metadata["bulk_requests_split"] == 4 * 8
+    assert fault_server.documents == expected(data)
+
+
 def test_on_error_fail_stops_and_names_the_document_and_the_answer(
         fault_server: FaultServer, etl_home: Path) -> None:
     fault_server.faults.refused_ids = {"42"}
