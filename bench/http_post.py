@@ -31,9 +31,6 @@ import asyncio
 import functools
 import json
 import os
-import random
-import shutil
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -59,7 +56,11 @@ from etl_assets.batches import RecordBatchStream  # noqa: E402
 from etl_assets.io_managers.http_api import HttpApiIOManager  # noqa: E402
 from etl_assets.json_documents import documents  # noqa: E402
 from etl_assets.watermark import Window  # noqa: E402
-from etl_assets_tests.io_managers.http_servers import call  # noqa: E402
+from etl_assets_tests.io_managers.http_servers import (  # noqa: E402
+    call,
+    start_datasette,
+    start_pouchdb,
+)
 from etl_assets_tests.io_managers.local_servers import free_port, wait_for_answer  # noqa: E402
 
 UTC = timezone.utc
@@ -270,12 +271,7 @@ def our_server() -> Server:
 
 
 def pouchdb_server(folder: Path) -> Server:
-    port = free_port()
-    process = subprocess.Popen([str(ROOT / "node_modules/.bin/pouchdb-server"), "--in-memory",
-                                "--host", "127.0.0.1", "--port", str(port)], cwd=folder,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    wait_for_answer(f"{url}/", process, "pouchdb-server")
+    process, url = start_pouchdb(folder, subprocess.DEVNULL)
 
     def fresh() -> Target:
         database = f"{url}/bench_{uuid.uuid4().hex[:8]}"
@@ -288,27 +284,16 @@ def pouchdb_server(folder: Path) -> Server:
 
 
 def datasette_server(folder: Path) -> Server:
-    binary = shutil.which("datasette", path=str(Path(sys.executable).parent))
-    assert binary, "datasette is not installed (the dev extra)"
-    sqlite3.connect(folder / "bench.db").close()
-    secret = f"bench-{random.randrange(10**9)}"
-    token = subprocess.run([binary, "create-token", "root", "--secret", secret],
-                           capture_output=True, text=True, check=True).stdout.strip()
-    port = free_port()
-    process = subprocess.Popen([binary, "serve", str(folder / "bench.db"), "--port", str(port),
-                                "--root"], env={**os.environ, "DATASETTE_SECRET": secret},
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    wait_for_answer(f"{url}/-/versions.json", process, "datasette")
+    process, url, token = start_datasette(folder, subprocess.DEVNULL)
     auth = {"Authorization": f"Bearer {token}"}
     columns = [{"name": "id", "type": "integer"}, {"name": "code", "type": "text"},
                {"name": "reading", "type": "float"}, {"name": "updated_at", "type": "text"}]
 
     def fresh() -> Target:
         table = f"bench_{uuid.uuid4().hex[:8]}"
-        call("POST", f"{url}/bench/-/create", {"table": table, "columns": columns, "pk": "id"},
+        call("POST", f"{url}/targets/-/create", {"table": table, "columns": columns, "pk": "id"},
              auth)
-        insert = f"{url}/bench/{table}/-/insert"
+        insert = f"{url}/targets/{table}/-/insert"
         return Target(insert, insert, "json_array_bulk", method="POST", single_wrap="row",
                       bulk_wrap="rows", extra={"replace": True}, bulk_docs=100, token=token)
 
@@ -316,7 +301,7 @@ def datasette_server(folder: Path) -> Server:
         table = target.bulk_url.removesuffix("/-/insert").rpartition("/")[2]
         query = urllib.parse.urlencode({"sql": f"select count(*) as n from [{table}]",
                                         "_shape": "array"})
-        return call("GET", f"{url}/bench.json?{query}", headers=auth)[0]["n"]
+        return call("GET", f"{url}/targets.json?{query}", headers=auth)[0]["n"]
 
     return Server(process, fresh, stored)
 
@@ -332,7 +317,9 @@ def main() -> None:
     servers: list[Server] = []
     lost = -1
     try:
-        servers = [our_server(), pouchdb_server(folder), datasette_server(folder)]
+        for start in (our_server, lambda: pouchdb_server(folder),
+                      lambda: datasette_server(folder)):
+            servers.append(start())  # appended one by one: all are stopped if one fails
         ours_at, pouchdb, datasette = servers
         url = ours_at.fresh().bulk_url.removesuffix("/_bulk")
         for scenario, server, faults in (

@@ -23,7 +23,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 from aiohttp import web
@@ -31,6 +31,7 @@ from aiohttp import web
 from etl_assets_tests.io_managers.local_servers import free_port, wait_for_answer
 
 ROOT = Path(__file__).resolve().parents[2]
+POUCHDB_SERVER = ROOT / "node_modules" / ".bin" / "pouchdb-server"
 
 
 def call(method: str, url: str, body: Any = None, headers: dict[str, str] | None = None) -> Any:
@@ -59,22 +60,29 @@ class PouchDB:
         return int(call("GET", f"{self.url}/{database}")["doc_count"])
 
 
+def start_pouchdb(folder: Path, log: IO[bytes] | int) -> tuple[subprocess.Popen, str]:
+    """pouchdb-server in memory on a free port, its files in ``folder``: the process, its URL."""
+    port = free_port()
+    process = subprocess.Popen([str(POUCHDB_SERVER), "--in-memory", "--host", "127.0.0.1",
+                                "--port", str(port)], cwd=folder, stdout=log,
+                               stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    wait_for_answer(f"{url}/", process, "pouchdb-server")
+    return process, url
+
+
 @pytest.fixture(scope="session")
 def pouchdb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PouchDB]:
-    binary = ROOT / "node_modules" / ".bin" / "pouchdb-server"
-    if not binary.exists():
+    if not POUCHDB_SERVER.exists():
         pytest.skip("pouchdb-server is not installed (make install runs npm ci)")
-    port = free_port()
     folder = tmp_path_factory.mktemp("pouchdb")
-    log = open(folder / "pouchdb.log", "wb")  # noqa: SIM115 - the process writes it
-    process = subprocess.Popen([str(binary), "--in-memory", "--host", "127.0.0.1", "--port",
-                                str(port)], cwd=folder, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        wait_for_answer(f"http://127.0.0.1:{port}/", process, "pouchdb-server")
-        yield PouchDB(f"http://127.0.0.1:{port}")
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    with open(folder / "pouchdb.log", "wb") as log:
+        process, url = start_pouchdb(folder, log)
+        try:
+            yield PouchDB(url)
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
 
 
 @dataclass
@@ -97,27 +105,37 @@ class Datasette:
                     headers=self.auth)
 
 
-@pytest.fixture(scope="session")
-def datasette(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Datasette]:
+def start_datasette(folder: Path, log: IO[bytes] | int) -> tuple[subprocess.Popen, str, str]:
+    """datasette on a free port serving ``folder``/targets.db (created empty), every
+    permission to the root actor: the process, its URL and a bearer token for root."""
     binary = shutil.which("datasette", path=str(Path(sys.executable).parent))
     if binary is None:
-        pytest.skip("datasette is not installed (dev extra)")
-    folder = tmp_path_factory.mktemp("datasette")
+        raise FileNotFoundError("datasette is not installed (the dev extra)")
     sqlite3.connect(folder / "targets.db").close()
     secret = "test-secret-" + str(random.randrange(10**9))
     token = subprocess.run([binary, "create-token", "root", "--secret", secret],
                            capture_output=True, text=True, check=True).stdout.strip()
     port = free_port()
-    log = open(folder / "datasette.log", "wb")  # noqa: SIM115 - the process writes it
     process = subprocess.Popen([binary, "serve", str(folder / "targets.db"), "--port", str(port),
                                 "--root"], env={**os.environ, "DATASETTE_SECRET": secret},
                                stdout=log, stderr=subprocess.STDOUT)
-    try:
-        wait_for_answer(f"http://127.0.0.1:{port}/-/versions.json", process, "datasette")
-        yield Datasette(f"http://127.0.0.1:{port}", token)
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    url = f"http://127.0.0.1:{port}"
+    wait_for_answer(f"{url}/-/versions.json", process, "datasette")
+    return process, url, token
+
+
+@pytest.fixture(scope="session")
+def datasette(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Datasette]:
+    if shutil.which("datasette", path=str(Path(sys.executable).parent)) is None:
+        pytest.skip("datasette is not installed (dev extra)")
+    folder = tmp_path_factory.mktemp("datasette")
+    with open(folder / "datasette.log", "wb") as log:
+        process, url, token = start_datasette(folder, log)
+        try:
+            yield Datasette(url, token)
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
 
 
 @dataclass
