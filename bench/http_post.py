@@ -59,9 +59,9 @@ from etl_assets.watermark import Window  # noqa: E402
 from etl_assets_tests.io_managers.http_servers import (  # noqa: E402
     call,
     start_datasette,
+    start_fault_server_process,
     start_pouchdb,
 )
-from etl_assets_tests.io_managers.local_servers import free_port, wait_for_answer  # noqa: E402
 
 UTC = timezone.utc
 WINDOW = Window(datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 1, 2, tzinfo=UTC))
@@ -257,11 +257,7 @@ class Server:
 
 
 def our_server() -> Server:
-    port = free_port()
-    process = subprocess.Popen([sys.executable, "-m",
-                                "etl_assets_tests.io_managers.http_servers", str(port)], cwd=ROOT)
-    url = f"http://127.0.0.1:{port}"
-    wait_for_answer(f"{url}/_count", process, "the bench's aiohttp server")
+    process, url = start_fault_server_process()
 
     def fresh() -> Target:
         call("DELETE", f"{url}/docs")

@@ -267,6 +267,17 @@ class FaultServer:
         self._loop.call_soon_threadsafe(self._loop.stop)
 
 
+def start_fault_server_process() -> tuple[subprocess.Popen, str]:
+    """The fault server in a process of its own (what it stores does not count in this
+    process's memory, nor its CPU in this one's): the process and its URL."""
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "etl_assets_tests.io_managers.http_servers",
+                                str(port)], cwd=ROOT)
+    url = f"http://127.0.0.1:{port}"
+    wait_for_answer(f"{url}/_count", process, "the fault server")
+    return process, url
+
+
 def serve_forever(port: int) -> None:
     """The fault server in this process (for bench/, which runs it beside the client's)."""
     server = FaultServer()

@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import textwrap
 from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -17,7 +20,13 @@ from etl_assets.dead_letters import DeadLetterStore
 from etl_assets.io_managers.http_api import HttpApiIOManager, HttpSinkError
 from etl_assets.json_documents import documents
 from etl_assets.watermark import Window
-from etl_assets_tests.io_managers.http_servers import Datasette, FaultServer, PouchDB
+from etl_assets_tests.io_managers.http_servers import (
+    Datasette,
+    FaultServer,
+    PouchDB,
+    call,
+    start_fault_server_process,
+)
 from etl_assets_tests.io_managers.sink_runs import run_sink
 
 UTC = timezone.utc
@@ -205,3 +214,54 @@ def test_tls_is_verified_by_default_and_a_ca_file_makes_a_private_ca_trusted(
         assert server.documents == expected([batch([1, 2])])
     finally:
         server.stop()
+
+
+MEMORY_PROBE = textwrap.dedent("""
+    import re, sys, tempfile
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    from dagster import AssetKey, build_output_context
+    from etl_assets.batches import RecordBatchStream
+    from etl_assets.io_managers.http_api import HttpApiIOManager
+    url, count, format = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    schema = pa.schema([("id", pa.int64()), ("pad", pa.string())])
+    def batches():  # made as they are read, as staging reads them
+        for start in range(0, count, 5000):
+            ids = pa.array(range(start, min(start + 5000, count)), pa.int64())
+            pad = pc.binary_join_element_wise(pc.cast(ids, pa.string()), "x" * 500, "")
+            yield pa.record_batch([ids, pad], schema=schema)
+    # in memory at once: about concurrency x 3 requests (queued and in flight) and two batches
+    manager = HttpApiIOManager(url=url, format=format, method="PUT", primary_key=["id"],
+                               concurrency=4, bulk_docs=500, dead_letter_root=tempfile.mkdtemp())
+    context = build_output_context(asset_key=AssetKey("probe"))
+    with open("/proc/self/clear_refs", "w") as peak:  # the peak from here on (Linux)
+        peak.write("5")
+    manager.handle_output(context, RecordBatchStream(schema, batches()))
+    status = open("/proc/self/status").read()
+    print(int(re.search(r"VmHWM:\\s+(\\d+)", status).group(1)) // 1024)
+""")
+
+
+@pytest.mark.parametrize("format", ["ndjson_bulk", "single"])
+def test_peak_memory_does_not_grow_with_the_documents(format: str) -> None:
+    """Posting 10-12x the documents must not need more memory: the peak RSS while writing
+    (reset after the imports) stays put where holding them would add ~500 bytes each."""
+    server, url = start_fault_server_process()
+    try:
+        def peak_mb(count: int) -> int:
+            call("DELETE", f"{url}/docs")
+            target = f"{url}/_bulk" if format == "ndjson_bulk" else f"{url}/docs/{{id}}"
+            out = subprocess.run([sys.executable, "-c", MEMORY_PROBE, target, str(count), format],
+                                 capture_output=True, text=True)
+            assert out.returncode == 0, f"probe exited {out.returncode}: {out.stderr[-3000:]}"
+            assert call("GET", f"{url}/_count")["documents"] == count
+            return int(out.stdout.strip())
+
+        counts = (20_000, 200_000) if format == "ndjson_bulk" else (5_000, 60_000)
+        small, large = peak_mb(counts[0]), peak_mb(counts[1])
+    finally:
+        server.terminate()
+    held_mb = (counts[1] - counts[0]) * 500 // 2**20  # what holding them would add
+    assert large - small < held_mb // 2, (
+        f"peak RSS {small} MB for {counts[0]:,} documents, {large} MB for {counts[1]:,} "
+        f"(holding them would add {held_mb} MB)")
