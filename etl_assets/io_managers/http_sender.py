@@ -138,6 +138,8 @@ class DocumentSender:
         self.report.split += 1
         middle = len(positions) // 2
         for half in (positions[:middle], positions[middle:]):
+            if self._stop.is_set():
+                return  # on_error fail: a document failed meanwhile, the run will fail
             await self._send(_Job([job.ids[p] for p in half], [job.bodies[p] for p in half],
                                   job.attempt, job.revised))
         self.report.smallest_split = min(self.report.smallest_split or middle, middle)
