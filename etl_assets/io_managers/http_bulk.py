@@ -108,15 +108,14 @@ class RequestShape:
         return [DocumentResult(True, answer.status)] * count
 
     def _bulk_items(self, parsed: Any, answer: Answer, count: int) -> list[DocumentResult]:
+        if isinstance(parsed, dict) and parsed.get("errors") is False:
+            # Elasticsearch/OpenSearch: no item failed, whatever the items say
+            return [DocumentResult(True, answer.status)] * count
         items = parsed.get("items") if isinstance(parsed, dict) else None
         if not isinstance(items, list) or len(items) != count:
-            if isinstance(parsed, dict) and parsed.get("errors") is False:
-                return [DocumentResult(True, answer.status)] * count
             return [DocumentResult(False, answer.status,
                                    f"a bulk answer without one item per document: "
                                    f"{answer.text[:_ANSWER_CHARS]}")] * count
-        if parsed.get("errors") is False:  # Elasticsearch/OpenSearch: no item failed
-            return [DocumentResult(True, answer.status)] * count
         results = []
         for item in items:
             action = next(iter(item.values()), {}) if isinstance(item, dict) and item else {}
