@@ -35,7 +35,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.parse
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -57,6 +56,8 @@ from etl_assets.io_managers.http_api import HttpApiIOManager  # noqa: E402
 from etl_assets.json_documents import documents  # noqa: E402
 from etl_assets.watermark import Window  # noqa: E402
 from etl_assets_tests.io_managers.http_servers import (  # noqa: E402
+    Datasette,
+    PouchDB,
     call,
     start_datasette,
     start_fault_server_process,
@@ -239,6 +240,7 @@ class Server:
     """A server process and how to get a fresh, empty target on it and count what it holds."""
 
     process: subprocess.Popen
+    url: str
     fresh: Callable[[], Target]
     stored: Callable[[Target], int]
 
@@ -263,43 +265,39 @@ def our_server() -> Server:
         call("DELETE", f"{url}/docs")
         return Target(f"{url}/docs/{{id}}", f"{url}/_bulk", "ndjson_bulk")
 
-    return Server(process, fresh, lambda _: call("GET", f"{url}/_count")["documents"])
+    return Server(process, url, fresh, lambda _: call("GET", f"{url}/_count")["documents"])
 
 
 def pouchdb_server(folder: Path) -> Server:
     process, url = start_pouchdb(folder, subprocess.DEVNULL)
+    pouchdb = PouchDB(url)
 
     def fresh() -> Target:
-        database = f"{url}/bench_{uuid.uuid4().hex[:8]}"
-        call("PUT", database)
+        database = pouchdb.create(f"bench_{uuid.uuid4().hex[:8]}")
         return Target(f"{database}/{{id}}", f"{database}/_bulk_docs", "json_array_bulk",
                       bulk_wrap="docs", id_key="_id")
 
-    return Server(process, fresh,
-                  lambda t: call("GET", t.bulk_url.removesuffix("/_bulk_docs"))["doc_count"])
+    def stored(target: Target) -> int:
+        return pouchdb.count(target.bulk_url.removesuffix("/_bulk_docs").rpartition("/")[2])
+
+    return Server(process, url, fresh, stored)
 
 
 def datasette_server(folder: Path) -> Server:
     process, url, token = start_datasette(folder, subprocess.DEVNULL)
-    auth = {"Authorization": f"Bearer {token}"}
+    datasette = Datasette(url, token)
     columns = [{"name": "id", "type": "integer"}, {"name": "code", "type": "text"},
                {"name": "reading", "type": "float"}, {"name": "updated_at", "type": "text"}]
 
     def fresh() -> Target:
-        table = f"bench_{uuid.uuid4().hex[:8]}"
-        call("POST", f"{url}/targets/-/create", {"table": table, "columns": columns, "pk": "id"},
-             auth)
-        insert = f"{url}/targets/{table}/-/insert"
+        insert = datasette.create_table(f"bench_{uuid.uuid4().hex[:8]}", columns) + "/-/insert"
         return Target(insert, insert, "json_array_bulk", method="POST", single_wrap="row",
                       bulk_wrap="rows", extra={"replace": True}, bulk_docs=100, token=token)
 
-    def stored(target: Target) -> int:  # the table page's count stops at 10,000
-        table = target.bulk_url.removesuffix("/-/insert").rpartition("/")[2]
-        query = urllib.parse.urlencode({"sql": f"select count(*) as n from [{table}]",
-                                        "_shape": "array"})
-        return call("GET", f"{url}/targets.json?{query}", headers=auth)[0]["n"]
+    def stored(target: Target) -> int:
+        return datasette.count(target.bulk_url.removesuffix("/-/insert").rpartition("/")[2])
 
-    return Server(process, fresh, stored)
+    return Server(process, url, fresh, stored)
 
 
 def main() -> None:
@@ -317,19 +315,18 @@ def main() -> None:
                       lambda: datasette_server(folder)):
             servers.append(start())  # appended one by one: all are stopped if one fails
         ours_at, pouchdb, datasette = servers
-        url = ours_at.fresh().bulk_url.removesuffix("/_bulk")
         for scenario, server, faults in (
                 ("fast server", ours_at, {}),
                 ("2% answers 50 ms slow", ours_at, {"slow": 0.02, "slow_s": 0.05}),
                 ("pouchdb-server", pouchdb, None),
                 ("datasette", datasette, None)):
             if faults is not None:
-                call("PUT", f"{url}/_faults", faults)
+                call("PUT", f"{ours_at.url}/_faults", faults)
             for name, ready in contenders(batches, c).items():
                 results.setdefault(scenario, {})[name] = server.measured(
                     f"{scenario}: {name}", ready, n)
 
-        call("PUT", f"{url}/_faults", {"unavailable": 0.05})
+        call("PUT", f"{ours_at.url}/_faults", {"unavailable": 0.05})
         print("5% 503: ours, single ...", file=sys.stderr)
         target = ours_at.fresh()
         seconds_503 = timed(ours(target, batches, c, bulk=False), ours_at.process)[0]

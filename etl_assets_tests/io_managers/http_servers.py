@@ -19,6 +19,7 @@ import ssl
 import subprocess
 import sys
 import threading
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -104,11 +105,23 @@ class Datasette:
         return call("GET", f"{self.url}/{self.database}/{table}.json?_shape=array&_size=max",
                     headers=self.auth)
 
+    def count(self, table: str) -> int:
+        """Rows in ``table`` (by SQL: the table page's count stops at 10,000)."""
+        query = urllib.parse.urlencode({"sql": f"select count(*) as n from [{table}]",
+                                        "_shape": "array"})
+        return int(call("GET", f"{self.url}/{self.database}.json?{query}",
+                        headers=self.auth)[0]["n"])
+
+
+def datasette_binary() -> str | None:
+    """The datasette command of this Python environment (the dev extra), if installed."""
+    return shutil.which("datasette", path=str(Path(sys.executable).parent))
+
 
 def start_datasette(folder: Path, log: IO[bytes] | int) -> tuple[subprocess.Popen, str, str]:
     """datasette on a free port serving ``folder``/targets.db (created empty), every
     permission to the root actor: the process, its URL and a bearer token for root."""
-    binary = shutil.which("datasette", path=str(Path(sys.executable).parent))
+    binary = datasette_binary()
     if binary is None:
         raise FileNotFoundError("datasette is not installed (the dev extra)")
     sqlite3.connect(folder / "targets.db").close()
@@ -126,7 +139,7 @@ def start_datasette(folder: Path, log: IO[bytes] | int) -> tuple[subprocess.Pope
 
 @pytest.fixture(scope="session")
 def datasette(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Datasette]:
-    if shutil.which("datasette", path=str(Path(sys.executable).parent)) is None:
+    if datasette_binary() is None:
         pytest.skip("datasette is not installed (dev extra)")
     folder = tmp_path_factory.mktemp("datasette")
     with open(folder / "datasette.log", "wb") as log:
