@@ -17,12 +17,17 @@ class RecordBatchStream:
 
     Assets return this instead of a generator (Dagster reads a returned generator as a
     stream of events); IO managers write it batch by batch, so a window never sits in memory.
+    ``version``: the staged version the rows come from (strictly increasing per partition, see
+    :mod:`etl_assets.io_managers.staging`); a higher version is a later extraction of the
+    window. None when the rows do not come from staging.
     """
 
-    def __init__(self, schema: pa.Schema, batches: Iterable[pa.RecordBatch]) -> None:
+    def __init__(self, schema: pa.Schema, batches: Iterable[pa.RecordBatch],
+                 version: int | None = None) -> None:
         self.schema = schema
         self._batches = iter(batches)
         self._consumed = False
+        self.version = version
 
     def __iter__(self) -> Iterator[pa.RecordBatch]:
         if self._consumed:
@@ -44,7 +49,7 @@ class RecordBatchStream:
                 if out.num_rows:
                     yield out
 
-        return RecordBatchStream(out_schema, mapped())
+        return RecordBatchStream(out_schema, mapped(), self.version)
 
 
 def empty_batch(schema: pa.Schema) -> pa.RecordBatch:
@@ -73,17 +78,37 @@ def as_record_batch(data: pa.RecordBatch | pa.Table | pd.DataFrame,
     return table.combine_chunks().to_batches(max_chunksize=table.num_rows)[0]
 
 
-def last_row_per_key(batch: pa.RecordBatch, keys: Sequence[str]) -> pa.RecordBatch:
-    """``batch`` without earlier rows whose key repeats later in it (the last row wins)."""
+def last_row_per_key(batch: pa.RecordBatch, keys: Sequence[str],
+                     newest_by: str | None = None) -> pa.RecordBatch:
+    """``batch`` with one row per key, in their order: the last row of each key, or with
+    ``newest_by`` the one with the greatest value of that column (null is the oldest; the
+    last of equal ones)."""
     if batch.num_rows < 2:
         return batch
     if len(keys) == 1 and pc.count_distinct(batch.column(keys[0]), mode="all").as_py() == \
             batch.num_rows:
         return batch
-    table = pa.Table.from_batches([batch.select(list(keys))])
+    columns = list(dict.fromkeys([*keys, *([newest_by] if newest_by else [])]))
+    table = pa.Table.from_batches([batch.select(columns)])
     table = table.append_column("__row", pa.array(np.arange(batch.num_rows, dtype=np.int64)))
-    last = table.group_by(list(keys), use_threads=False).aggregate([("__row", "max")])
-    if last.num_rows == batch.num_rows:
+    winners = winning_rows(table, keys, "__row", newest_by)
+    if len(winners) == batch.num_rows:
         return batch
-    keep = pc.take(last["__row_max"], pc.sort_indices(last["__row_max"])).combine_chunks()
-    return batch.take(keep)
+    return batch.take(winners)
+
+
+def winning_rows(table: pa.Table, keys: Sequence[str], row: str,
+                 newest_by: str | None = None) -> pa.Array:
+    """The ``row`` numbers that win, one per key of ``table`` (sorted): the greatest ``row``
+    of each key, or with ``newest_by`` the one whose ``newest_by`` value is the greatest
+    (null oldest; the greatest ``row`` among equals)."""
+    if newest_by is not None:
+        order = pc.sort_indices(table, sort_keys=[(newest_by, "ascending", "at_start"),
+                                                  (row, "ascending", "at_end")])
+        table = table.take(order)
+        grouped = table.group_by(list(keys), use_threads=False).aggregate([(row, "last")])
+        numbers = grouped[f"{row}_last"]
+    else:
+        grouped = table.group_by(list(keys), use_threads=False).aggregate([(row, "max")])
+        numbers = grouped[f"{row}_max"]
+    return pc.take(numbers, pc.sort_indices(numbers)).combine_chunks()

@@ -14,6 +14,8 @@ from typing import Annotated, Any, ClassVar, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from etl_assets.retries import RetryPolicy
+
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 # Option names that hold credentials (s3fs: key, secret, token): env vars, never the spec.
 SECRET_OPTION = re.compile(r"secret|password|token|credential|key$", re.IGNORECASE)
@@ -77,7 +79,34 @@ def _without_secrets(value: dict[str, Any], pattern: re.Pattern[str],
     return value
 
 
-class SourceSpec(StrictModel):
+class RetrySettings(StrictModel):
+    """How a source or sink retries transient errors (see :mod:`etl_assets.retries`)."""
+
+    retries: int = Field(3, ge=0, description="more attempts after a transient error "
+                                              "(connection lost, server restarting, 5xx, 429)")
+    retry_delay_s: float = Field(1.0, ge=0, description="seconds of the first backoff, doubling "
+                                                        "after each (full jitter)")
+    max_retry_delay_s: float = Field(30.0, ge=0, description="longest backoff, in seconds")
+
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(self.retries, self.retry_delay_s, self.max_retry_delay_s)
+
+
+Conflict = Literal["newest", "last_write"]
+CONFLICT_DESCRIPTION = ("newest: a row replaces the stored one of its key only when its cursor "
+                        "value is not older (any partition order gives the same result); "
+                        "last_write: the last row written wins")
+
+
+class KeyedSinkSettings(StrictModel):
+    """What a sink that replaces rows by key compares (the newest-wins rule)."""
+
+    cursor_column: str | None = Field(
+        None, description="the column of the written rows that holds the source's cursor "
+                          "(default: the source's cursor; set it when a transform renames it)")
+
+
+class SourceSpec(RetrySettings):
     """A SQL table (or query) read incrementally by a timestamp or integer cursor column."""
 
     connection: ConnectionSpec
@@ -135,7 +164,7 @@ class SinkBase(StrictModel):
     _transform_ref = field_validator("transform")(_check_reference)
 
 
-class PostgresSinkSpec(SinkBase):
+class PostgresSinkSpec(SinkBase, RetrySettings, KeyedSinkSettings):
     """Upsert into a PostgreSQL table through COPY and a staging table."""
 
     kind: Literal["postgres"]
@@ -157,11 +186,15 @@ class PostgresSinkSpec(SinkBase):
     terminate_blockers_after_s: float | None = Field(
         None, ge=0, description="seconds a migration or swap waits for sessions holding the "
                                 "table before terminating them (logged); unset: wait")
+    conflict: Conflict = Field("newest", description=CONFLICT_DESCRIPTION)
+    retries: int = Field(5, ge=0, description="more attempts of a batch (in a new transaction) "
+                                              "after a transient error: connection lost, server "
+                                              "restarting, deadlock, serialization failure")
 
     _definition_ref = field_validator("table_definition")(_check_reference)
 
 
-class ParquetSinkSpec(SinkBase):
+class ParquetSinkSpec(SinkBase, RetrySettings, KeyedSinkSettings):
     """Parquet, JSON lines or CSV files in a local folder or behind any fsspec URL."""
 
     kind: Literal["parquet"]
@@ -180,9 +213,8 @@ class ParquetSinkSpec(SinkBase):
     storage_options: dict[str, Any] = Field(
         default_factory=dict, description="fsspec options such as endpoint_url or region; "
                                           "credentials only through the environment")
-    retries: int = Field(3, ge=0, description="more attempts when the target fails")
-    retry_delay_s: float = Field(1.0, ge=0, description="seconds before the first retry, "
-                                                        "doubling after each")
+    conflict: Conflict = Field("newest", description=CONFLICT_DESCRIPTION + " (update mode and "
+                                                     "drop_duplicates)")
 
     @field_validator("storage_options")
     @classmethod
@@ -191,7 +223,7 @@ class ParquetSinkSpec(SinkBase):
                                 "through the environment (e.g. AWS_ACCESS_KEY_ID), not the spec")
 
 
-class BigQuerySinkSpec(SinkBase):
+class BigQuerySinkSpec(SinkBase, RetrySettings, KeyedSinkSettings):
     """A BigQuery table loaded by parquet load jobs (created with its dataset when missing)."""
 
     kind: Literal["bigquery"]
@@ -213,9 +245,9 @@ class BigQuerySinkSpec(SinkBase):
         None, description="API root URL (${VAR} expanded), e.g. an emulator's; a plain http:// "
                           "endpoint is called without credentials")
     chunk_rows: int = Field(500_000, gt=0, description="rows per load job (bounds memory)")
-    retries: int = Field(3, ge=0, description="more attempts on connection errors, 5xx, 429")
-    retry_delay_s: float = Field(2.0, ge=0, description="seconds before the first retry, "
-                                                        "doubling after each (with jitter)")
+    conflict: Conflict = Field("newest", description=CONFLICT_DESCRIPTION + " (write merge)")
+    retry_delay_s: float = Field(2.0, ge=0, description="seconds of the first backoff, "
+                                                        "doubling after each (full jitter)")
     request_timeout_s: float = Field(300.0, gt=0, description="seconds one API call may take, "
                                                               "the client's own retries included")
 
@@ -227,7 +259,7 @@ class BigQuerySinkSpec(SinkBase):
         return value
 
 
-class HttpSinkSpec(SinkBase):
+class HttpSinkSpec(SinkBase, RetrySettings, KeyedSinkSettings):
     """JSON documents posted to an HTTP API, one a request or in bulk."""
 
     transform_makes_batches: ClassVar[bool] = False
@@ -251,13 +283,16 @@ class HttpSinkSpec(SinkBase):
     couchdb_revisions: bool = Field(
         False, description="a document that exists (conflict) is sent again with its "
                            "current _rev, so a re-run updates it")
+    conflict: Conflict | None = Field(
+        None, description=CONFLICT_DESCRIPTION + ". newest needs couchdb_revisions (the stored "
+                          "document is read and compared); default: newest with "
+                          "couchdb_revisions, else last_write")
     concurrency: int = Field(16, gt=0, description="requests in flight")
     bulk_docs: int = Field(1000, gt=0, description="documents per bulk request "
                                                     "(datasette takes at most 100)")
     retries: int = Field(5, ge=0, description="more attempts on connection errors, "
-                                              "timeouts, 5xx and 429")
+                                              "timeouts, 5xx and 429 (Retry-After honoured)")
     retry_delay_s: float = Field(0.5, ge=0, description="first backoff, doubling, jittered")
-    max_retry_delay_s: float = Field(30.0, ge=0, description="longest backoff")
     timeout_s: float = Field(30.0, gt=0, description="seconds a request may take")
     on_error: Literal["fail", "dead_letter"] = Field(
         "fail", description="fail: stop and fail the run at a refused document; "
@@ -269,6 +304,19 @@ class HttpSinkSpec(SinkBase):
                                           "(tokens: never logged)")
     ca_file: str | None = Field(None, description="a CA bundle to trust besides the "
                                                   "system's (TLS is always verified)")
+
+    @model_validator(mode="after")
+    def _conflict_rule(self) -> HttpSinkSpec:
+        if self.conflict == "newest" and not self.couchdb_revisions:
+            raise ValueError("conflict newest needs couchdb_revisions: true (only then is the "
+                             "stored document read and compared); without it the last write "
+                             "wins: set conflict: last_write")
+        return self
+
+    @property
+    def conflict_rule(self) -> str:
+        """The rule in force: ``conflict``, or its default for this sink."""
+        return self.conflict or ("newest" if self.couchdb_revisions else "last_write")
 
     @field_validator("headers")
     @classmethod
@@ -315,6 +363,11 @@ class PipelineSpec(StrictModel):
         if clash:
             raise ValueError(f"names used for both a source and a sink: {', '.join(sorted(clash))}")
         return self
+
+    def sink_cursor_column(self, sink_name: str) -> str:
+        """The column of a sink's rows that holds its source's cursor."""
+        sink = self.sinks[sink_name]
+        return getattr(sink, "cursor_column", None) or self.sources[sink.source].cursor
 
     def sink_primary_key(self, sink_name: str) -> list[str]:
         """The sink's own key when given (``[]`` means none), else the source's."""
