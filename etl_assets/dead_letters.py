@@ -38,7 +38,9 @@ ATTEMPTS = "_dl_attempts"
 FIRST_FAILED_AT = "_dl_first_failed_at"
 LAST_FAILED_AT = "_dl_last_failed_at"
 RUN_ID = "_dl_run_id"
-META_COLUMNS = (ERROR, ATTEMPTS, FIRST_FAILED_AT, LAST_FAILED_AT, RUN_ID)
+# The staged version the rows came from (see RecordBatchStream.version); null: unknown.
+VERSION = "_dl_version"
+META_COLUMNS = (ERROR, ATTEMPTS, FIRST_FAILED_AT, LAST_FAILED_AT, RUN_ID, VERSION)
 ALL_PARTITIONS = "__all__"
 _TS = pa.timestamp("us", tz="UTC")
 
@@ -61,6 +63,13 @@ class DeadLetters:
     errors: list[str]
     attempts: list[int]
     first_failed_at: list[datetime]
+    versions: list[int | None]
+
+    @property
+    def version(self) -> int | None:
+        """The staged version of these rows (the oldest when they differ; None: unknown)."""
+        known = [v for v in self.versions if v is not None]
+        return min(known) if len(known) == len(self.versions) and known else None
 
 
 class DeadLetterStore:
@@ -75,8 +84,10 @@ class DeadLetterStore:
     def add(self, asset: str, partition: str | None, payload: pa.Table | pa.RecordBatch,
             errors: Sequence[str] | str, *, run_id: str,
             attempts: Sequence[int] | int = 1,
-            first_failed_at: Sequence[datetime] | None = None) -> DeadLetterFile | None:
-        """Keep ``payload``'s rows with why each failed; returns the file (None: no rows)."""
+            first_failed_at: Sequence[datetime] | None = None,
+            version: Sequence[int | None] | int | None = None) -> DeadLetterFile | None:
+        """Keep ``payload``'s rows with why each failed and the staged ``version`` they came
+        from; returns the file (None: no rows)."""
         table = payload if isinstance(payload, pa.Table) else pa.Table.from_batches([payload])
         rows = table.num_rows
         if rows == 0:
@@ -91,7 +102,10 @@ class DeadLetterStore:
                  .append_column(FIRST_FAILED_AT, pa.array(
                      list(first_failed_at) if first_failed_at is not None else [now] * rows, _TS))
                  .append_column(LAST_FAILED_AT, pa.array([now] * rows, _TS))
-                 .append_column(RUN_ID, pa.array([run_id] * rows, pa.string())))
+                 .append_column(RUN_ID, pa.array([run_id] * rows, pa.string()))
+                 .append_column(VERSION, pa.array(
+                     [version] * rows if version is None or isinstance(version, int)
+                     else list(version), pa.int64())))
         folder = self.folder(asset, partition)
         folder.mkdir(parents=True, exist_ok=True)
         name = f"{time.time_ns()}-{run_id[:8]}-{uuid.uuid4().hex[:6]}.parquet"
@@ -102,7 +116,7 @@ class DeadLetterStore:
 
     def add_batches(self, asset: str, partition: str | None, schema: pa.Schema,
                     batches: Iterable[pa.RecordBatch], error: str, *,
-                    run_id: str) -> DeadLetterFile | None:
+                    run_id: str, version: int | None = None) -> DeadLetterFile | None:
         """Keep a stream of undelivered rows that failed for one reason, without holding them
         in memory; returns the file (None: no rows)."""
         clash = [c for c in schema.names if c in META_COLUMNS]
@@ -111,7 +125,7 @@ class DeadLetterStore:
         now = datetime.now(timezone.utc)
         full = schema
         for name, kind in ((ERROR, pa.string()), (ATTEMPTS, pa.int32()), (FIRST_FAILED_AT, _TS),
-                           (LAST_FAILED_AT, _TS), (RUN_ID, pa.string())):
+                           (LAST_FAILED_AT, _TS), (RUN_ID, pa.string()), (VERSION, pa.int64())):
             full = full.append(pa.field(name, kind))
         folder = self.folder(asset, partition)
         folder.mkdir(parents=True, exist_ok=True)
@@ -126,7 +140,8 @@ class DeadLetterStore:
                         continue
                     meta = [pa.array([error] * n, pa.string()), pa.array([1] * n, pa.int32()),
                             pa.array([now] * n, _TS), pa.array([now] * n, _TS),
-                            pa.array([run_id] * n, pa.string())]
+                            pa.array([run_id] * n, pa.string()),
+                            pa.array([version] * n, pa.int64())]
                     writer.write_batch(pa.RecordBatch.from_arrays(
                         [*batch.select(schema.names).columns, *meta], schema=full))
                     rows += n
@@ -158,11 +173,14 @@ class DeadLetterStore:
 
     def read(self, file: DeadLetterFile) -> DeadLetters:
         table = pq.read_table(file.path)
+        versions = table.column(VERSION).to_pylist() if VERSION in table.column_names \
+            else [None] * table.num_rows  # kept before versions were recorded
         return DeadLetters(
-            payload=table.drop_columns(list(META_COLUMNS)),
+            payload=table.drop_columns([c for c in META_COLUMNS if c in table.column_names]),
             errors=table.column(ERROR).to_pylist(),
             attempts=table.column(ATTEMPTS).to_pylist(),
             first_failed_at=table.column(FIRST_FAILED_AT).to_pylist(),
+            versions=versions,
         )
 
     def settle(self, file: DeadLetterFile, still_failing: Sequence[bool] | pa.Array,
@@ -181,9 +199,40 @@ class DeadLetterStore:
             self.add(file.asset, file.partition, letters.payload.take(indices),
                      [new_errors[i] for i in indices], run_id=run_id,
                      attempts=[letters.attempts[i] + 1 for i in indices],
-                     first_failed_at=[letters.first_failed_at[i] for i in indices])
+                     first_failed_at=[letters.first_failed_at[i] for i in indices],
+                     version=[letters.versions[i] for i in indices])
         file.path.unlink()
         return failing
+
+    def supersede(self, asset: str, partition: str | None, version: int | None) -> int:
+        """Drop the dead letters of ``partition`` that came from a staged version older than
+        ``version``: a run just wrote a later extraction of the same window, which holds
+        them or newer versions of them. Returns the rows dropped (letters of unknown version
+        are kept)."""
+        if version is None:
+            return 0
+        dropped = 0
+        for file in self.files(asset, partition):
+            if file.partition != partition:
+                continue
+            letters = self.read(file)
+            stale = [v is not None and v < version for v in letters.versions]
+            if not any(stale):
+                continue
+            dropped += sum(stale)
+            keep = [i for i, old in enumerate(stale) if not old]
+            if keep:
+                self._rewrite(file, keep)
+            else:
+                file.path.unlink()
+        return dropped
+
+    def _rewrite(self, file: DeadLetterFile, rows: list[int]) -> None:
+        """Keep only ``rows`` of ``file`` (atomically)."""
+        table = pq.read_table(file.path).take(rows)
+        temp = file.path.with_name(f".{file.path.name}.tmp")
+        pq.write_table(table, temp)
+        os.replace(temp, file.path)
 
     def metadata(self, asset: str, partition: str | None) -> dict[str, Any]:
         """Asset metadata: dead letters of this partition and of the whole asset."""

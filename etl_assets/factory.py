@@ -133,11 +133,14 @@ def build_sink_io_manager(name: str, sink: SinkSpec, spec: PipelineSpec) -> Conf
             embedded_database=sink.connection.database,
             table=sink.table,
             primary_key=spec.sink_primary_key(name),
-            watermark_column=spec.sources[sink.source].cursor,
+            watermark_column=spec.sink_cursor_column(name),
             replace_slice=sink.without_key == "replace_window",
             table_definition=sink.table_definition,
             delete=sink.delete,
             terminate_blockers_after_s=sink.terminate_blockers_after_s,
+            conflict=sink.conflict,
+            retries=sink.retries, retry_delay_s=sink.retry_delay_s,
+            max_retry_delay_s=sink.max_retry_delay_s,
         )
     if isinstance(sink, ParquetSinkSpec):
         key = spec.sink_primary_key(name)
@@ -148,8 +151,9 @@ def build_sink_io_manager(name: str, sink: SinkSpec, spec: PipelineSpec) -> Conf
         return ParquetSinkIOManager(
             path=sink.path, mode=sink.mode, format=sink.format, primary_key=key,
             drop_duplicates=sink.drop_duplicates, storage_options=sink.storage_options,
+            conflict=sink.conflict, cursor_column=spec.sink_cursor_column(name),
             retries=sink.retries, retry_delay_s=sink.retry_delay_s,
-            dead_letter_root=spec.dead_letters.root,
+            max_retry_delay_s=sink.max_retry_delay_s, dead_letter_root=spec.dead_letters.root,
         )
     if isinstance(sink, BigQuerySinkSpec):
         key = spec.sink_primary_key(name)
@@ -164,18 +168,20 @@ def build_sink_io_manager(name: str, sink: SinkSpec, spec: PipelineSpec) -> Conf
         return BigQuerySinkIOManager(
             project=sink.project, dataset=sink.dataset, table=sink.table,
             location=sink.location, write=sink.write, primary_key=key,
-            cursor_column=spec.sources[sink.source].cursor,
+            cursor_column=spec.sink_cursor_column(name), conflict=sink.conflict,
             credentials_path=EnvVar(sink.credentials_env) if sink.credentials_env else "",
             credentials_env=sink.credentials_env or "",
             api_endpoint=sink.api_endpoint or "", chunk_rows=sink.chunk_rows,
             retries=sink.retries, retry_delay_s=sink.retry_delay_s,
-            request_timeout_s=sink.request_timeout_s, dead_letter_root=spec.dead_letters.root,
+            max_retry_delay_s=sink.max_retry_delay_s, request_timeout_s=sink.request_timeout_s,
+            dead_letter_root=spec.dead_letters.root,
         )
     if isinstance(sink, HttpSinkSpec):
         return HttpApiIOManager(
             url=sink.url, format=sink.format, method=sink.method, wrap=sink.wrap,
             body_extra=sink.body_extra, primary_key=spec.sink_primary_key(name),
             id_key=sink.id_key, couchdb_revisions=sink.couchdb_revisions,
+            conflict=sink.conflict_rule, cursor_column=spec.sink_cursor_column(name),
             concurrency=sink.concurrency, bulk_docs=sink.bulk_docs, retries=sink.retries,
             retry_delay_s=sink.retry_delay_s, max_retry_delay_s=sink.max_retry_delay_s,
             timeout_s=sink.timeout_s, on_error=sink.on_error, headers=sink.headers,

@@ -35,6 +35,7 @@ from etl_assets.io_managers.bigquery_writer import (
     BigQueryTarget,
 )
 from etl_assets.progress import ProgressLog
+from etl_assets.retries import RetryPolicy
 from etl_assets.watermark import Window
 
 
@@ -42,12 +43,14 @@ class BigQuerySinkIOManager(ConfigurableIOManager):
     """Loads a sink asset's batches into ``project.dataset.table`` (created when missing).
 
     ``write``: append, replace_partition (the partition's slice of ``cursor_column`` is
-    replaced), replace_table (the run's rows become the table) or merge (on ``primary_key``).
+    replaced), replace_table (the run's rows become the table) or merge (on ``primary_key``;
+    ``conflict: newest`` updates a row only with one whose ``cursor_column`` is not older).
     ``credentials_path``: a service-account JSON file (pass it with ``EnvVar``; the env var's
     name, ``credentials_env``, is what errors show); empty: application default credentials,
     or none at all for a plain ``http://`` ``api_endpoint`` (an emulator). ``chunk_rows``: rows
-    per load job. ``retries`` more attempts on transient errors, ``retry_delay_s`` apart
-    (doubling), before a chunk goes to the dead letters under ``dead_letter_root``.
+    per load job. ``retries`` more attempts on transient errors (backoff from ``retry_delay_s``
+    up to ``max_retry_delay_s`` seconds) before a chunk goes to the dead letters under
+    ``dead_letter_root``.
     """
 
     project: str
@@ -57,12 +60,14 @@ class BigQuerySinkIOManager(ConfigurableIOManager):
     write: str = "append"
     primary_key: list[str] = []
     cursor_column: str | None = None
+    conflict: str = "newest"
     credentials_path: str = ""
     credentials_env: str = ""
     api_endpoint: str = ""
     chunk_rows: int = 500_000
     retries: int = 3
     retry_delay_s: float = 2.0
+    max_retry_delay_s: float = 30.0
     request_timeout_s: float = 300.0
     dead_letter_root: str = "${ETL_ASSETS_HOME}/dead_letters"
 
@@ -102,9 +107,10 @@ class BigQuerySinkIOManager(ConfigurableIOManager):
                window: Window | None, log: Any) -> BigQueryTableWriter:
         return BigQueryTableWriter(
             client, self.target(), mode, self.primary_key, staging_id=staging_id,
-            slice_column=self.cursor_column, window=window, retries=self.retries,
-            retry_delay_s=self.retry_delay_s, request_timeout_s=self.request_timeout_s,
-            log=log)
+            slice_column=self.cursor_column, window=window,
+            newest_by=self.cursor_column if self.conflict == "newest" else None,
+            retry=RetryPolicy(self.retries, self.retry_delay_s, self.max_retry_delay_s),
+            request_timeout_s=self.request_timeout_s, log=log)
 
     # -- writing -------------------------------------------------------------------------
 
@@ -142,7 +148,8 @@ class BigQuerySinkIOManager(ConfigurableIOManager):
                 except BigQueryLoadFailed as exc:
                     failed += chunk.num_rows
                     last_error = exc.reason
-                    store.add(asset, partition, chunk, exc.reason, run_id=context.run_id)
+                    store.add(asset, partition, chunk, exc.reason, run_id=context.run_id,
+                              version=obj.version)
                     context.log.warning(f"{label}: {chunk.num_rows:,} row(s) kept as dead "
                                         f"letters: {exc.reason}")
                 progress.add(chunk.num_rows)
@@ -152,12 +159,18 @@ class BigQuerySinkIOManager(ConfigurableIOManager):
         finally:
             writer.drop_staging()
         progress.done()
+        superseded = 0 if unreachable is not None else \
+            store.supersede(asset, partition, obj.version)
+        if superseded:
+            context.log.info(f"{label}: dropped {superseded:,} dead letter(s) of this partition "
+                             f"from an earlier extraction of its window")
         context.add_output_metadata({
             "table": target.table_id,
             "write": self.write,
             "dagster/row_count": progress.rows - failed,
             "rows_failed": failed,
             "dead_letters_replayed": replayed.replayed,
+            "dead_letters_superseded": superseded,
             "chunks": progress.batches,
             "seconds": round(progress.seconds, 3),
             "rows_per_second": round(progress.rows_per_second),

@@ -5,12 +5,15 @@
   is deleted first, then chunks are appended, so a re-run replaces the slice.
 - ``replace_table``: chunks are loaded into a staging table that a copy job then swaps in for
   the table's whole content (WRITE_TRUNCATE: readers see the old rows or the new ones).
-- ``merge``: each chunk (its last row per key) is loaded into a staging table and MERGEd on
-  the primary key: matched rows updated, new ones inserted.
+- ``merge``: each chunk (one row per key) is loaded into a staging table and MERGEd on the
+  primary key: matched rows updated, new ones inserted. With ``newest_by`` (``conflict:
+  newest``) a matched row is updated only when the new row's cursor is not older (``WHEN
+  MATCHED AND``), so partitions merged in any order give the same table.
 
 Staging tables are named for the asset, partition and run, and dropped at the end. Every API
-call is retried on transient errors (connection errors, 5xx, 429) with exponential backoff and
-jitter; what still fails raises :class:`BigQueryLoadFailed` for the caller to keep.
+call is retried on transient errors (connection errors, 5xx, 429) by the shared policy
+(:mod:`etl_assets.retries`); what still fails raises :class:`BigQueryLoadFailed` for the
+caller to keep.
 """
 
 from __future__ import annotations
@@ -18,22 +21,20 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-import random
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import requests
 from google.api_core import exceptions as api_errors
-from google.auth import exceptions as auth_errors
 from google.cloud import bigquery
 from google.cloud.bigquery.retry import DEFAULT_RETRY
 
 from etl_assets.batches import last_row_per_key
+from etl_assets.errors import EtlAssetsError
 from etl_assets.io_managers.bigquery_types import bigquery_schema, loadable
+from etl_assets.retries import RetryPolicy, describe, is_transient
 from etl_assets.watermark import Window
 
 WRITE_MODES = ("append", "replace_partition", "replace_table", "merge")
@@ -41,11 +42,11 @@ T = TypeVar("T")
 Log = logging.Logger | Any
 
 
-class BigQuerySinkError(Exception):
+class BigQuerySinkError(EtlAssetsError):
     """A BigQuery sink that cannot run as configured (named in the message)."""
 
 
-class BigQueryLoadFailed(Exception):
+class BigQueryLoadFailed(EtlAssetsError):
     """A call that failed for good; ``reason`` says why, ``transient``: BigQuery could not be
     reached or was overloaded (worth keeping the rows to try later)."""
 
@@ -78,26 +79,14 @@ def quoted(name: str) -> str:
     return "`" + name.replace("\\", "\\\\").replace("`", "\\`") + "`"
 
 
-def is_transient(error: BaseException) -> bool:
-    """Worth another try: no answer, a 5xx or a 429 (rate limits)."""
-    if isinstance(error, requests.exceptions.ConnectionError | requests.exceptions.Timeout
-                  | auth_errors.TransportError | ConnectionError | TimeoutError
-                  | api_errors.RetryError):
-        return True
-    if isinstance(error, api_errors.GoogleAPICallError):
-        code = error.code or 0
-        return code >= 500 or code == 429 or "rateLimitExceeded" in str(error)
-    return False
-
-
 class BigQueryTableWriter:
     """Loads chunks into ``target`` in mode ``mode`` (see the module docstring)."""
 
     def __init__(self, client: bigquery.Client, target: BigQueryTarget, mode: str,
                  primary_key: Sequence[str], *, staging_id: str,
                  slice_column: str | None = None, window: Window | None = None,
-                 retries: int = 3, retry_delay_s: float = 2.0, request_timeout_s: float = 300.0,
-                 log: Log | None = None) -> None:
+                 newest_by: str | None = None, retry: RetryPolicy | None = None,
+                 request_timeout_s: float = 300.0, log: Log | None = None) -> None:
         if mode not in WRITE_MODES:
             raise BigQuerySinkError(f"{target.table_id}: write mode {mode!r} is not one of "
                                     f"{', '.join(WRITE_MODES)}")
@@ -113,8 +102,8 @@ class BigQueryTableWriter:
         self.staging_id = staging_id
         self.slice_column = slice_column
         self.window = window
-        self.retries = retries
-        self.retry_delay_s = retry_delay_s
+        self.newest_by = newest_by if mode == "merge" and newest_by not in primary_key else None
+        self.retry = retry or RetryPolicy()
         self.timeout = request_timeout_s
         self.log: Log = log or logging.getLogger(__name__)
         self.columns: list[str] = []
@@ -132,6 +121,12 @@ class BigQueryTableWriter:
             raise BigQuerySinkError(f"{self.target.table_id}: primary key column(s) "
                                     f"{', '.join(missing)} not in the data "
                                     f"(columns: {', '.join(schema.names)})")
+        if self.newest_by is not None and self.newest_by not in schema.names:
+            raise BigQuerySinkError(
+                f"{self.target.table_id}: conflict newest compares the cursor column "
+                f"{self.newest_by}, which the rows do not have (columns: "
+                f"{', '.join(schema.names)}); keep it in the transform, name the column that "
+                f"holds it with cursor_column, or set conflict: last_write")
         if self.mode == "replace_partition" and self.slice_column not in schema.names:
             raise BigQuerySinkError(f"{self.target.table_id}: write mode replace_partition "
                                     f"needs the cursor column {self.slice_column} in the data "
@@ -216,7 +211,7 @@ class BigQueryTableWriter:
             return 0
         chunk = chunk.select(self.columns)
         if self.mode == "merge":
-            chunk = pa.Table.from_batches([last_row_per_key(b, self.primary_key)
+            chunk = pa.Table.from_batches([last_row_per_key(b, self.primary_key, self.newest_by)
                                            for b in chunk.combine_chunks().to_batches()])
         try:
             data = _parquet(loadable(chunk))
@@ -272,7 +267,11 @@ class BigQueryTableWriter:
         updates = [c for c in self.columns if c not in self.primary_key]
         names = ", ".join(quoted(c) for c in self.columns)
         values = ", ".join(f"S.{quoted(c)}" for c in self.columns)
-        update = (f" WHEN MATCHED THEN UPDATE SET "
+        # newest wins: a stored row is replaced only by one whose cursor is not older (a
+        # stored NULL is the oldest).
+        newest = (f" AND (T.{quoted(self.newest_by)} IS NULL OR T.{quoted(self.newest_by)} <= "
+                  f"S.{quoted(self.newest_by)})" if self.newest_by else "")
+        update = (f" WHEN MATCHED{newest} THEN UPDATE SET "
                   f"{', '.join(f'{quoted(c)} = S.{quoted(c)}' for c in updates)}"
                   if updates else "")
         return (f"MERGE {quoted(self.target.table_id)} T USING {quoted(self.staging_id)} S "
@@ -309,23 +308,16 @@ class BigQueryTableWriter:
         return DEFAULT_RETRY.with_deadline(self.timeout)
 
     def _call(self, what: str, call: Callable[[], T]) -> T:
-        """``call()``, tried again on transient errors after 1x, 2x, 4x ... ``retry_delay_s``
-        (+-25% jitter); raises BigQueryLoadFailed naming the table with the last error."""
-        for attempt in range(self.retries + 1):
-            try:
-                return call()
-            except Exception as exc:  # sorted below: transient errors are tried again
-                reason = f"{self.target.table_id}: {what} failed: {_short(exc)}"
-                if not is_transient(exc):
-                    raise BigQueryLoadFailed(reason) from exc
-                if attempt == self.retries:
-                    raise BigQueryLoadFailed(
-                        f"{reason} (after {self.retries + 1} attempts)", transient=True) from exc
-                delay = self.retry_delay_s * 2 ** attempt * random.uniform(0.75, 1.25)
-                self.log.warning(f"{reason}; trying again in {delay:.1f} s "
-                                 f"({attempt + 1}/{self.retries})")
-                time.sleep(delay)
-        raise AssertionError("unreachable")
+        """``call()`` under the retry policy (transient errors: connection errors, 5xx, 429);
+        raises BigQueryLoadFailed naming the table with the last error."""
+        try:
+            return self.retry.call(call, what=f"{self.target.table_id}: {what}", log=self.log)
+        except Exception as exc:  # sorted here: the caller keeps the rows of transient ones
+            reason = f"{self.target.table_id}: {what} failed: {_short(exc)}"
+            if not is_transient(exc):
+                raise BigQueryLoadFailed(reason) from exc
+            raise BigQueryLoadFailed(f"{reason} (after {self.retry.retries + 1} attempts)",
+                                     transient=True) from exc
 
 
 def _parquet(table: pa.Table) -> bytes:
@@ -335,5 +327,5 @@ def _parquet(table: pa.Table) -> bytes:
 
 
 def _short(error: BaseException) -> str:
-    text = getattr(error, "message", None) or str(error)
-    return " ".join(str(text).split())[:500]
+    text = getattr(error, "message", None)
+    return " ".join(str(text).split())[:500] if text else describe(error)

@@ -12,13 +12,14 @@ import contextlib
 from collections.abc import Iterator
 from typing import BinaryIO, Literal, Protocol
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
+from etl_assets.io_managers.run_keys import MergeKeyError, RunKeys
+from etl_assets.io_managers.spilled_rows import ROW
 from etl_assets.json_documents import documents, json_lines, json_values
 
 FormatName = Literal["parquet", "json", "csv"]
@@ -50,10 +51,10 @@ class FileFormat(Protocol):
         schema also holds the existing file's columns."""
         ...
 
-    def copy_rows_without_keys(self, existing: BinaryIO, keys: pa.Table,
-                               writer: RowWriter) -> int:
-        """Copy the rows of ``existing`` whose key (``keys``' columns) is not in ``keys`` to
-        ``writer``; returns rows copied."""
+    def copy_rows_kept(self, existing: BinaryIO, keys: RunKeys, writer: RowWriter) -> int:
+        """Copy the rows of ``existing`` that stay beside the run's rows (``keys``: those
+        whose key the run does not bring, or which hold a newer version) to ``writer``;
+        returns rows copied."""
         ...
 
 
@@ -100,35 +101,13 @@ def merged_schema(incoming: pa.Schema, existing: pa.Schema) -> pa.Schema:
     return pa.schema(list(incoming) + extra, metadata=incoming.metadata)
 
 
-def rows_without_keys(batch: pa.RecordBatch, keys: pa.Table) -> pa.RecordBatch:
-    """The rows of ``batch`` whose key is not among ``keys`` (a hash anti-join), in order."""
-    if keys.num_rows == 0 or batch.num_rows == 0:
-        return batch
-    missing = [k for k in keys.column_names if k not in batch.schema.names]
-    if missing:
-        raise FileFormatError(f"the existing file has no key column(s) {', '.join(missing)}")
-    kept = kept_rows(batch.select(keys.column_names), keys)
+def kept_part(batch: pa.RecordBatch, keys: RunKeys) -> pa.RecordBatch:
+    """The rows of ``batch`` that stay beside the run's rows (see :class:`RunKeys`)."""
+    try:
+        kept = keys.kept(batch)
+    except MergeKeyError as exc:
+        raise FileFormatError(str(exc)) from None
     return batch if kept is None else batch.take(kept)
-
-
-def kept_rows(candidates: pa.RecordBatch | pa.Table, keys: pa.Table) -> pa.Array | None:
-    """Which rows of ``candidates`` (key columns only) have a key not among ``keys``: their
-    indices in order, or None when that is every row."""
-    names = keys.column_names
-    if len(names) == 1:  # one column: a hash set lookup, no join needed
-        column = candidates.column(0).cast(keys.schema.field(0).type)
-        replaced = pc.is_in(column, value_set=keys.column(0).combine_chunks())
-        if not pc.any(replaced).as_py():
-            return None
-        return pc.indices_nonzero(pc.invert(replaced))
-    key_part = pa.table([candidates.column(k).cast(keys.schema.field(k).type) for k in names],
-                        names=names)
-    key_part = key_part.append_column("__row", pa.array(np.arange(len(key_part), dtype=np.int64)))
-    kept = key_part.join(keys, keys=names, join_type="left anti", use_threads=False)
-    if kept.num_rows == len(key_part):
-        return None
-    rows = kept.column("__row")
-    return pc.take(rows, pc.sort_indices(rows)).combine_chunks()
 
 
 class ParquetFormat:
@@ -142,11 +121,10 @@ class ParquetFormat:
             existing.seek(0)
         return _ParquetWriter(out, schema)
 
-    def copy_rows_without_keys(self, existing: BinaryIO, keys: pa.Table,
-                               writer: RowWriter) -> int:
+    def copy_rows_kept(self, existing: BinaryIO, keys: RunKeys, writer: RowWriter) -> int:
         copied = 0
         for batch in pq.ParquetFile(existing).iter_batches(batch_size=MERGE_BATCH_ROWS):
-            kept = rows_without_keys(batch, keys)
+            kept = kept_part(batch, keys)
             writer.write(kept)
             copied += kept.num_rows
         return copied
@@ -190,13 +168,13 @@ class JsonLinesFormat:
                ) -> RowWriter:
         return _JsonLinesWriter(out)
 
-    def copy_rows_without_keys(self, existing: BinaryIO, keys: pa.Table,
-                               writer: RowWriter) -> int:
-        """Lines are read in blocks; only their key fields are parsed (by Arrow's JSON reader,
-        against the run's keys as JSON values), and kept lines are copied as they are."""
+    def copy_rows_kept(self, existing: BinaryIO, keys: RunKeys, writer: RowWriter) -> int:
+        """Lines are read in blocks; only their key (and cursor) fields are parsed (by Arrow's
+        JSON reader; keys compared as the file holds them, as JSON values), and kept lines are
+        copied as they are."""
         assert isinstance(writer, _JsonLinesWriter)
-        json_keys = pa.Table.from_pylist(documents(keys))  # the keys as the file holds them
-        options = pajson.ParseOptions(explicit_schema=json_keys.schema,
+        json_keys = _as_json_keys(keys)
+        options = pajson.ParseOptions(explicit_schema=json_keys.schema(),
                                       unexpected_field_behavior="ignore")
         copied = 0
         for block in _line_blocks(existing):
@@ -205,14 +183,29 @@ class JsonLinesFormat:
                 found = pajson.read_json(pa.BufferReader(block), parse_options=options)
             except pa.ArrowInvalid as exc:
                 raise FileFormatError(f"a line is not JSON with the key "
-                                      f"{', '.join(json_keys.column_names)}: {exc}") from None
+                                      f"{', '.join(json_keys.columns)}: {exc}") from None
             if found.num_rows != len(lines):
                 raise FileFormatError(f"{len(lines)} lines but {found.num_rows} documents")
-            kept = kept_rows(found, json_keys)
+            try:
+                kept = json_keys.kept(found)
+            except MergeKeyError as exc:
+                raise FileFormatError(str(exc)) from None
             chosen = lines if kept is None else [lines[i] for i in kept.to_numpy()]
             writer.write_lines([line + b"\n" for line in chosen])
             copied += len(chosen)
         return copied
+
+
+def _as_json_keys(keys: RunKeys) -> RunKeys:
+    """``keys`` with the key columns as JSON lines hold them (:mod:`json_documents`'
+    values: decimals as text, timestamps as ISO text...); the cursor keeps its type, which
+    Arrow's JSON reader parses from that text."""
+    as_json = pa.Table.from_pylist(documents(keys.table.select(keys.key)))
+    columns = {name: as_json.column(name) for name in keys.key}
+    if keys.newest_by is not None:
+        columns[keys.newest_by] = keys.table.column(keys.newest_by)
+    columns[ROW] = keys.table.column(ROW)
+    return RunKeys(pa.table(columns), keys.key, keys.newest_by)
 
 
 def _line_blocks(source: BinaryIO, size: int = 8 << 20) -> Iterator[bytes]:
@@ -319,12 +312,11 @@ class CsvFormat:
             schema = pa.schema(list(schema) + extra, metadata=schema.metadata)
         return _CsvWriter(out, schema)
 
-    def copy_rows_without_keys(self, existing: BinaryIO, keys: pa.Table,
-                               writer: RowWriter) -> int:
+    def copy_rows_kept(self, existing: BinaryIO, keys: RunKeys, writer: RowWriter) -> int:
         assert isinstance(writer, _CsvWriter)
         copied = 0
         for batch in read_csv(existing, {f.name: f.type for f in writer.schema}):
-            kept = rows_without_keys(batch, keys)
+            kept = kept_part(batch, keys)
             writer.write_ready(kept)
             copied += kept.num_rows
         return copied

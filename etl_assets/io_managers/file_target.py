@@ -11,6 +11,7 @@ filesystem's own config; ``storage_options`` are for endpoints, regions and the 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import tempfile
@@ -25,6 +26,8 @@ from fsspec.implementations.local import LocalFileSystem
 from etl_assets.home import expand_vars
 
 TEMP_FOLDER = ".tmp"
+# ``.versions/<file>.json``: the staged version a file was written from (see FileSink).
+VERSIONS_FOLDER = ".versions"
 
 
 class FileTarget:
@@ -78,6 +81,27 @@ class FileTarget:
 
     def remove(self, name: str) -> None:
         self.fs.rm(self.path(name))
+
+    def version(self, name: str) -> int | None:
+        """The staged version ``name`` was last written from (None: not recorded)."""
+        record = f"{VERSIONS_FOLDER}/{name}.json"
+        try:
+            with self.open_read(record) as handle:
+                value = json.loads(handle.read()).get("version")
+        except FileNotFoundError:
+            return None
+        return value if isinstance(value, int) else None
+
+    def record_version(self, name: str, version: int | None) -> None:
+        """Record that ``name`` is being written from staged ``version`` (None: unknown, the
+        record is removed)."""
+        record = f"{VERSIONS_FOLDER}/{name}.json"
+        if version is None:
+            if self.exists(record):
+                self.remove(record)
+            return
+        with self.writing(record) as out:
+            out.write(json.dumps({"version": version}).encode())
 
     @contextlib.contextmanager
     def writing(self, name: str, temp_dir: str | None = None) -> Iterator[BinaryIO]:

@@ -33,18 +33,20 @@ from dagster import (
 
 from etl_assets.batches import RecordBatchStream
 from etl_assets.dead_letters import DeadLetterStore, ReplayReport
+from etl_assets.errors import EtlAssetsError
 from etl_assets.home import expand_vars
 from etl_assets.io_managers.http_bulk import RequestShape, with_field
-from etl_assets.io_managers.http_client import HttpClient, RetryPolicy
+from etl_assets.io_managers.http_client import HttpClient
 from etl_assets.io_managers.http_sender import DocumentGroup, DocumentSender, SendReport
 from etl_assets.json_documents import dumps, json_lines
 from etl_assets.progress import ProgressLog
+from etl_assets.retries import RetryPolicy
 from etl_assets.transforms import load_transform
 
 _FAILURES_LOGGED = 5
 
 
-class HttpSinkError(Exception):
+class HttpSinkError(EtlAssetsError):
     """Documents the API refused, or a sink that cannot run as configured (named)."""
 
 
@@ -56,9 +58,10 @@ class HttpApiIOManager(ConfigurableIOManager):
     the document (single) or array (bulk) goes under, with ``body_extra`` beside it
     (datasette: ``wrap: rows, body_extra: {replace: true}``). ``id_key``: a field the id is
     put into (CouchDB: ``_id``); ``couchdb_revisions``: a conflicting document is sent again
-    with its current ``_rev``. ``concurrency``: requests in flight. ``retries`` more attempts
-    on connection errors, timeouts, 5xx and 429, ``retry_delay_s`` doubling up to
-    ``max_retry_delay_s`` (jittered; Retry-After honoured); ``timeout_s`` per request.
+    with its current ``_rev``, and with ``conflict: newest`` only when the stored document's
+    ``cursor_column`` field is not newer. ``concurrency``: requests in flight. ``retries``
+    more attempts on connection errors, timeouts, 5xx and 429, ``retry_delay_s`` doubling up
+    to ``max_retry_delay_s`` (full jitter; Retry-After honoured); ``timeout_s`` per request.
     """
 
     url: str
@@ -69,6 +72,8 @@ class HttpApiIOManager(ConfigurableIOManager):
     primary_key: list[str] = []
     id_key: str | None = None
     couchdb_revisions: bool = False
+    conflict: str = "last_write"
+    cursor_column: str | None = None
     concurrency: int = 16
     bulk_docs: int = 1000
     retries: int = 5
@@ -107,10 +112,11 @@ class HttpApiIOManager(ConfigurableIOManager):
         if self.couchdb_revisions:
             revisions = url.split("/{id}")[0] if self.format == "single" else \
                 url.removesuffix("/").removesuffix("/_bulk_docs")
+        newest = self.cursor_column if self.conflict == "newest" and revisions else None
         return DocumentSender(client, RequestShape(self.format, url, wrap=self.wrap,
                                                    body_extra=self.body_extra),
                               self.bulk_docs, stop_on_failure=self.on_error == "fail",
-                              method=self.method, revisions_url=revisions)
+                              method=self.method, revisions_url=revisions, newest_field=newest)
 
     def _client(self, where: str) -> HttpClient:
         return HttpClient(self.concurrency, self.timeout_s, self.request_headers(where),
@@ -169,6 +175,12 @@ class HttpApiIOManager(ConfigurableIOManager):
         where = f"sink {asset}"
         label = f"{asset} [{partition}] -> {shown_url(self.target_url())} ({self.format})"
         transform = load_transform(self.transform, where) if self.transform else None
+        if transform is None and self.conflict == "newest" and self.cursor_column and \
+                self.cursor_column not in obj.schema.names:
+            raise HttpSinkError(
+                f"{where}: conflict newest compares the field {self.cursor_column}, which the "
+                f"rows do not have (columns: {', '.join(obj.schema.names)}); name the column "
+                f"that holds the cursor with cursor_column, or set conflict: last_write")
         progress = ProgressLog(context.log, label)
 
         def groups() -> Iterator[DocumentGroup]:
@@ -193,14 +205,24 @@ class HttpApiIOManager(ConfigurableIOManager):
                 f"{label}: {len(report.failed)} document(s) refused; first: id {first.id!r}, "
                 f"HTTP {first.status}: {first.answer}"
                 + ("; stopped sending after it" if report.stopped else ""))
+        superseded = store.supersede(asset, partition, obj.version)
+        if superseded:
+            context.log.info(f"{label}: dropped {superseded:,} dead letter(s) of this partition "
+                             f"from an earlier extraction of its window")
         if report.failed:
             store.add(asset, partition, _letters(report), [
-                f"HTTP {f.status}: {f.answer}" for f in report.failed], run_id=context.run_id)
+                f"HTTP {f.status}: {f.answer}" for f in report.failed], run_id=context.run_id,
+                version=obj.version)
+        if report.kept_newer:
+            context.log.info(f"{label}: {report.kept_newer:,} document(s) not sent: the target "
+                             f"holds newer versions of them")
         context.add_output_metadata({
             "url": shown_url(self.target_url()),
             "format": self.format,
             "dagster/row_count": report.sent,
             "documents_failed": len(report.failed),
+            "documents_kept_newer": report.kept_newer,
+            "dead_letters_superseded": superseded,
             "retries": report.retried,
             "bulk_requests_split": report.split,
             "seconds": round(progress.seconds, 3),
@@ -240,6 +262,9 @@ class HttpApiIOManager(ConfigurableIOManager):
             ids = letters.column("id").to_pylist()
             bodies = [d.encode() for d in letters.column("document").to_pylist()]
             report = self._run(iter([(ids, bodies)]), f"sink {asset}")
+            if report.kept_newer:
+                context.log.info(f"{asset}: {report.kept_newer:,} dead letter(s) not sent: the "
+                                 f"target holds newer versions of them")
             refused = {f.body for f in report.failed}
             answers = {f.body: f"HTTP {f.status}: {f.answer}" for f in report.failed}
             still = [b in refused for b in bodies]

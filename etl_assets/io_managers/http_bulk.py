@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from etl_assets.io_managers.http_client import RETRYABLE_STATUS, Answer
+from etl_assets.io_managers.http_client import Answer
 from etl_assets.json_documents import encode_string
+from etl_assets.retries import RETRYABLE_HTTP_STATUS
 
 FORMATS = ("single", "ndjson_bulk", "json_array_bulk")
 _ANSWER_CHARS = 500
@@ -126,7 +127,7 @@ class RequestShape:
                 error = action.get("error") if isinstance(action, dict) else item
                 results.append(DocumentResult(
                     False, status, json.dumps(error)[:_ANSWER_CHARS],
-                    retryable=status in RETRYABLE_STATUS, conflict=status == 409))
+                    retryable=status in RETRYABLE_HTTP_STATUS, conflict=status == 409))
         return results
 
 

@@ -1,12 +1,11 @@
 """One long-lived aiohttp session that sends requests with a bounded number in flight and
 retries what is worth retrying: connection errors, timeouts, 5xx and 429 (honouring
-Retry-After), with exponential backoff and jitter."""
+Retry-After), by the shared policy (:mod:`etl_assets.retries`)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import random
 import ssl
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -15,7 +14,7 @@ from typing import Any
 
 import aiohttp
 
-RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+from etl_assets.retries import RETRYABLE_HTTP_STATUS, RetryPolicy
 
 
 @dataclass(frozen=True)
@@ -29,7 +28,7 @@ class Answer:
 
     @property
     def retryable(self) -> bool:
-        return not self.fatal and (self.status is None or self.status in RETRYABLE_STATUS)
+        return not self.fatal and (self.status is None or self.status in RETRYABLE_HTTP_STATUS)
 
 
 def retry_after_seconds(value: str | None) -> float | None:
@@ -45,20 +44,6 @@ def retry_after_seconds(value: str | None) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """``retries`` more attempts; the n-th waits ``delay_s * 2**n`` (at most ``max_delay_s``)
-    with full jitter, or what Retry-After asks when it asks for longer."""
-
-    retries: int = 5
-    delay_s: float = 0.5
-    max_delay_s: float = 30.0
-
-    def wait_s(self, attempt: int, retry_after_s: float | None) -> float:
-        backoff = random.uniform(0, min(self.max_delay_s, self.delay_s * 2 ** attempt))
-        return max(backoff, min(retry_after_s or 0.0, self.max_delay_s * 4))
 
 
 class HttpClient:

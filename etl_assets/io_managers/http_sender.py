@@ -4,7 +4,11 @@ chunks). Bulk answers are read per document: documents a bulk answer says to ret
 are sent again with backoff; CouchDB conflicts get the current ``_rev`` and are sent again
 when asked; the rest of the failures are reported. With ``stop_on_failure`` the first
 failure stops new requests, the ones in flight finish. A bulk request the server finds
-too large (413) is sent again as two halves, down to one document."""
+too large (413) is sent again as two halves, down to one document.
+
+With ``newest_field`` (``conflict: newest``) a conflicting CouchDB document is compared with
+the stored one first: when the stored document's value of that field is newer (null is the
+oldest), it stays and ours is counted in ``kept_newer``, not sent."""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ import asyncio
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
 from etl_assets.io_managers.http_bulk import RequestShape, with_field
@@ -37,6 +42,7 @@ class SendReport:
     stopped: bool = False
     split: int = 0  # bulk requests answered 413 and sent again as two halves
     smallest_split: int | None = None  # documents in the smallest half sent
+    kept_newer: int = 0  # documents not sent: the target holds a newer version
 
 
 @dataclass
@@ -51,17 +57,19 @@ class DocumentSender:
     """Sends document groups with ``shape``: ``per_request`` documents a request (one in
     single mode, sent with ``method``; bulk requests are POSTed). ``revisions_url``: a CouchDB
     database URL whose ``_all_docs`` gives the current ``_rev`` of documents that conflict
-    (None: a conflict is a failure)."""
+    (None: a conflict is a failure); ``newest_field``: the field compared with the stored
+    document's before a conflicting one is sent again (None: ours wins)."""
 
     def __init__(self, client: HttpClient, shape: RequestShape, per_request: int, *,
                  stop_on_failure: bool, method: str = "POST",
-                 revisions_url: str | None = None) -> None:
+                 revisions_url: str | None = None, newest_field: str | None = None) -> None:
         self.client = client
         self.method = method if shape.format == "single" else "POST"
         self.shape = shape
         self.per_request = 1 if shape.format == "single" else per_request
         self.stop_on_failure = stop_on_failure
         self.revisions_url = revisions_url
+        self.newest_field = newest_field
         self.report = SendReport()
         self._stop = asyncio.Event()
 
@@ -131,7 +139,9 @@ class DocumentSender:
                                       [job.bodies[p] for p in again], job.attempt + 1,
                                       job.revised))
             if conflicts:
-                await self._send(await self._with_revisions(job, conflicts))
+                revised = await self._with_revisions(job, conflicts)
+                if revised.bodies:
+                    await self._send(revised)
 
     async def _send_halves(self, job: _Job, positions: list[int]) -> None:
         """A bulk request too large for the server (413): its documents in two requests."""
@@ -145,28 +155,77 @@ class DocumentSender:
         self.report.smallest_split = min(self.report.smallest_split or middle, middle)
 
     async def _with_revisions(self, job: _Job, positions: list[int]) -> _Job:
-        """The conflicting documents with the ``_rev`` they have now."""
+        """The conflicting documents with the ``_rev`` they have now; under the newest-wins
+        rule, without those the target holds newer (counted, not sent)."""
         ids = [job.ids[p] for p in positions]
         assert self.revisions_url is not None
+        query = "?include_docs=true" if self.newest_field else ""
         try:
             answer = await self.client.get_json(
-                "POST", f"{self.revisions_url}/_all_docs", json.dumps({"keys": ids}).encode())
-            revisions = {row.get("key"): row.get("value", {}).get("rev")
-                         for row in answer.get("rows", []) if isinstance(row, dict)}
+                "POST", f"{self.revisions_url}/_all_docs{query}",
+                json.dumps({"keys": ids}).encode())
+            rows = {row.get("key"): row for row in answer.get("rows", [])
+                    if isinstance(row, dict)}
         except Exception:  # the documents then fail as conflicts, with the server's word
-            revisions = {}
-        bodies = []
+            rows = {}
+        kept_ids, bodies = [], []
         for position, document_id in zip(positions, ids, strict=True):
             body = job.bodies[position]
-            revision = revisions.get(document_id)
+            row = rows.get(document_id) or {}
+            revision = (row.get("value") or {}).get("rev")
+            if revision and self.newest_field and self._stored_is_newer(
+                    row.get("doc"), body, document_id):
+                self.report.kept_newer += 1
+                continue
+            kept_ids.append(document_id)
             bodies.append(with_field(_without_rev(body), "_rev", revision) if revision else body)
-        return _Job(ids, bodies, job.attempt, revised=True)
+        return _Job(kept_ids, bodies, job.attempt, revised=True)
+
+    def _stored_is_newer(self, stored: Any, body: bytes, document_id: str | None) -> bool:
+        """Whether the stored document's ``newest_field`` is newer than ours (ours lacking the
+        field is an error: the rule cannot be applied)."""
+        assert self.newest_field is not None
+        ours = json.loads(body)
+        if self.shape.wrap and isinstance(ours.get(self.shape.wrap), dict):
+            ours = ours[self.shape.wrap]
+        if self.newest_field not in ours:
+            raise ValueError(f"document {document_id!r} has no field {self.newest_field}, which "
+                             f"conflict newest compares; keep it in the transform, name it with "
+                             f"cursor_column, or set conflict: last_write")
+        theirs = stored.get(self.newest_field) if isinstance(stored, dict) else None
+        return is_newer(theirs, ours[self.newest_field])
 
     def _failed(self, document_id: str | None, body: bytes, status: int | None,
                 answer: str) -> None:
         self.report.failed.append(FailedDocument(document_id, body, status, answer))
         if self.stop_on_failure:
             self._stop.set()
+
+
+def is_newer(stored: Any, ours: Any) -> bool:
+    """Whether a stored cursor value is strictly newer than ours, as JSON documents hold them:
+    numbers, or ISO 8601 text (a zoned time compared as its UTC instant). Null is the oldest;
+    values of different kinds cannot be compared and ours wins."""
+    if stored is None:
+        return False
+    if ours is None:
+        return True
+    left, right = _comparable(stored), _comparable(ours)
+    if type(left) is not type(right):
+        return False
+    return bool(left > right)
+
+
+def _comparable(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            return value
+        if moment.tzinfo is not None:
+            moment = moment.astimezone(timezone.utc).replace(tzinfo=None)
+        return moment
+    return float(value) if isinstance(value, int | float) else value
 
 
 def _without_rev(body: bytes) -> bytes:

@@ -3,12 +3,13 @@ local folder or behind any fsspec URL, by mode shard, update or replace (see ``f
 
 Rows the target refuses after the retries (an object store that is down) are kept in the
 shared dead-letter store; the run succeeds and its metadata counts them; the sink's replay job
-(``<sink>_replay_dead_letters``) writes them again through the same mode.
+(``<sink>_replay_dead_letters``) writes them again through the same mode, under the same rules:
+a shard written since from a later staged version stays, and in update mode a stored row with
+a newer cursor stays (``conflict: newest``).
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from dagster import (
@@ -25,6 +26,7 @@ from etl_assets.io_managers.file_formats import file_format
 from etl_assets.io_managers.file_sink import FileSink, FileSinkError
 from etl_assets.io_managers.file_target import FileTarget
 from etl_assets.progress import ProgressLog
+from etl_assets.retries import RetryPolicy
 
 
 class ParquetSinkIOManager(ConfigurableIOManager):
@@ -35,8 +37,11 @@ class ParquetSinkIOManager(ConfigurableIOManager):
     merged by ``primary_key``, the latest row wins) or ``replace`` (each run's rows are the
     dataset). ``format``: parquet, json (lines) or csv. ``drop_duplicates``: keep a run's last
     row per key in shard and replace modes. ``storage_options``: fsspec options without secrets
-    (credentials come from the environment). ``retries`` more attempts, ``retry_delay_s``
-    apart (doubling), before rows go to the dead letters under ``dead_letter_root``.
+    (credentials come from the environment). ``conflict``: ``newest`` keeps, per key, the row
+    whose ``cursor_column`` value is the newest (update mode, drop_duplicates); ``last_write``:
+    the last row written wins. ``retries`` more attempts (backoff from ``retry_delay_s`` up to
+    ``max_retry_delay_s`` seconds) before rows go to the dead letters under
+    ``dead_letter_root``.
     """
 
     path: str
@@ -45,8 +50,11 @@ class ParquetSinkIOManager(ConfigurableIOManager):
     primary_key: list[str] = []
     drop_duplicates: bool = False
     storage_options: dict[str, Any] = {}
+    conflict: str = "newest"
+    cursor_column: str | None = None
     retries: int = 3
     retry_delay_s: float = 1.0
+    max_retry_delay_s: float = 30.0
     dead_letter_root: str = "${ETL_ASSETS_HOME}/dead_letters"
 
     def target(self) -> FileTarget:
@@ -58,8 +66,10 @@ class ParquetSinkIOManager(ConfigurableIOManager):
     def file_sink(self, where: str, log: Any) -> FileSink:
         return FileSink(self.target(), file_format(self.format), self.mode,  # type: ignore[arg-type]
                         primary_key=self.primary_key, drop_duplicates=self.drop_duplicates,
-                        retries=self.retries, retry_delay_s=self.retry_delay_s, where=where,
-                        log=log, dead_letters=self.dead_letter_store())
+                        newest_by=self.cursor_column if self.conflict == "newest" else None,
+                        retry=RetryPolicy(self.retries, self.retry_delay_s,
+                                          self.max_retry_delay_s),
+                        where=where, log=log, dead_letters=self.dead_letter_store())
 
     def handle_output(self, context: OutputContext, obj: RecordBatchStream) -> None:
         if not isinstance(obj, RecordBatchStream):
@@ -71,7 +81,7 @@ class ParquetSinkIOManager(ConfigurableIOManager):
         label = f"{asset} [{partition}] -> {sink.target.display} ({self.mode}, {self.format})"
         progress = ProgressLog(context.log, label)
         written = sink.write(obj.schema, obj, partition=partition, run_id=context.run_id,
-                             asset=asset, progress=progress)
+                             asset=asset, progress=progress, version=obj.version)
         progress.done()
         context.add_output_metadata({
             "path": MetadataValue.path(written.location),
@@ -79,10 +89,12 @@ class ParquetSinkIOManager(ConfigurableIOManager):
             "format": self.format,
             "dagster/row_count": written.rows,
             "rows_in_file": written.rows_total,
+            "rows_kept_newer": written.kept_newer,
             "bytes": written.bytes,
             "seconds": round(progress.seconds, 3),
             "rows_per_second": round(progress.rows_per_second),
             **self.dead_letter_store().metadata(asset, partition),
+            "dead_letters_superseded": written.superseded,
             **({"dead_letter_error": written.error} if written.error else {}),
         })
 
@@ -91,9 +103,9 @@ class ParquetSinkIOManager(ConfigurableIOManager):
                                   f"files under {self.target().display}")
 
     def replay_dead_letters(self, context: OpExecutionContext, asset: str) -> ReplayReport:
-        """Write every dead letter of ``asset`` again through this sink's mode; a shard
-        rewritten since its rows failed is newer than them and is kept (the letters are
-        dropped)."""
+        """Write every dead letter of ``asset`` again through this sink's mode and rules: a
+        shard written since from a later staged version stays (the letters are dropped), and
+        in update mode stored rows with a newer cursor stay."""
         store = self.dead_letter_store()
         sink = self.file_sink(f"sink {asset}", context.log)
         files = store.files(asset)
@@ -101,28 +113,13 @@ class ParquetSinkIOManager(ConfigurableIOManager):
         for file in files:
             letters = store.read(file)
             rows = letters.payload.num_rows
-            name = sink.file_name(file.partition, context.run_id)
-            if self.mode == "shard" and file.partition and self._newer(sink, name, file.path):
-                context.log.info(f"{asset}: {sink.target.location(name)} was written after "
-                                 f"{rows:,} row(s) of partition {file.partition} failed; "
-                                 f"keeping it and dropping those dead letters")
-                store.settle(file, [False] * rows, "", run_id=context.run_id)
-                continue
             try:
-                sink.write_table(letters.payload, partition=file.partition,
-                                 run_id=context.run_id)
+                written = sink.write_table(letters.payload, partition=file.partition,
+                                           run_id=context.run_id, version=letters.version)
             except FileSinkError as exc:
                 context.log.warning(f"{asset}: replaying {file.path.name} failed: {exc}")
                 failing += store.settle(file, [True] * rows, str(exc), run_id=context.run_id)
                 continue
             store.settle(file, [False] * rows, "", run_id=context.run_id)
-            replayed += rows
+            replayed += written.rows
         return ReplayReport(replayed, failing, len(files))
-
-    @staticmethod
-    def _newer(sink: FileSink, name: str, letters: os.PathLike[str]) -> bool:
-        try:
-            return sink.target.exists(name) and \
-                sink.target.modified(name) > os.stat(letters).st_mtime
-        except Exception:  # the target is unreachable: try the replay, which will say so
-            return False

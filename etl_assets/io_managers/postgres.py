@@ -13,12 +13,13 @@ first batch's transaction, so a re-run replaces the slice instead of duplicating
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import logging
 import re
-from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, TypeVar
 
 import psycopg
 import pyarrow as pa
@@ -43,7 +44,11 @@ from etl_assets.io_managers.postgres_table import ColumnDef, TableDef, existing_
 from etl_assets.io_managers.postgres_types import csv_ready, postgres_type
 from etl_assets.io_managers.postgres_watermark import WatermarkTarget, record_watermark
 from etl_assets.progress import ProgressLog
+from etl_assets.retries import RetryPolicy, describe, is_transient
 from etl_assets.watermark import Window
+
+T = TypeVar("T")
+CONFLICT_RULES = ("newest", "last_write")
 
 # Types without an equality operator: compared as text when skipping unchanged rows.
 _NO_EQUALITY = {"json", "xml", "point", "line", "lseg", "box", "path", "polygon", "circle"}
@@ -62,7 +67,8 @@ class PostgresUpsertWriter:
                  staging_name: str, *, watermark: WatermarkTarget | None = None,
                  replace_slice: bool = True, declared_table: sa.Table | None = None,
                  declared_reference: str = "", delete: str = "off", log: Log | None = None,
-                 terminate_blockers_after_s: float | None = None) -> None:
+                 terminate_blockers_after_s: float | None = None, conflict: str = "newest",
+                 cursor_column: str | None = None, retry: RetryPolicy | None = None) -> None:
         self.conninfo = conninfo
         self.schema_name, self.table_name = split_table_name(table)
         self.display = f"{self.schema_name}.{self.table_name}"
@@ -89,22 +95,59 @@ class PostgresUpsertWriter:
         self.terminate_blockers_after_s = terminate_blockers_after_s
         self._replace: ReplaceAll | None = None
         self._write_target = self.target  # the replacement table until it is swapped in
+        if conflict not in CONFLICT_RULES:
+            raise PostgresSinkError(f"{self.display}: conflict {conflict!r} is not one of "
+                                    f"{', '.join(CONFLICT_RULES)}")
+        self.conflict = conflict
+        # The column newest-wins compares: the given one, else the watermark's (the cursor).
+        self.cursor_column = cursor_column or (watermark.cursor if watermark else None)
+        self._newest_by: str | None = None  # set by prepare() when the rule applies
+        self.retry = retry or RetryPolicy(retries=0)
+        self._session_ready = False  # the temporary staging table exists on this connection
 
     def __enter__(self) -> PostgresUpsertWriter:
-        try:
-            self.conn = psycopg.connect(self.conninfo, application_name="etl_assets")
-        except psycopg.OperationalError as exc:
-            raise PostgresSinkError(
-                f"{self.display}: cannot connect to {redacted(self.conninfo)}: {exc}"
-            ) from None
+        self._retrying("connect", self._connect, reconnect=False)
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         if self._replace is not None:
-            self._replace.abandon()  # a run that failed before the swap
+            with contextlib.suppress(psycopg.Error):
+                self._replace.abandon()  # a run that failed before the swap
         if self.conn is not None:
             self.conn.close()
             self.conn = None
+
+    def _connect(self) -> None:
+        if self.conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                self.conn.close()
+        self.conn = None
+        self._session_ready = False
+        try:
+            self.conn = psycopg.connect(self.conninfo, application_name="etl_assets",
+                                        connect_timeout=30)
+        except psycopg.OperationalError as exc:
+            if is_transient(exc):
+                raise
+            raise PostgresSinkError(f"{self.display}: cannot connect to "
+                                    f"{redacted(self.conninfo)}: {describe(exc)}") from None
+        if self._replace is not None:
+            self._replace.reattach(self.conn)
+
+    def _retrying(self, what: str, attempt: Callable[[], T], *, reconnect: bool = True) -> T:
+        """``attempt()`` under the retry policy: after a transient error (connection lost,
+        server restarting, deadlock...) it runs again on a new connection, in a new
+        transaction; when the retries are spent, one error names the table and the cause."""
+        try:
+            return self.retry.call(attempt, what=f"{self.display}: {what}", log=self.log,
+                                   before_retry=(lambda _: self._connect()) if reconnect
+                                   else None)
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            raise PostgresSinkError(f"{self.display}: {what} failed after "
+                                    f"{self.retry.retries + 1} attempt(s): {describe(exc)}"
+                                    ) from None
 
     # -- table ---------------------------------------------------------------------------
 
@@ -112,7 +155,17 @@ class PostgresUpsertWriter:
         """Create or migrate the target table (``migrate``: columns added in place, a declared
         type, nullability or key change rebuilt beside it and swapped in; without a declared
         table the existing columns' types win), and with delete mode ALL build the replacement
-        the first batch loads into; returns actions taken."""
+        the first batch loads into; returns actions taken. Retried on transient errors."""
+        def attempt() -> list[str]:
+            if self._replace is not None:  # an attempt that failed after building it
+                self._replace.abandon()
+                self._replace = None
+                self._write_target = self.target
+            return self._prepare(schema)
+
+        return self._retrying("preparing the table", attempt)
+
+    def _prepare(self, schema: pa.Schema) -> list[str]:
         assert self.conn is not None
         desired = self._desired_columns(schema)
         missing_keys = [k for k in self.primary_key if k not in schema.names]
@@ -130,6 +183,7 @@ class PostgresUpsertWriter:
             if self.primary_key:
                 self._check_key()
             self._columns = list(schema.names)
+            self._newest_by = self._newest_column(schema)
             if self.delete == "all":
                 self._replace = ReplaceAll(self.conn, self.schema_name, self.table_name,
                                            log=self.log, terminate_blockers_after_s=(
@@ -142,12 +196,34 @@ class PostgresUpsertWriter:
             self._slice_delete = None if self._replace else self._slice_statement(schema)
             if not self.primary_key:
                 actions.append(self._append_mode_note())
-            self.conn.execute(sql.SQL(
-                "CREATE TEMP TABLE IF NOT EXISTS {} ON COMMIT DELETE ROWS AS "
-                "SELECT {} FROM {} WITH NO DATA").format(
-                    self.staging, sql.SQL(", ").join(map(sql.Identifier, self._columns)),
-                    self.target))
+            self._ensure_session()
         return actions
+
+    def _ensure_session(self) -> None:
+        """The connection's temporary staging table (gone with a lost connection)."""
+        assert self.conn is not None
+        if self._session_ready:
+            return
+        self.conn.execute(sql.SQL(
+            "CREATE TEMP TABLE IF NOT EXISTS {} ON COMMIT DELETE ROWS AS "
+            "SELECT {} FROM {} WITH NO DATA").format(
+                self.staging, sql.SQL(", ").join(map(sql.Identifier, self._columns)),
+                self.target))
+        self._session_ready = True
+
+    def _newest_column(self, schema: pa.Schema) -> str | None:
+        """The column the newest-wins rule compares, when it applies: a keyed table whose key
+        does not hold the cursor, under ``conflict: newest``."""
+        if self.conflict != "newest" or not self.primary_key or self.cursor_column is None \
+                or self.cursor_column in self.primary_key:
+            return None
+        if self.cursor_column not in schema.names:
+            raise PostgresSinkError(
+                f"{self.display}: conflict newest compares the cursor column "
+                f"{self.cursor_column}, which the rows do not have (columns: "
+                f"{', '.join(schema.names)}); keep it in the transform, name the column that "
+                f"holds it with cursor_column, or set conflict: last_write")
+        return self.cursor_column
 
     def _desired_columns(self, schema: pa.Schema) -> tuple[ColumnDef, ...]:
         """The target's columns: the declared table's (its primary key wins), else derived
@@ -249,10 +325,17 @@ class PostgresUpsertWriter:
             base_type = re.sub(r"\(.*\)|\[\]", "", target_types.get(column, "")).strip()
             return sql.SQL("{}::text").format(ref) if base_type in _NO_EQUALITY else ref
 
-        return insert + sql.SQL("DO UPDATE SET {} WHERE ({}) IS DISTINCT FROM ({})").format(
+        # newest wins: a stored row is replaced only by one whose cursor is not older (a
+        # stored NULL is the oldest), so partitions give the same table in any order.
+        newest = sql.SQL("")
+        if self._newest_by is not None:
+            newest = sql.SQL("(t.{0} IS NULL OR t.{0} <= EXCLUDED.{0}) AND ").format(
+                sql.Identifier(self._newest_by))
+        return insert + sql.SQL("DO UPDATE SET {} WHERE {}({}) IS DISTINCT FROM ({})").format(
             sql.SQL(", ").join(sql.SQL("{} = EXCLUDED.{}").format(sql.Identifier(c),
                                                                   sql.Identifier(c))
                                for c in updates),
+            newest,
             sql.SQL(", ").join(compared("t", c) for c in updates),
             sql.SQL(", ").join(compared("EXCLUDED", c) for c in updates))
 
@@ -260,13 +343,24 @@ class PostgresUpsertWriter:
 
     def write(self, batch: pa.RecordBatch, *, final: bool = False) -> int:
         """Upsert one batch in its own transaction; returns the rows inserted or changed.
-        ``final``: the partition's last batch, after which the watermark is the window's hi."""
-        assert self.conn is not None and self._upsert is not None
+        ``final``: the partition's last batch, after which the watermark is the window's hi.
+        A transient error rolls the batch back and it is written again on a new connection
+        (the upsert and the watermark make that exactly-once)."""
+        assert self._upsert is not None
         batch = batch.select(self._columns)
         if self.primary_key:
             self._check_keys_present(batch)
-            batch = last_row_per_key(batch, self.primary_key)
+            batch = last_row_per_key(batch, self.primary_key, self._newest_by)
         data = self._csv(batch)
+        changed = self._retrying(f"writing a batch of {batch.num_rows:,} rows",
+                                 lambda: self._write_once(batch, data, final))
+        if self._replace is not None:  # delete ALL, the first batch committed
+            self._retrying("swapping in the new table", self._swap_in)
+        return changed
+
+    def _write_once(self, batch: pa.RecordBatch, data: bytes, final: bool) -> int:
+        assert self.conn is not None and self._upsert is not None
+        self._ensure_session()
         with self.conn.transaction(), self.conn.cursor() as cur:
             self._before_first_batch(cur)
             try:
@@ -275,51 +369,63 @@ class PostgresUpsertWriter:
                                                              self._columns)))) as copy:
                     copy.write(data)
             except psycopg.Error as exc:
+                if is_transient(exc):
+                    raise
                 raise PostgresSinkError(self._describe(exc, batch)) from None
             try:
                 cur.execute(self._upsert)
             except psycopg.Error as exc:
+                if is_transient(exc):
+                    raise
                 raise PostgresSinkError(self._describe_insert(exc)) from None
             changed = cur.rowcount
             if self.watermark is not None:
                 record_watermark(self.conn, self._write_target, self.watermark,
                                  self.watermark.after_batch(batch, final))
-            self._finished = final
-        if self._replace is not None:  # delete ALL, the first batch committed
-            self._replace.swap_in()
-            self._replace = None
-            self._write_target = self.target
-            with self.conn.transaction():
-                self._upsert = self._upsert_statement(self._existing_columns() or {})
+        self._slice_delete = None  # committed: the slice stays deleted
+        self._finished = final
         return changed
+
+    def _swap_in(self) -> None:
+        assert self.conn is not None and self._replace is not None
+        self._replace.swap_in()
+        self._replace = None
+        self._write_target = self.target
+        with self.conn.transaction():
+            self._upsert = self._upsert_statement(self._existing_columns() or {})
 
     def finish(self) -> None:
         """After the last batch: when the partition had no rows (or its last batch was not
         written with ``final``), clear its slice and advance the watermark to the window's hi."""
-        assert self.conn is not None
         if self._replace is not None:  # delete ALL without rows: table as it is
             self.log.info(f"{self.display}: delete all: no rows in this run, table left as is")
-            self._replace.abandon()
+            self._retrying("dropping the unused new table", self._replace.abandon)
             self._replace = None
         if self._finished:
             return
+        self._retrying("recording the watermark", self._finish_once)
+        self._finished = True
+
+    def _finish_once(self) -> None:
+        assert self.conn is not None
         with self.conn.transaction(), self.conn.cursor() as cur:
             self._before_first_batch(cur)
             if self.watermark is not None:
                 record_watermark(self.conn, self.target, self.watermark, self.watermark.window.hi)
-        self._finished = True
+        self._slice_delete = None
 
     def _before_first_batch(self, cur: psycopg.Cursor[Any]) -> None:
+        """The partition's slice delete (no primary key), in the first batch's transaction;
+        it is done once that commits."""
         if self._slice_delete is not None:
             cur.execute(self._slice_delete)
-            self._slice_delete = None  # the deleted slice stays deleted once this commits
 
     def _describe_insert(self, exc: psycopg.Error) -> str:
         """A failed INSERT from staging: a constraint of the target (NOT NULL, CHECK...)."""
         diag = exc.diag
-        column = f" column {diag.column_name}" if diag.column_name else ""
+        column = f": column {diag.column_name}" if diag.column_name else ""
         detail = f" ({diag.message_detail})" if diag.message_detail else ""
-        return f"{self.display}:{column}: {diag.message_primary or exc}{detail}"
+        return f"{self.display}{column}: {diag.message_primary or exc}{detail}"
 
     def _check_keys_present(self, batch: pa.RecordBatch) -> None:
         for key in self.primary_key:
@@ -373,7 +479,11 @@ class PostgresUpsertIOManager(ConfigurableIOManager):
     run's rows the table's whole content (the first batch loads into a replacement swapped in
     after it commits, so readers never see an empty table; a run without rows leaves the table
     as it is). ``terminate_blockers_after_s``: how long a migration or swap waits for other
-    sessions to release the table before terminating them (None: wait).
+    sessions to release the table before terminating them (None: wait). ``conflict``:
+    ``newest`` replaces a stored row only with one whose ``watermark_column`` value is not
+    older; ``last_write`` lets the last run win. ``retries`` more attempts of a batch after a
+    transient error, the backoff starting at ``retry_delay_s`` and capped at
+    ``max_retry_delay_s`` seconds.
     """
 
     url: str = ""
@@ -385,6 +495,10 @@ class PostgresUpsertIOManager(ConfigurableIOManager):
     table_definition: str | None = None
     delete: str = "off"
     terminate_blockers_after_s: float | None = None
+    conflict: str = "newest"
+    retries: int = 5
+    retry_delay_s: float = 1.0
+    max_retry_delay_s: float = 30.0
 
     def conninfo(self) -> str:
         return libpq_url(self.url) if self.url else embedded_postgres_url(self.embedded_database)
@@ -404,7 +518,9 @@ class PostgresUpsertIOManager(ConfigurableIOManager):
                                   declared_reference=self.table_definition or "",
                                   delete=self.delete, log=context.log,
                                   terminate_blockers_after_s=self.terminate_blockers_after_s,
-                                  ) as writer:
+                                  conflict=self.conflict, cursor_column=self.watermark_column,
+                                  retry=RetryPolicy(self.retries, self.retry_delay_s,
+                                                    self.max_retry_delay_s)) as writer:
             for action in writer.prepare(obj.schema):
                 context.log.info(f"{label}: {action}")
             progress = ProgressLog(context.log, label)

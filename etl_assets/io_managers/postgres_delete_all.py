@@ -46,6 +46,11 @@ class ReplaceAll:
         return (f"delete all: loading into {self.swap.new_name}, swapped in for "
                 f"{self.swap.display} after the first batch")
 
+    def reattach(self, conn: psycopg.Connection[Any]) -> None:
+        """Go on on ``conn``: the connection this run used was lost and made again."""
+        self.conn = conn
+        self.swap.conn = conn
+
     def swap_in(self) -> None:
         """Swap the loaded replacement in (after the first batch committed)."""
         with self.conn.transaction():

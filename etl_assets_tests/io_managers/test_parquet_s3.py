@@ -9,6 +9,7 @@ from etl_assets.compose import compose
 from etl_assets.io_managers.file_formats import file_format
 from etl_assets.io_managers.file_sink import FileSink
 from etl_assets.io_managers.file_target import FileTarget
+from etl_assets.retries import RetryPolicy
 from etl_assets_tests.io_managers.file_reading import by_id, rows_of
 from etl_assets_tests.io_managers.s3_server import S3Bucket
 
@@ -17,7 +18,7 @@ SUFFIX = {"parquet": ".parquet", "json": ".jsonl", "csv": ".csv"}
 
 def sink(bucket: S3Bucket, fmt: str, mode: str, **kwargs: object) -> FileSink:
     target = FileTarget(bucket.url("lake/sensors"), bucket.server.storage_options())
-    return FileSink(target, file_format(fmt), mode, where="sink s3_test", retries=0,  # type: ignore[arg-type]
+    return FileSink(target, file_format(fmt), mode, where="sink s3_test", retry=RetryPolicy(0),  # type: ignore[arg-type]
                     **kwargs)  # type: ignore[arg-type]
 
 
