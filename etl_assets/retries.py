@@ -69,12 +69,16 @@ class RetryPolicy:
              before_retry: Callable[[BaseException], None] | None = None) -> T:
         """``attempt()``, called again after a transient error (``transient``, default
         :func:`is_transient`) while retries are left; each retry is logged as a warning
-        naming ``what`` and the cause, and ``before_retry`` (e.g. reconnect) runs before it.
-        The last error is raised as it is."""
+        naming ``what`` and the cause, and ``before_retry`` (e.g. reconnect) runs before it,
+        as part of the attempt (its own transient errors are retried too). The last error is
+        raised as it is."""
         is_worth_retrying = transient or is_transient
         number = 0
+        last: BaseException | None = None
         while True:
             try:
+                if last is not None and before_retry is not None:
+                    before_retry(last)
                 return attempt()
             except Exception as exc:
                 if number >= self.retries or not is_worth_retrying(exc):
@@ -85,8 +89,7 @@ class RetryPolicy:
                                 f"{self.retries + 1} in {wait:.1f} s")
                 time.sleep(wait)
                 number += 1
-                if before_retry is not None:
-                    before_retry(exc)
+                last = exc
 
 
 def retry_after_of(error: BaseException) -> float | None:

@@ -204,11 +204,12 @@ class PostgresUpsertWriter:
         assert self.conn is not None
         if self._session_ready:
             return
-        self.conn.execute(sql.SQL(
-            "CREATE TEMP TABLE IF NOT EXISTS {} ON COMMIT DELETE ROWS AS "
-            "SELECT {} FROM {} WITH NO DATA").format(
-                self.staging, sql.SQL(", ").join(map(sql.Identifier, self._columns)),
-                self.target))
+        with self.conn.transaction():
+            self.conn.execute(sql.SQL(
+                "CREATE TEMP TABLE IF NOT EXISTS {} ON COMMIT DELETE ROWS AS "
+                "SELECT {} FROM {} WITH NO DATA").format(
+                    self.staging, sql.SQL(", ").join(map(sql.Identifier, self._columns)),
+                    self.target))
         self._session_ready = True
 
     def _newest_column(self, schema: pa.Schema) -> str | None:
