@@ -35,7 +35,11 @@ from etl_assets.io_managers.postgres_declared import (
     load_declared_table,
     resolve_declared_table,
 )
-from etl_assets.io_managers.postgres_delete_all import DELETE_MODES, ReplaceAll
+from etl_assets.io_managers.postgres_delete_all import (
+    DELETE_MODES,
+    ReplaceAll,
+    drop_stale_replacements,
+)
 from etl_assets.io_managers.postgres_errors import PostgresSinkError
 from etl_assets.io_managers.postgres_migrations import migrate
 from etl_assets.io_managers.postgres_swap import Log
@@ -120,6 +124,7 @@ class PostgresUpsertWriter:
             raise PostgresSinkError(f"{self.display}: primary key column(s) "
                                     f"{', '.join(missing_keys)} not in the data "
                                     f"(columns: {', '.join(schema.names)})")
+        drop_stale_replacements(self.conn, self.schema_name, self.table_name, log=self.log)
         actions = migrate(self.conn, self._desired_table(desired), log=self.log,
                           terminate_blockers_after_s=self.terminate_blockers_after_s)
         with self.conn.transaction():
