@@ -155,13 +155,12 @@ def test_runs_killed_while_staging_and_mid_load_then_a_rerun_lands_exact_and_lea
 
     # 2. killed mid-load: the whole window is one batch, loaded into the replacement table
     dagster.write_spec(spec_for(pg, source, ROWS, sinks))
-    loading: list[float] = []
 
-    def replacement_loading() -> bool:
-        if not replacement_tables(pg):
-            return False
-        loading.append(time.monotonic())
-        return time.monotonic() - loading[0] > 0.5  # well into the COPY
+    def replacement_loading() -> bool:  # the batch's COPY or INSERT is running
+        return bool(replacement_tables(pg)) and bool(pg.execute(
+            "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() "
+            "AND state = 'active' AND (query LIKE 'COPY \"etl_stage_%%' "
+            "OR query LIKE 'INSERT INTO %%_etl_new_%%')"))
 
     process, log = dagster.start(KEY)
     dagster.kill_when(process, log, replacement_loading, "the _etl_new_ table")

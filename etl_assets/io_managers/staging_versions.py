@@ -242,6 +242,9 @@ class PartitionVersions:
                     shutil.rmtree(entry, ignore_errors=True)
                     removed.names.append(entry.name)
                     continue
+                if entry.name.startswith(f"{LAST_VERSION}."):  # killed while allocating
+                    entry.unlink(missing_ok=True)
+                    continue
                 if entry.name.startswith(".") or not entry.is_dir() or entry == current:
                     continue
                 try:
