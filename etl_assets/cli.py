@@ -14,11 +14,13 @@ the instance in ``$DAGSTER_HOME`` — and prints one key a line, ready for::
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 
 from etl_assets.code_location import load_pipeline_spec, spec_path
 from etl_assets.connections import resolve_url
+from etl_assets.errors import TransientError
 from etl_assets.sensors import highest_partition_hi, plan_next_windows
 from etl_assets.sources.sql import SqlSource
 from etl_assets.spec import SpecError
@@ -44,7 +46,8 @@ def _add_partitions(source_name: str) -> int:
         source = SqlSource(source_name, source_spec,
                            resolve_url(source_spec.connection, f"source {source_name!r}"))
         try:
-            plan = plan_next_windows(source, requested_hi)
+            # retries are logged as warnings, which reach stderr without logging set up
+            plan = plan_next_windows(source, requested_hi, log=logging.getLogger("etl_assets"))
         finally:
             source.dispose()
         keys = [window.key for window in plan.windows]
@@ -178,6 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     except SpecError as exc:
         print(f"etl-assets: {exc}", file=sys.stderr)
         return 2
+    except TransientError as exc:  # a source still unreachable after its retries
+        print(f"etl-assets: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

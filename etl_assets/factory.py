@@ -39,6 +39,7 @@ from etl_assets.io_managers.postgres_declared import load_declared_table
 from etl_assets.io_managers.postgres_watermark import read_watermark
 from etl_assets.io_managers.staging import ParquetStagingIOManager
 from etl_assets.sensors import build_watermark_sensor
+from etl_assets.sources.extraction import Extraction
 from etl_assets.sources.sql import SqlSource
 from etl_assets.spec import (
     BigQuerySinkSpec,
@@ -85,8 +86,13 @@ def build_source_asset(name: str, spec: SourceSpec,
         source = SqlSource(name, spec, resolve_url(spec.connection, f"source {name!r}"))
         context.log.info(f"{name}: extracting {spec.cursor} in {window} from {where} at "
                          f"{redacted(source.url)}, {spec.chunk_rows:,} rows a batch")
-        stream = source.extract(window)
-        return RecordBatchStream(stream.schema, _disposing(stream, source))
+
+        def start() -> RecordBatchStream:
+            stream = source.extract(window)
+            return RecordBatchStream(stream.schema, _disposing(stream, source))
+
+        return Extraction(f"source {name!r} window {context.partition_key}", start,
+                          spec.retry_policy(), context.log)
 
     return source_asset
 

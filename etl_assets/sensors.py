@@ -34,6 +34,8 @@ from dagster._core.definitions.unresolved_asset_job_definition import (
 )
 
 from etl_assets.connections import resolve_url
+from etl_assets.errors import TransientError
+from etl_assets.retries import Log, describe, is_transient
 from etl_assets.sources.sql import SqlSource
 from etl_assets.spec import SourceSpec
 from etl_assets.watermark import (
@@ -81,10 +83,24 @@ def highest_partition_hi(instance: DagsterInstance, partitions_name: str) -> Bou
 
 
 def plan_next_windows(source: SqlSource, requested_hi: Bound | None,
-                      since_last_cut: timedelta | None = None) -> Plan:
-    """Ask ``source`` for its cursor range and plan the windows that follow ``requested_hi``."""
-    policy = WindowPolicy.from_spec(source.spec, source.cursor_type)
-    oldest, newest = source.cursor_range()
+                      since_last_cut: timedelta | None = None, log: Log | None = None) -> Plan:
+    """Ask ``source`` for its cursor range and plan the windows that follow ``requested_hi``.
+    A transient error is retried by the source's retry policy (each retry logged to ``log``);
+    the last one raises TransientError naming the source and the cause."""
+    what = f"source {source.name!r}: reading the cursor range"
+
+    def read() -> tuple[WindowPolicy, Bound | None, Bound | None]:
+        policy = WindowPolicy.from_spec(source.spec, source.cursor_type)
+        return (policy, *source.cursor_range())
+
+    retry = source.spec.retry_policy()
+    try:
+        policy, oldest, newest = retry.call(read, what=what, log=log)
+    except Exception as exc:
+        if not is_transient(exc):
+            raise
+        raise TransientError(f"{what}: {describe(exc)} (gave up after {retry.retries + 1} "
+                             f"attempts)") from exc
     return plan_windows(requested_hi, oldest, newest, policy, since_last_cut)
 
 
@@ -126,7 +142,7 @@ def build_watermark_sensor(
         source = SqlSource(source_name, spec, resolve_url(spec.connection,
                                                           f"source {source_name!r}"))
         try:
-            plan = plan_next_windows(source, requested_hi, since)
+            plan = plan_next_windows(source, requested_hi, since, log=context.log)
         finally:
             source.dispose()
         if not plan.windows:

@@ -36,7 +36,11 @@ from etl_assets.io_managers.postgres_declared import (
     load_declared_table,
     resolve_declared_table,
 )
-from etl_assets.io_managers.postgres_delete_all import DELETE_MODES, ReplaceAll
+from etl_assets.io_managers.postgres_delete_all import (
+    DELETE_MODES,
+    ReplaceAll,
+    drop_stale_replacements,
+)
 from etl_assets.io_managers.postgres_errors import PostgresSinkError
 from etl_assets.io_managers.postgres_migrations import migrate
 from etl_assets.io_managers.postgres_swap import Log
@@ -94,6 +98,7 @@ class PostgresUpsertWriter:
         self.log: Log = log or logging.getLogger(__name__)
         self.terminate_blockers_after_s = terminate_blockers_after_s
         self._replace: ReplaceAll | None = None
+        self._replace_loaded = False  # a batch has committed into the replacement
         self._write_target = self.target  # the replacement table until it is swapped in
         if conflict not in CONFLICT_RULES:
             raise PostgresSinkError(f"{self.display}: conflict {conflict!r} is not one of "
@@ -131,8 +136,14 @@ class PostgresUpsertWriter:
                 raise
             raise PostgresSinkError(f"{self.display}: cannot connect to "
                                     f"{redacted(self.conninfo)}: {describe(exc)}") from None
-        if self._replace is not None:
-            self._replace.reattach(self.conn)
+        if self._replace is not None and not self._replace.hold(self.conn):
+            # another run took the replacement for a dead run's and dropped it meanwhile
+            if self._replace_loaded:
+                raise PostgresSinkError(
+                    f"{self.display}: delete all: {self._replace.swap.new_name}, loaded by "
+                    f"this run, was dropped by another run while this run's connection was "
+                    f"lost; run the partition again")
+            self._replace.start()
 
     def _retrying(self, what: str, attempt: Callable[[], T], *, reconnect: bool = True) -> T:
         """``attempt()`` under the retry policy: after a transient error (connection lost,
@@ -173,6 +184,7 @@ class PostgresUpsertWriter:
             raise PostgresSinkError(f"{self.display}: primary key column(s) "
                                     f"{', '.join(missing_keys)} not in the data "
                                     f"(columns: {', '.join(schema.names)})")
+        drop_stale_replacements(self.conn, self.schema_name, self.table_name, log=self.log)
         actions = migrate(self.conn, self._desired_table(desired), log=self.log,
                           terminate_blockers_after_s=self.terminate_blockers_after_s)
         with self.conn.transaction():
@@ -385,6 +397,7 @@ class PostgresUpsertWriter:
                                  self.watermark.after_batch(batch, final))
         self._slice_delete = None  # committed: the slice stays deleted
         self._finished = final
+        self._replace_loaded = self._replace is not None
         return changed
 
     def _swap_in(self) -> None:

@@ -274,6 +274,10 @@ class TableSwap:
         place and recreate the views on it."""
         conn = self.conn
         assert self._live_oid is not None, "build() first"
+        # The live table now: a concurrent run may have swapped in its own since build().
+        row = conn.execute("SELECT %s::regclass::oid", (self._qualified(self.live),)).fetchone()
+        assert row is not None
+        self._live_oid = row[0]
         views = dependent_views(conn, self._live_oid)
         relations = [(self._live_oid, self._qualified(self.live))] + [
             (v.oid, self._qualified(sql.Identifier(v.schema, v.name))) for v in views]

@@ -1,20 +1,23 @@
 """Staging IO manager: each partition's batches as parquet shards on local disk.
 
 Layout: ``<root>/<asset>/<partition>`` is a symlink to ``<root>/<asset>/.versions/<partition>/
-<run>/`` holding ``part-NNNNN.parquet`` files and ``_manifest.json``. A run writes a new version
-and swaps the link in one atomic rename, so readers see the old shards or the new, never a mix.
+<version>-<run>/`` holding ``part-NNNNN.parquet`` files and ``_manifest.json``. A run writes a
+new version and swaps the link in one atomic rename, so readers see the old shards or the new,
+never a mix. A reader holds the version it reads until it is done, however many runs re-stage
+the partition meanwhile; versions no one holds any more, and what killed runs left, are
+removed by the next staging write of the asset (see
+:mod:`etl_assets.io_managers.staging_versions`).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any, Protocol
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -22,41 +25,67 @@ from dagster import ConfigurableIOManager, InputContext, MetadataValue, OutputCo
 
 from etl_assets.batches import RecordBatchStream
 from etl_assets.home import expand_vars
+from etl_assets.io_managers.staging_versions import (
+    MANIFEST,
+    PartitionVersions,
+    StagingError,
+    sweep_asset,
+)
 from etl_assets.progress import ProgressLog
+from etl_assets.sources.extraction import Extraction
 
-MANIFEST = "_manifest.json"
+__all__ = ["MANIFEST", "ParquetStagingIOManager", "StagedManifest", "StagingError",
+           "read_staged", "staged_manifest", "write_staged"]
 
 
-class StagingError(RuntimeError):
-    """Staged data that is missing or unreadable."""
+class Log(Protocol):
+    def info(self, msg: str) -> Any: ...
 
 
 @dataclass
 class StagedManifest:
-    """What a staged partition holds."""
+    """What a staged partition holds. ``version``: see :mod:`staging_versions`."""
 
     rows: int = 0
     bytes: int = 0
     shards: list[dict[str, int | str]] = field(default_factory=list)
     run_id: str = ""
     written_at: str = ""
+    version: int = 0
 
 
 def write_staged(path: Path, stream: RecordBatchStream, *, run_id: str, shard_rows: int,
-                 progress: ProgressLog | None = None) -> StagedManifest:
-    """Write ``stream`` as parquet shards and make them the content of ``path`` atomically."""
+                 progress: ProgressLog | None = None, log: Log | None = None) -> StagedManifest:
+    """Write ``stream`` as parquet shards into a new version and make it the content of
+    ``path`` atomically, unless a newer version was published meanwhile (then this one is
+    discarded: the partition already holds a later extraction). Leftovers of the asset are
+    swept first."""
     path = path.absolute()
-    version = path.parent / ".versions" / path.name / f"{run_id}-{time.time_ns()}"
-    version.mkdir(parents=True)
-    manifest = StagedManifest(run_id=run_id)
+    sweep_asset(path.parent, log)
+    versions = PartitionVersions(path)
+    written = versions.allocate(run_id)
+    manifest = StagedManifest(run_id=run_id, version=written.version)
     try:
-        _write_shards(version, stream, shard_rows, manifest, progress)
+        _write_shards(written.folder, stream, shard_rows, manifest, progress)
         manifest.written_at = datetime.now(timezone.utc).isoformat()
-        (version / MANIFEST).write_text(json.dumps(asdict(manifest), indent=1))
-        _swap_link(path, version)
+        temp = written.folder / f".{MANIFEST}.tmp"
+        temp.write_text(json.dumps(asdict(manifest), indent=1))
+        os.replace(temp, written.folder / MANIFEST)
+        published = versions.publish(written)
     except BaseException:
-        shutil.rmtree(version, ignore_errors=True)
+        written.discard()
         raise
+    if not published:
+        written.discard()
+        if log is not None:
+            log.info(f"staging {path.parent.name} [{path.name}]: version {written.version} "
+                     f"is older than the one a concurrent run published; kept that one")
+        return manifest
+    written.release()
+    removed = versions.sweep()  # the previous version, unless a reader still holds it
+    if removed.names and log is not None:
+        log.info(f"staging {path.parent.name} [{path.name}]: removed {len(removed.names)} "
+                 f"older version(s), {removed.bytes:,} bytes")
     return manifest
 
 
@@ -93,35 +122,32 @@ def _write_shards(folder: Path, stream: RecordBatchStream, shard_rows: int,
     close()
 
 
-def _swap_link(path: Path, version: Path) -> None:
-    previous = path.resolve() if path.is_symlink() else None
-    if path.exists() and not path.is_symlink():
-        raise StagingError(f"{path} exists and is not a staging link; remove it")
-    temp_link = path.with_name(f".{path.name}.link-{version.name}")
-    temp_link.symlink_to(os.path.relpath(version, path.parent))
-    os.replace(temp_link, path)
-    if previous and previous != version:
-        shutil.rmtree(previous, ignore_errors=True)
-
-
 def read_staged(path: Path) -> RecordBatchStream:
-    """The staged batches at ``path``, read lazily one row group at a time."""
-    manifest_path = path / MANIFEST
-    if not manifest_path.exists():
+    """The staged batches at ``path``, read lazily one row group at a time. The version is
+    pinned now (a shared lock, released when the stream is read to its end or dropped), so a
+    concurrent re-stage neither mixes shards of two runs nor removes them underneath."""
+    pin = PartitionVersions(path).pin()
+    if pin is None:
         raise StagingError(f"nothing is staged at {path}")
-    # Pin the version now, so a concurrent re-stage does not mix shards of two runs.
-    folder = path.resolve()
-    manifest = json.loads((folder / MANIFEST).read_text())
-    files = [folder / str(shard["file"]) for shard in manifest["shards"]]
-    schema = pq.read_schema(files[0])
+    try:
+        manifest = StagedManifest(**json.loads((pin.folder / MANIFEST).read_text()))
+        files = [pin.folder / str(shard["file"]) for shard in manifest.shards]
+        schema = pq.read_schema(files[0])
+    except BaseException:
+        pin.release()
+        raise
 
     def batches() -> Iterator[pa.RecordBatch]:
-        for file in files:
-            parquet = pq.ParquetFile(file)
-            for group in range(parquet.num_row_groups):
-                yield from parquet.read_row_group(group).to_batches()
+        try:
+            for file in files:
+                parquet = pq.ParquetFile(file)
+                for group in range(parquet.num_row_groups):
+                    yield from parquet.read_row_group(group).to_batches()
+        finally:
+            pin.release()
 
-    return RecordBatchStream(schema, batches())
+    version = manifest.version or None
+    return RecordBatchStream(schema, batches(), version=version)
 
 
 def staged_manifest(path: Path) -> StagedManifest:
@@ -149,9 +175,14 @@ class ParquetStagingIOManager(ConfigurableIOManager):
         path = self.partition_path(list(context.asset_key.path), partition)
         path.parent.mkdir(parents=True, exist_ok=True)
         label = f"{context.asset_key.to_user_string()} [{partition}] -> staging"
-        progress = ProgressLog(context.log, label)
-        manifest = write_staged(path, obj, run_id=context.run_id, shard_rows=self.shard_rows,
-                                progress=progress)
+
+        def write(stream: RecordBatchStream) -> tuple[StagedManifest, ProgressLog]:
+            progress = ProgressLog(context.log, label)
+            return write_staged(path, stream, run_id=context.run_id, shard_rows=self.shard_rows,
+                                progress=progress, log=context.log), progress
+
+        # An extraction that fails transiently is written again from the window's beginning.
+        manifest, progress = obj.retrying(write) if isinstance(obj, Extraction) else write(obj)
         progress.done()
         context.add_output_metadata({
             "rows": manifest.rows,
@@ -159,6 +190,7 @@ class ParquetStagingIOManager(ConfigurableIOManager):
             "bytes": manifest.bytes,
             "path": MetadataValue.path(str(path)),
             "rows_per_second": progress.rows_per_second,
+            "version": str(manifest.version),
         })
 
     def load_input(self, context: InputContext) -> RecordBatchStream:

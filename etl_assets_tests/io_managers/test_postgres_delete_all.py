@@ -140,3 +140,91 @@ def test_a_sink_with_delete_all_holds_only_the_last_runs_rows(pg: PgSchema, inst
     assert pg.execute(f"SELECT min(id), max(id), count(*) FROM {pg.table('readings_copy')}") == [(1, 60, 60)]
     run_partition(defs, instance, Window(first.hi, start.replace(hour=2)))
     assert pg.execute(f"SELECT min(id), max(id), count(*) FROM {pg.table('readings_copy')}") == [(61, 120, 60)]
+
+
+class Lines:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def info(self, msg: str) -> None:
+        self.lines.append(msg)
+
+    warning = info
+
+
+def abandoned_build(pg: PgSchema) -> str:
+    """A delete-all run that built its replacement and then lost its session without cleaning
+    up (as when killed): the replacement's name."""
+    w = writer(pg, "all")
+    w.__enter__()
+    w.prepare(SCHEMA)
+    name = w._replace.swap.new_name
+    assert w.conn is not None
+    w.conn.close()  # the session ends; nothing drops the table
+    return name
+
+
+def test_the_next_run_drops_a_replacement_whose_builder_is_gone(pg: PgSchema) -> None:
+    old_table(pg, 10)
+    stale = abandoned_build(pg)
+    pg.execute(f"INSERT INTO {pg.table(stale)} SELECT i, 'x' || i FROM generate_series(1, 20000) i")
+    assert tables(pg) == sorted([("target",), (stale,)])
+    log = Lines()
+    with PostgresUpsertWriter(pg.url, pg.table("target"), ["id"], "etl_stage_test", log=log) as w:
+        w.prepare(SCHEMA)
+        w.write(rows(range(1, 3), "new"))
+    assert tables(pg) == [("target",)]
+    dropped = [line for line in log.lines if "dropped" in line]
+    assert len(dropped) == 1
+    assert dropped[0].startswith(f"{pg.name}.target: dropped {stale} (")
+    assert "kB" in dropped[0] or "MB" in dropped[0]
+
+
+def test_a_live_replacement_is_left_alone_and_swapped_in(pg: PgSchema) -> None:
+    old_table(pg, 10)
+    with writer(pg, "all") as live:
+        live.prepare(SCHEMA)  # building, holding the builder lock
+        building = live._replace.swap.new_name
+        with PostgresUpsertWriter(pg.url, pg.table("target"), ["id"], "etl_stage_other") as other:
+            other.prepare(SCHEMA)
+        assert (building,) in tables(pg)
+        live.write(rows(range(100, 103), "new"))
+    assert pg.execute(f"SELECT id FROM {pg.table('target')} ORDER BY id") == [(100,), (101,), (102,)]
+    assert tables(pg) == [("target",)]
+
+
+def test_a_builder_on_a_new_connection_holds_its_replacement_again(pg: PgSchema) -> None:
+    import psycopg
+
+    old_table(pg, 10)
+    with writer(pg, "all") as live:
+        live.prepare(SCHEMA)
+        replace = live._replace
+        assert live.conn is not None
+        live.conn.close()  # the connection is lost
+        live.conn = psycopg.connect(pg.url)
+        assert replace.hold(live.conn)  # nobody took it for stale meanwhile
+        with PostgresUpsertWriter(pg.url, pg.table("target"), ["id"], "etl_stage_other") as other:
+            other.prepare(SCHEMA)  # held again: not dropped
+        assert (replace.swap.new_name,) in tables(pg)
+
+        live.conn.close()
+        live.conn = psycopg.connect(pg.url)
+        with PostgresUpsertWriter(pg.url, pg.table("target"), ["id"], "etl_stage_other") as other:
+            other.prepare(SCHEMA)  # no builder alive at this moment: stale, dropped
+        assert not replace.hold(live.conn)
+        replace.pending = False  # nothing left to drop
+        live._replace = None
+
+
+def test_two_delete_all_runs_at_once_keep_the_views(pg: PgSchema) -> None:
+    old_table(pg, 10)
+    with writer(pg, "all") as first, PostgresUpsertWriter(
+            pg.url, pg.table("target"), ["id"], "etl_stage_second", delete="all") as second:
+        first.prepare(SCHEMA)
+        second.prepare(SCHEMA)  # built off the table the first run is about to replace
+        first.write(rows(range(1, 5), "a"))
+        second.write(rows(range(1, 7), "b"))
+    assert pg.execute(f"SELECT count(*), min(v) FROM {pg.table('target')}") == [(6, "b1")]
+    assert pg.execute(f"SELECT count(*) FROM {pg.table('view')}") == [(3,)]  # ids 2, 4, 6
+    assert tables(pg) == [("target",)]
