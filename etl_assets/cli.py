@@ -102,8 +102,9 @@ def _status() -> int:
 def _stop_embedded() -> int:
     from etl_assets.embedded_postgres import default_data_dir, stop_embedded_postgres
 
-    stop_embedded_postgres()
-    print(f"stopped the embedded PostgreSQL in {default_data_dir()} (if it was running)")
+    stopped = stop_embedded_postgres()
+    print(f"{'stopped' if stopped else 'no server was running on'} the embedded PostgreSQL "
+          f"in {default_data_dir()}")
     return 0
 
 

