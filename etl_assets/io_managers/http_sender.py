@@ -218,8 +218,9 @@ def is_newer(stored: Any, ours: Any) -> bool:
 
 def _comparable(value: Any) -> Any:
     if isinstance(value, str):
-        try:
-            moment = datetime.fromisoformat(value)
+        try:  # Python 3.10's fromisoformat does not read a trailing Z
+            moment = datetime.fromisoformat(value[:-1] + "+00:00" if value.endswith("Z")
+                                            else value)
         except ValueError:
             return value
         if moment.tzinfo is not None:
