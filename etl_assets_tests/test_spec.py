@@ -92,3 +92,31 @@ def test_python_api_is_the_same_models() -> None:
         parse_spec({"sources": {"s": {"connection": {"url": "sqlite:///x.db"}, "query":
                                       "select * from t where id > :lo and id <= :hi",
                                       "cursor": "id"}}}, "api")
+
+
+def test_keyed_sinks_default_to_newest_wins_and_http_needs_revisions_for_it(tmp_path: Path) -> None:
+    spec = load_spec(write(tmp_path, GOOD + """
+  sensors_lake: {source: sensors, kind: parquet, path: /tmp/lake, mode: update, cursor_column: changed}
+  sensors_api: {source: sensors, kind: http, url: "http://couch:5984/db/_bulk_docs",
+                format: json_array_bulk, wrap: docs, couchdb_revisions: true}
+  sensors_es: {source: sensors, kind: http, url: "http://es:9200/s/_bulk", format: ndjson_bulk}
+"""))
+    assert spec.sinks["sensors_pg"].conflict == "newest"  # type: ignore[union-attr]
+    assert spec.sink_cursor_column("sensors_pg") == "date_updated"
+    assert spec.sink_cursor_column("sensors_lake") == "changed"
+    assert spec.sinks["sensors_api"].conflict_rule == "newest"  # type: ignore[union-attr]
+    assert spec.sinks["sensors_es"].conflict_rule == "last_write"  # type: ignore[union-attr]
+    assert spec.sources["sensors"].retry_policy().retries == 3
+    assert spec.sinks["sensors_pg"].retries == 5  # type: ignore[union-attr]
+
+    bad = GOOD + """
+  sensors_es: {source: sensors, kind: http, url: "http://es:9200/s/_bulk", format: ndjson_bulk,
+               conflict: newest}
+"""
+    with pytest.raises(SpecError, match="sink 'sensors_es': conflict newest needs couchdb_revisions: "
+                                        "true .* set conflict: last_write"):
+        load_spec(write(tmp_path, bad))
+    with pytest.raises(SpecError, match="sink 'sensors_pg': field 'conflict': Input should be 'newest' "
+                                        "or 'last_write'"):
+        load_spec(write(tmp_path, GOOD.replace("table: analytics.sensors}",
+                                               "table: analytics.sensors, conflict: oldest}")))

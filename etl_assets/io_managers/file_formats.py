@@ -205,7 +205,7 @@ def _as_json_keys(keys: RunKeys) -> RunKeys:
     if keys.newest_by is not None:
         columns[keys.newest_by] = keys.table.column(keys.newest_by)
     columns[ROW] = keys.table.column(ROW)
-    return RunKeys(pa.table(columns), keys.key, keys.newest_by)
+    return keys.with_table(pa.table(columns))
 
 
 def _line_blocks(source: BinaryIO, size: int = 8 << 20) -> Iterator[bytes]:

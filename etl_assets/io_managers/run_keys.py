@@ -36,6 +36,13 @@ class RunKeys:
         self.newest_by = newest_by
         self._losers: list[pa.Array] = []
 
+    def with_table(self, table: pa.Table) -> RunKeys:
+        """The same keys as ``table`` holds them (e.g. as a JSON file does); losers found
+        through it count as this one's."""
+        derived = RunKeys(table, self.key, self.newest_by)
+        derived._losers = self._losers
+        return derived
+
     @property
     def columns(self) -> list[str]:
         """The columns of an existing row that the rule reads."""
@@ -57,7 +64,7 @@ class RunKeys:
         if missing:
             raise MergeKeyError(f"the existing file has no column(s) {', '.join(missing)}")
         try:
-            columns = {c: existing.column(c).cast(self.table.schema.field(c).type)
+            columns = {c: _array(existing.column(c).cast(self.table.schema.field(c).type))
                        for c in self.columns}
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
             raise MergeKeyError(f"the existing file's keys cannot be compared: {exc}") from None
@@ -110,3 +117,7 @@ class RunKeys:
         if isinstance(newer, pa.ChunkedArray):
             newer = newer.combine_chunks()
         return newer
+
+
+def _array(column: pa.Array | pa.ChunkedArray) -> pa.Array:
+    return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column

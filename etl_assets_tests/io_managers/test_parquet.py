@@ -262,3 +262,72 @@ def test_json_update_matches_keys_as_the_file_holds_them(tmp_path: Path) -> None
     got = rows_of("json", (tmp_path / "lake" / "data.jsonl").read_bytes())
     assert sorted((r["at"], r["site"], r["n"]) for r in got) == [
         ("2024-01-01T00:00:00.000500Z", 'a"b', 20), ("2024-01-01T00:00:00Z", 'a"b', 1), ("2024-01-01T00:00:00Z", "c", 3)]
+
+
+def versioned(*rows: tuple[int, str, int]) -> pa.RecordBatch:
+    """Rows (id, name, minute): updated_at is 2024-03-01 00:<minute> UTC."""
+    return pa.RecordBatch.from_pylist(
+        [{"id": i, "name": name, "updated_at": datetime(2024, 3, 1, 0, minute, tzinfo=UTC)}
+         for i, name, minute in rows],
+        pa.schema([("id", pa.int64()), ("name", pa.string()),
+                   ("updated_at", pa.timestamp("us", tz="UTC"))]))
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "json", "csv"])
+def test_update_keeps_a_stored_row_newer_than_the_runs(tmp_path: Path, fmt: str) -> None:
+    s = sink(tmp_path / "lake", fmt, "update", primary_key=["id"], newest_by="updated_at")
+    write(s, versioned((1, "new", 30), (2, "new", 30), (3, "old", 10)), partition="later")
+    # an older run: 1 older (stays new), 2 as old as stored (replaces: a tie goes to the run),
+    # 3 newer (replaces), 4 new
+    result = write(s, versioned((1, "old", 10), (2, "tie", 30), (3, "newer", 20), (4, "four", 5)),
+                   partition="earlier", run="run-2")
+    assert (result.rows, result.rows_total, result.kept_newer) == (3, 4, 1)
+    got = by_id(rows_of(fmt, (tmp_path / "lake" / f"data{SUFFIX[fmt]}").read_bytes()))
+    assert {int(i): r["name"] for i, r in got.items()} == {1: "new", 2: "tie", 3: "newer", 4: "four"}
+
+
+def test_update_by_a_composite_key_keeps_newer_stored_rows(tmp_path: Path) -> None:
+    s = sink(tmp_path / "lake", "parquet", "update", primary_key=["site", "day"], newest_by="at")
+    schema = pa.schema([("site", pa.string()), ("day", pa.int64()), ("at", pa.int64()), ("n", pa.int64())])
+
+    def rows(*values: tuple[str, int, int | None, int]) -> pa.RecordBatch:
+        return pa.RecordBatch.from_pylist([dict(zip(schema.names, v, strict=True)) for v in values], schema)
+
+    write(s, rows(("a", 1, 50, 1), ("a", 2, None, 2), ("b", 1, 50, 3)))
+    result = write(s, rows(("a", 1, 40, 10), ("a", 2, 1, 20), ("b", 1, 60, 30), ("b", 2, 1, 40)), run="r2")
+    assert result.kept_newer == 1
+    got = pq.read_table(tmp_path / "lake" / "data.parquet").to_pylist()
+    assert sorted((r["site"], r["day"], r["n"]) for r in got) == [
+        ("a", 1, 1), ("a", 2, 20), ("b", 1, 30), ("b", 2, 40)]  # a stored null cursor is the oldest
+
+
+def test_drop_duplicates_keeps_the_newest_row_per_key_of_a_run(tmp_path: Path) -> None:
+    s = sink(tmp_path / "lake", "parquet", drop_duplicates=True, primary_key=["id"], newest_by="updated_at")
+    write(s, versioned((1, "newest", 30), (1, "older, later", 10), (2, "b", 5)))
+    got = pq.read_table(tmp_path / "lake" / "p.parquet").to_pylist()
+    assert [(r["id"], r["name"]) for r in got] == [(1, "newest"), (2, "b")]
+
+
+def test_update_without_the_cursor_column_is_a_clear_error(tmp_path: Path) -> None:
+    s = sink(tmp_path / "lake", "parquet", "update", primary_key=["id"], newest_by="updated_at")
+    with pytest.raises(FileSinkError, match=r"sink test: conflict newest compares the cursor column "
+                                            r"updated_at, which the rows do not have \(columns: id, "
+                                            r"name, value\)"):
+        write(s, readings((1, "a", 1.0)))
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_a_shard_from_an_older_staged_version_does_not_replace_a_newer_one(tmp_path: Path, fmt: str) -> None:
+    s = sink(tmp_path / "lake", fmt)
+    s.write(SCHEMA_READINGS, [readings((1, "newer", 2.0))], partition="p", run_id="r2", version=20)
+    late = s.write(SCHEMA_READINGS, [readings((1, "older", 1.0))], partition="p", run_id="r1", version=10)
+    assert (late.rows, late.kept_newer) == (0, 1)
+    again = s.write(SCHEMA_READINGS, [readings((1, "same version", 3.0))], partition="p", run_id="r3",
+                    version=20)
+    assert again.rows == 1
+    got = rows_of(fmt, (tmp_path / "lake" / f"p{SUFFIX[fmt]}").read_bytes())
+    assert [r["name"] for r in got] == ["same version"]
+    assert listing(tmp_path / "lake") == [".versions", f"p{SUFFIX[fmt]}"]
+
+
+SCHEMA_READINGS = readings((0, "", 0.0)).schema
