@@ -113,8 +113,8 @@ def test_keyed_sinks_default_to_newest_wins_and_http_needs_revisions_for_it(tmp_
   sensors_es: {source: sensors, kind: http, url: "http://es:9200/s/_bulk", format: ndjson_bulk,
                conflict: newest}
 """
-    with pytest.raises(SpecError, match="sink 'sensors_es': conflict newest needs couchdb_revisions: "
-                                        "true .* set conflict: last_write"):
+    with pytest.raises(SpecError, match=r"sink 'sensors_es': conflict newest needs couchdb_revisions: "
+                                        r"true .* set conflict: last_write"):
         load_spec(write(tmp_path, bad))
     with pytest.raises(SpecError, match="sink 'sensors_pg': field 'conflict': Input should be 'newest' "
                                         "or 'last_write'"):
