@@ -4,7 +4,9 @@ Contenders, each in its own process (peak memory = that process's VmHWM), on the
 generated Arrow batches and the same declared table (bigint PK, timestamptz, varchar, text,
 int, double, bool, date, numeric, jsonb), one transaction per batch:
 
-- ours:        etl_assets' PostgresUpsertWriter (watermark kept in the table comment too)
+- ours:        etl_assets' PostgresUpsertWriter (watermark kept in the table comment too;
+               conflict newest: a row replaces the stored one only when its cursor is not older)
+- ours-last-write: the same with conflict last_write (no newest-wins guard): the guard's cost
 - hand-written: pyarrow CSV -> COPY into a temp table -> INSERT .. ON CONFLICT DO UPDATE
 - pg-bulk-ingest 0.1.3 (`bench` extra): rows given as Python tuples, as its API takes them
   (the Arrow -> tuple conversion is counted: it is what a user of it has to do)
@@ -41,7 +43,7 @@ from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.engine import make_url
 
 ADMIN_URL = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-CONTENDERS = ("ours", "hand-written", "pg-bulk-ingest")
+CONTENDERS = ("ours", "ours-last-write", "hand-written", "pg-bulk-ingest")
 PHASES = ("empty table", "full table, same rows", "full table, all rows changed")
 START_US = 1_704_067_200_000_000  # 2024-01-01T00:00:00Z
 
@@ -102,7 +104,8 @@ def peak_mb() -> float:
     return float("nan")
 
 
-def run_ours(url: str, schema: str, batches: Iterator[pa.RecordBatch]) -> None:
+def run_ours(url: str, schema: str, batches: Iterator[pa.RecordBatch],
+             conflict: str = "newest") -> None:
     from etl_assets.io_managers.postgres import PostgresUpsertWriter
     from etl_assets.io_managers.postgres_watermark import WatermarkTarget
     from etl_assets.watermark import Window
@@ -112,7 +115,7 @@ def run_ours(url: str, schema: str, batches: Iterator[pa.RecordBatch]) -> None:
     with PostgresUpsertWriter(url, f"{schema}.bench_target", ["id"], "etl_stage_bench",
                               declared_table=declared_table(schema),
                               watermark=WatermarkTarget("updated_at", window, window.key),
-                              ) as writer:
+                              conflict=conflict) as writer:
         writer.prepare(first.schema)
         writer.write(first)
         for batch in batches:
@@ -175,8 +178,12 @@ def run_pg_bulk_ingest(url: str, schema: str, batches: Iterator[pa.RecordBatch])
     engine.dispose()
 
 
-RUNNERS = {"ours": run_ours, "hand-written": run_hand_written,
-           "pg-bulk-ingest": run_pg_bulk_ingest}
+def run_ours_last_write(url: str, schema: str, batches: Iterator[pa.RecordBatch]) -> None:
+    run_ours(url, schema, batches, conflict="last_write")
+
+
+RUNNERS = {"ours": run_ours, "ours-last-write": run_ours_last_write,
+           "hand-written": run_hand_written, "pg-bulk-ingest": run_pg_bulk_ingest}
 
 
 def one_run(contender: str, url: str, schema: str, rows: int, batch_rows: int,
@@ -185,6 +192,7 @@ def one_run(contender: str, url: str, schema: str, rows: int, batch_rows: int,
     import importlib
 
     for module in {"ours": ["etl_assets.io_managers.postgres"],
+                   "ours-last-write": ["etl_assets.io_managers.postgres"],
                    "pg-bulk-ingest": ["pg_bulk_ingest"]}.get(contender, []):
         importlib.import_module(module)
     began = time.perf_counter()
@@ -278,6 +286,12 @@ def main() -> None:
             ratios = [f"{peer} {median(peer, phase, 'seconds') / ours:.2f}x"
                       for peer in contenders if peer != "ours"]
             print(f"{phase:<32}{', '.join(ratios)}")
+        if "ours-last-write" in contenders:
+            print("\ncost of the newest-wins guard (ours / ours-last-write seconds; 1.05 = 5%)")
+            for phase in PHASES:
+                cost = median("ours", phase, "seconds") / median("ours-last-write", phase,
+                                                                 "seconds")
+                print(f"{phase:<32}{cost:.3f}")
         print(f"\nours' peak memory: {small_peak:.0f} MB at {small:,} rows, "
               f"{median('ours', PHASES[0], 'peak_mb'):.0f} MB at {args.rows:,} rows")
 
