@@ -34,6 +34,7 @@ from google.cloud.bigquery.retry import DEFAULT_RETRY
 from etl_assets.batches import last_row_per_key
 from etl_assets.errors import EtlAssetsError
 from etl_assets.io_managers.bigquery_types import bigquery_schema, loadable
+from etl_assets.newest_wins import missing_cursor
 from etl_assets.retries import RetryPolicy, describe, is_transient
 from etl_assets.watermark import Window
 
@@ -122,11 +123,8 @@ class BigQueryTableWriter:
                                     f"{', '.join(missing)} not in the data "
                                     f"(columns: {', '.join(schema.names)})")
         if self.newest_by is not None and self.newest_by not in schema.names:
-            raise BigQuerySinkError(
-                f"{self.target.table_id}: conflict newest compares the cursor column "
-                f"{self.newest_by}, which the rows do not have (columns: "
-                f"{', '.join(schema.names)}); keep it in the transform, name the column that "
-                f"holds it with cursor_column, or set conflict: last_write")
+            raise BigQuerySinkError(missing_cursor(self.target.table_id, self.newest_by,
+                                                   schema.names))
         if self.mode == "replace_partition" and self.slice_column not in schema.names:
             raise BigQuerySinkError(f"{self.target.table_id}: write mode replace_partition "
                                     f"needs the cursor column {self.slice_column} in the data "

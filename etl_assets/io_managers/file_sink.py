@@ -39,6 +39,7 @@ from etl_assets.io_managers.file_formats import FileFormat, FileFormatError, clo
 from etl_assets.io_managers.file_target import VERSIONS_FOLDER, FileTarget
 from etl_assets.io_managers.run_keys import RunKeys
 from etl_assets.io_managers.spilled_rows import SpilledRows
+from etl_assets.newest_wins import missing_cursor
 from etl_assets.progress import ProgressLog
 from etl_assets.retries import RetryPolicy
 
@@ -122,11 +123,7 @@ class FileSink:
         :class:`FileSinkError`)."""
         name = self.file_name(partition, run_id)
         if self.newest_by is not None and self.newest_by not in schema.names:
-            raise FileSinkError(
-                f"{self.where}: conflict newest compares the cursor column {self.newest_by}, "
-                f"which the rows do not have (columns: {', '.join(schema.names)}); keep it in "
-                f"the transform, name the column that holds it with cursor_column, or set "
-                f"conflict: last_write")
+            raise FileSinkError(missing_cursor(self.where, self.newest_by, schema.names))
         if self.target.is_local and not self.drop_duplicates:
             written = self._stream_to_local(name, schema, batches, progress, version)
             return self._logged(self._superseding(written, asset, partition, version))

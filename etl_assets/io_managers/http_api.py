@@ -39,6 +39,7 @@ from etl_assets.io_managers.http_bulk import RequestShape, with_field
 from etl_assets.io_managers.http_client import HttpClient
 from etl_assets.io_managers.http_sender import DocumentGroup, DocumentSender, SendReport
 from etl_assets.json_documents import dumps, json_lines
+from etl_assets.newest_wins import missing_cursor
 from etl_assets.progress import ProgressLog
 from etl_assets.retries import RetryPolicy
 from etl_assets.transforms import load_transform
@@ -177,10 +178,7 @@ class HttpApiIOManager(ConfigurableIOManager):
         transform = load_transform(self.transform, where) if self.transform else None
         if transform is None and self.conflict == "newest" and self.cursor_column and \
                 self.cursor_column not in obj.schema.names:
-            raise HttpSinkError(
-                f"{where}: conflict newest compares the field {self.cursor_column}, which the "
-                f"rows do not have (columns: {', '.join(obj.schema.names)}); name the column "
-                f"that holds the cursor with cursor_column, or set conflict: last_write")
+            raise HttpSinkError(missing_cursor(where, self.cursor_column, obj.schema.names))
         progress = ProgressLog(context.log, label)
 
         def groups() -> Iterator[DocumentGroup]:

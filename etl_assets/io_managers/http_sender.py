@@ -16,11 +16,11 @@ import asyncio
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any
 
 from etl_assets.io_managers.http_bulk import RequestShape, with_field
 from etl_assets.io_managers.http_client import HttpClient
+from etl_assets.newest_wins import is_newer, missing_cursor
 
 DocumentGroup = tuple[list[str | None], list[bytes]]
 """Ids (None: no id) and JSON bodies of some documents, in the same order."""
@@ -189,9 +189,8 @@ class DocumentSender:
         if self.shape.wrap and isinstance(ours.get(self.shape.wrap), dict):
             ours = ours[self.shape.wrap]
         if self.newest_field not in ours:
-            raise ValueError(f"document {document_id!r} has no field {self.newest_field}, which "
-                             f"conflict newest compares; keep it in the transform, name it with "
-                             f"cursor_column, or set conflict: last_write")
+            raise ValueError(missing_cursor(f"document {document_id!r}", self.newest_field,
+                                            list(ours)))
         theirs = stored.get(self.newest_field) if isinstance(stored, dict) else None
         return is_newer(theirs, ours[self.newest_field])
 
@@ -200,33 +199,6 @@ class DocumentSender:
         self.report.failed.append(FailedDocument(document_id, body, status, answer))
         if self.stop_on_failure:
             self._stop.set()
-
-
-def is_newer(stored: Any, ours: Any) -> bool:
-    """Whether a stored cursor value is strictly newer than ours, as JSON documents hold them:
-    numbers, or ISO 8601 text (a zoned time compared as its UTC instant). Null is the oldest;
-    values of different kinds cannot be compared and ours wins."""
-    if stored is None:
-        return False
-    if ours is None:
-        return True
-    left, right = _comparable(stored), _comparable(ours)
-    if type(left) is not type(right):
-        return False
-    return bool(left > right)
-
-
-def _comparable(value: Any) -> Any:
-    if isinstance(value, str):
-        try:  # Python 3.10's fromisoformat does not read a trailing Z
-            moment = datetime.fromisoformat(value[:-1] + "+00:00" if value.endswith("Z")
-                                            else value)
-        except ValueError:
-            return value
-        if moment.tzinfo is not None:
-            moment = moment.astimezone(timezone.utc).replace(tzinfo=None)
-        return moment
-    return float(value) if isinstance(value, int | float) else value
 
 
 def _without_rev(body: bytes) -> bytes:

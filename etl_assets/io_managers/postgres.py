@@ -47,12 +47,12 @@ from etl_assets.io_managers.postgres_swap import Log
 from etl_assets.io_managers.postgres_table import ColumnDef, TableDef, existing_table
 from etl_assets.io_managers.postgres_types import csv_ready, postgres_type
 from etl_assets.io_managers.postgres_watermark import WatermarkTarget, record_watermark
+from etl_assets.newest_wins import CONFLICT_RULES, missing_cursor
 from etl_assets.progress import ProgressLog
 from etl_assets.retries import RetryPolicy, describe, is_transient
 from etl_assets.watermark import Window
 
 T = TypeVar("T")
-CONFLICT_RULES = ("newest", "last_write")
 
 # Types without an equality operator: compared as text when skipping unchanged rows.
 _NO_EQUALITY = {"json", "xml", "point", "line", "lseg", "box", "path", "polygon", "circle"}
@@ -231,11 +231,8 @@ class PostgresUpsertWriter:
                 or self.cursor_column in self.primary_key:
             return None
         if self.cursor_column not in schema.names:
-            raise PostgresSinkError(
-                f"{self.display}: conflict newest compares the cursor column "
-                f"{self.cursor_column}, which the rows do not have (columns: "
-                f"{', '.join(schema.names)}); keep it in the transform, name the column that "
-                f"holds it with cursor_column, or set conflict: last_write")
+            raise PostgresSinkError(missing_cursor(self.display, self.cursor_column,
+                                                      schema.names))
         return self.cursor_column
 
     def _desired_columns(self, schema: pa.Schema) -> tuple[ColumnDef, ...]:

@@ -1,0 +1,48 @@
+"""The newest-wins rule of every sink that replaces rows by key: a row replaces the stored one
+of its key only when its cursor value is not older (null is the oldest; a tie replaces), so
+partitions written in any order give the same target. ``conflict: last_write`` turns it off.
+Each sink applies it in its own terms (SQL guard, MERGE condition, merge of files, CouchDB
+revisions); this module holds what they share."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+CONFLICT_RULES = ("newest", "last_write")
+
+
+def missing_cursor(where: str, column: str, columns: Sequence[str]) -> str:
+    """The error for rows that lack the cursor column the rule compares (a transform dropped
+    or renamed it): what is missing and the three ways out."""
+    return (f"{where}: conflict newest compares the cursor column {column}, which the rows do "
+            f"not have (columns: {', '.join(columns)}); keep it in the transform, name the "
+            f"column that holds it with cursor_column, or set conflict: last_write")
+
+
+def is_newer(stored: Any, ours: Any) -> bool:
+    """Whether a stored cursor value is strictly newer than ours, as JSON documents hold them:
+    numbers, or ISO 8601 text (a zoned time compared as its UTC instant). Null is the oldest;
+    values of different kinds cannot be compared and ours wins."""
+    if stored is None:
+        return False
+    if ours is None:
+        return True
+    left, right = _comparable(stored), _comparable(ours)
+    if type(left) is not type(right):
+        return False
+    return bool(left > right)
+
+
+def _comparable(value: Any) -> Any:
+    if isinstance(value, str):
+        try:  # Python 3.10's fromisoformat does not read a trailing Z
+            moment = datetime.fromisoformat(value[:-1] + "+00:00" if value.endswith("Z")
+                                            else value)
+        except ValueError:
+            return value
+        if moment.tzinfo is not None:
+            moment = moment.astimezone(timezone.utc).replace(tzinfo=None)
+        return moment
+    return float(value) if isinstance(value, int | float) else value
