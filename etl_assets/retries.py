@@ -16,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
+from etl_assets.secrets import mask_text
+
 T = TypeVar("T")
 
 # PostgreSQL SQLSTATEs worth another attempt (class 08 = connection exceptions, see below).
@@ -96,8 +98,8 @@ def retry_after_of(error: BaseException) -> float | None:
 
 
 def describe(error: BaseException) -> str:
-    """``Type: message`` on one line, at most 300 characters."""
-    text = " ".join(str(error).split()) or repr(error)
+    """``Type: message`` on one line, at most 300 characters, secrets masked."""
+    text = mask_text(" ".join(str(error).split()) or repr(error))
     return f"{type(error).__name__}: {text[:300]}"
 
 

@@ -34,6 +34,7 @@ from google.cloud.bigquery.retry import DEFAULT_RETRY
 
 from etl_assets.batches import last_row_per_key
 from etl_assets.io_managers.bigquery_types import bigquery_schema, loadable
+from etl_assets.secrets import mask_text
 from etl_assets.watermark import Window
 
 WRITE_MODES = ("append", "replace_partition", "replace_table", "merge")
@@ -221,7 +222,7 @@ class BigQueryTableWriter:
         try:
             data = _parquet(loadable(chunk))
         except (ValueError, pa.ArrowInvalid) as exc:
-            raise BigQueryLoadFailed(f"{self.target.table_id}: {exc}") from None
+            raise BigQueryLoadFailed(f"{self.target.table_id}: {mask_text(str(exc))}") from None
         if self.mode in ("append", "replace_partition"):
             self._load_file(data, self.target.table_id, "WRITE_APPEND")
         elif self.mode == "replace_table":
@@ -336,4 +337,4 @@ def _parquet(table: pa.Table) -> bytes:
 
 def _short(error: BaseException) -> str:
     text = getattr(error, "message", None) or str(error)
-    return " ".join(str(text).split())[:500]
+    return mask_text(" ".join(str(text).split()))[:500]

@@ -23,6 +23,7 @@ from dagster import ConfigurableIOManager, InputContext, MetadataValue, OutputCo
 from etl_assets.batches import RecordBatchStream
 from etl_assets.home import expand_vars
 from etl_assets.progress import ProgressLog
+from etl_assets.secrets import masked_errors
 
 MANIFEST = "_manifest.json"
 
@@ -141,6 +142,7 @@ class ParquetStagingIOManager(ConfigurableIOManager):
     def partition_path(self, asset_path: list[str], partition_key: str | None) -> Path:
         return Path(expand_vars(self.root)).joinpath(*asset_path, partition_key or "__all__")
 
+    @masked_errors()
     def handle_output(self, context: OutputContext, obj: RecordBatchStream) -> None:
         if not isinstance(obj, RecordBatchStream):
             raise TypeError(f"{context.asset_key.to_user_string()}: the staging IO manager "
@@ -161,6 +163,7 @@ class ParquetStagingIOManager(ConfigurableIOManager):
             "rows_per_second": progress.rows_per_second,
         })
 
+    @masked_errors()
     def load_input(self, context: InputContext) -> RecordBatchStream:
         partition = context.asset_partition_key if context.has_asset_partitions else None
         path = self.partition_path(list(context.asset_key.path), partition)
