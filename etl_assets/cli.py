@@ -59,14 +59,7 @@ def _add_partitions(source_name: str) -> int:
 
 
 def _status() -> int:
-    import psycopg
     from dagster import DagsterInstance
-    from psycopg import sql
-
-    from etl_assets.connections import libpq_url
-    from etl_assets.io_managers.file_status import folder_status
-    from etl_assets.io_managers.postgres_watermark import read_watermark
-    from etl_assets.spec import ParquetSinkSpec, PostgresSinkSpec
 
     spec = load_pipeline_spec()
     with DagsterInstance.get() as instance:
@@ -75,28 +68,47 @@ def _status() -> int:
             high = highest_partition_hi(instance, f"{name}_windows")
             print(f"source {name}: {len(keys)} partition(s), requested up to "
                   f"{'nothing' if high is None else encode_bound(high)}")
+    failed = 0
     for name, sink in spec.sinks.items():
-        if isinstance(sink, ParquetSinkSpec):
-            files = folder_status(sink.path, sink.format, sink.storage_options)
-            print(f"sink {name}: {files.rows:,} rows in {files.files} {sink.format} file(s) "
-                  f"under {files.location} ({sink.mode}, {files.bytes:,} bytes)")
+        try:
+            line = _sink_status(name, sink)
+        except Exception as exc:  # one sink out of reach: report it, show the others
+            print(f"etl-assets: status: sink {name}: {_one_line(exc)}", file=sys.stderr)
+            failed += 1
             continue
-        if not isinstance(sink, PostgresSinkSpec):
-            continue
-        url = libpq_url(resolve_url(sink.connection, f"sink {name!r}"), f"sink {name!r}")
-        table = sink.table_name.in_schema("public")
-        with psycopg.connect(url) as conn:
-            exists = conn.execute("SELECT to_regclass(%s)",
-                                  (table.sql().as_string(conn),)).fetchone()
-            if not exists or exists[0] is None:
-                print(f"sink {name}: {table.display} does not exist yet")
-                continue
-            (rows,) = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(
-                table.sql())).fetchone() or (0,)
-        mark = read_watermark(url, table)
-        print(f"sink {name}: {rows:,} rows in {table.display}, high watermark "
-              f"{'none' if mark is None else encode_bound(mark)}")
-    return 0
+        if line:
+            print(line)
+    return 1 if failed else 0
+
+
+def _sink_status(name: str, sink: object) -> str | None:
+    """One line on what ``sink`` holds (None for kinds without a status)."""
+    import psycopg
+    from psycopg import sql
+
+    from etl_assets.connections import libpq_url
+    from etl_assets.io_managers.file_status import folder_status
+    from etl_assets.io_managers.postgres_watermark import read_watermark
+    from etl_assets.spec import ParquetSinkSpec, PostgresSinkSpec
+
+    if isinstance(sink, ParquetSinkSpec):
+        files = folder_status(sink.path, sink.format, sink.storage_options)
+        return (f"sink {name}: {files.rows:,} rows in {files.files} {sink.format} file(s) "
+                f"under {files.location} ({sink.mode}, {files.bytes:,} bytes)")
+    if not isinstance(sink, PostgresSinkSpec):
+        return None
+    url = libpq_url(resolve_url(sink.connection, f"sink {name!r}"), f"sink {name!r}")
+    table = sink.table_name.in_schema("public")
+    with psycopg.connect(url, connect_timeout=10) as conn:
+        exists = conn.execute("SELECT to_regclass(%s)",
+                              (table.sql().as_string(conn),)).fetchone()
+        if not exists or exists[0] is None:
+            return f"sink {name}: {table.display} does not exist yet"
+        (rows,) = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(
+            table.sql())).fetchone() or (0,)
+    mark = read_watermark(url, table)
+    return (f"sink {name}: {rows:,} rows in {table.display}, high watermark "
+            f"{'none' if mark is None else encode_bound(mark)}")
 
 
 def _stop_embedded() -> int:
