@@ -28,6 +28,8 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 from urllib.parse import unquote, unquote_plus
 
+from etl_assets.errors import EtlAssetsError
+
 MASK = "***"
 DEFAULT_PARAMETERS = frozenset({"password", "sslpassword", "pwd", "secret", "token", "api_key",
                                 "apikey", "access_token", "key", "sig"})
@@ -256,7 +258,7 @@ def masked_log(log: Any) -> MaskedLog:
 # -- exceptions -------------------------------------------------------------------------------
 
 
-class MaskedError(RuntimeError):
+class MaskedError(EtlAssetsError):
     """Stands in for an exception whose text held a secret we could not mask in place."""
 
 

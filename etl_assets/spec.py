@@ -118,6 +118,18 @@ class TableSettings(StrictModel):
         return TableName.parse(table, self.db_schema)
 
 
+def _secrets_from_env_only(value: str) -> str:
+    """``value`` (a URL) when each secret in it is a whole ``${VAR}`` (a URL is stored with
+    every run: a literal secret would be too); a local path is no URL."""
+    if "://" not in value:
+        return value
+    found = secret_parts(re.sub(r"\$\{[A-Za-z_][A-Za-z0-9_]*\}", "", value))
+    if found:
+        raise ValueError(f"holds a secret ({', '.join(found)}): give each secret as ${{VAR}}, "
+                         f"its value in the environment")
+    return value
+
+
 def _without_secrets(value: dict[str, Any], pattern: re.Pattern[str],
                      advice: str) -> dict[str, Any]:
     """``value`` when none of its keys matches ``pattern``; else a ValueError naming them."""
@@ -271,6 +283,8 @@ class ParquetSinkSpec(SinkBase, RetrySettings, KeyedSinkSettings):
     conflict: Conflict = Field("newest", description=CONFLICT_DESCRIPTION + " (update mode and "
                                                      "drop_duplicates)")
 
+    _path_secrets = field_validator("path")(_secrets_from_env_only)
+
     @field_validator("storage_options")
     @classmethod
     def _no_secrets(cls, value: dict[str, Any]) -> dict[str, Any]:
@@ -359,6 +373,8 @@ class HttpSinkSpec(SinkBase, RetrySettings, KeyedSinkSettings):
                                           "(tokens: never logged)")
     ca_file: str | None = Field(None, description="a CA bundle to trust besides the "
                                                   "system's (TLS is always verified)")
+
+    _url_secrets = field_validator("url")(_secrets_from_env_only)
 
     @model_validator(mode="after")
     def _one_authorization(self) -> HttpSinkSpec:

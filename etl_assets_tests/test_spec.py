@@ -153,3 +153,20 @@ def test_user_info_and_an_authorization_header_together_are_refused(header: str)
         f"too: an HTTP request takes one of them; drop one")
     assert parse_spec({**spec, "sinks": {"api": {**sink, "url": "https://h/d/{id}"}}})
     assert parse_spec({**spec, "sinks": {"api": {**sink, "headers_from_env": {}}}})
+
+
+@pytest.mark.parametrize(("url", "error"), [
+    ("https://u:pw@h/d", "a password in the user info"),
+    ("https://h/d?x=1&access_token=abc${T}", "parameter access_token"),
+    ("https://h/d?sig=abc", "parameter sig"),
+])
+def test_http_urls_and_file_paths_take_secrets_only_from_env(url: str, error: str) -> None:
+    source = {"s": {"connection": {"env": "X"}, "table": "t", "cursor": "id"}}
+    good = {"source": "s", "kind": "http", "url": "https://${U}:${P}@h/d?access_token=${T}"}
+    assert parse_spec({"sources": source, "sinks": {"api": good}})
+    for sink in ({**good, "url": url}, {"source": "s", "kind": "parquet", "path": url}):
+        with pytest.raises(SpecError) as raised:
+            parse_spec({"sources": source, "sinks": {"out": sink}}, "p.yaml")
+        field = "url" if sink["kind"] == "http" else "path"
+        assert f"p.yaml: sink 'out': field '{field}': holds a secret ({error}" in \
+            str(raised.value)
