@@ -20,7 +20,8 @@ import sys
 
 from etl_assets.code_location import load_pipeline_spec, spec_path
 from etl_assets.connections import resolve_url
-from etl_assets.errors import TransientError
+from etl_assets.errors import EtlAssetsError
+from etl_assets.secrets import mask_text
 from etl_assets.sensors import highest_partition_hi, plan_next_windows
 from etl_assets.sources.sql import SqlSource
 from etl_assets.spec import SpecError
@@ -60,15 +61,7 @@ def _add_partitions(source_name: str) -> int:
 
 
 def _status() -> int:
-    import psycopg
     from dagster import DagsterInstance
-    from psycopg import sql
-
-    from etl_assets.connections import libpq_url
-    from etl_assets.io_managers.file_status import folder_status
-    from etl_assets.io_managers.postgres import split_table_name
-    from etl_assets.io_managers.postgres_watermark import read_watermark
-    from etl_assets.spec import ParquetSinkSpec, PostgresSinkSpec
 
     spec = load_pipeline_spec()
     with DagsterInstance.get() as instance:
@@ -77,26 +70,47 @@ def _status() -> int:
             high = highest_partition_hi(instance, f"{name}_windows")
             print(f"source {name}: {len(keys)} partition(s), requested up to "
                   f"{'nothing' if high is None else encode_bound(high)}")
+    failed = 0
     for name, sink in spec.sinks.items():
-        if isinstance(sink, ParquetSinkSpec):
-            files = folder_status(sink.path, sink.format, sink.storage_options)
-            print(f"sink {name}: {files.rows:,} rows in {files.files} {sink.format} file(s) "
-                  f"under {files.location} ({sink.mode}, {files.bytes:,} bytes)")
+        try:
+            line = _sink_status(name, sink)
+        except Exception as exc:  # one sink out of reach: report it, show the others
+            print(f"etl-assets: status: sink {name}: {_one_line(exc)}", file=sys.stderr)
+            failed += 1
             continue
-        if not isinstance(sink, PostgresSinkSpec):
-            continue
-        url = libpq_url(resolve_url(sink.connection, f"sink {name!r}"))
-        with psycopg.connect(url) as conn:
-            exists = conn.execute("SELECT to_regclass(%s)", (sink.table,)).fetchone()
-            if not exists or exists[0] is None:
-                print(f"sink {name}: {sink.table} does not exist yet")
-                continue
-            (rows,) = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(
-                sql.Identifier(*split_table_name(sink.table)))).fetchone() or (0,)
-        mark = read_watermark(url, sink.table)
-        print(f"sink {name}: {rows:,} rows in {sink.table}, high watermark "
-              f"{'none' if mark is None else encode_bound(mark)}")
-    return 0
+        if line:
+            print(line)
+    return 1 if failed else 0
+
+
+def _sink_status(name: str, sink: object) -> str | None:
+    """One line on what ``sink`` holds (None for kinds without a status)."""
+    import psycopg
+    from psycopg import sql
+
+    from etl_assets.connections import libpq_url
+    from etl_assets.io_managers.file_status import folder_status
+    from etl_assets.io_managers.postgres_watermark import read_watermark
+    from etl_assets.spec import ParquetSinkSpec, PostgresSinkSpec
+
+    if isinstance(sink, ParquetSinkSpec):
+        files = folder_status(sink.path, sink.format, sink.storage_options)
+        return (f"sink {name}: {files.rows:,} rows in {files.files} {sink.format} file(s) "
+                f"under {files.location} ({sink.mode}, {files.bytes:,} bytes)")
+    if not isinstance(sink, PostgresSinkSpec):
+        return None
+    url = libpq_url(resolve_url(sink.connection, f"sink {name!r}"), f"sink {name!r}")
+    table = sink.table_name.in_schema("public")
+    with psycopg.connect(url, connect_timeout=10) as conn:
+        exists = conn.execute("SELECT to_regclass(%s)",
+                              (table.sql().as_string(conn),)).fetchone()
+        if not exists or exists[0] is None:
+            return f"sink {name}: {table.display} does not exist yet"
+        (rows,) = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(
+            table.sql())).fetchone() or (0,)
+    mark = read_watermark(url, table)
+    return (f"sink {name}: {rows:,} rows in {table.display}, high watermark "
+            f"{'none' if mark is None else encode_bound(mark)}")
 
 
 def _stop_embedded() -> int:
@@ -109,7 +123,10 @@ def _stop_embedded() -> int:
 
 
 def _check() -> int:
+    from etl_assets.factory import build_definitions
+
     spec = load_pipeline_spec()
+    build_definitions(spec)  # what loading the code location does: the same errors
     print(f"{spec_path()}: ok")
     for name, source in spec.sources.items():
         sinks = [s for s, sink in spec.sinks.items() if sink.source == name]
@@ -142,7 +159,7 @@ def _compose(args: argparse.Namespace) -> int:
         done = compose(path, fmt or "parquet", output=args.output, key=key,
                        remove_shards=args.remove_shards, storage_options=storage_options)
     except FileNotFoundError as exc:
-        print(f"etl-assets compose: {exc}", file=sys.stderr)
+        print(f"etl-assets compose: {mask_text(str(exc))}", file=sys.stderr)
         return 1
     print(f"composed {len(done.shards)} shard(s), {done.rows:,} rows, {done.bytes:,} bytes "
           f"-> {done.location}")
@@ -180,11 +197,18 @@ def main(argv: list[str] | None = None) -> int:
             return _compose(args)
         return _check()
     except SpecError as exc:
-        print(f"etl-assets: {exc}", file=sys.stderr)
+        print(f"etl-assets: {mask_text(str(exc))}", file=sys.stderr)
         return 2
-    except TransientError as exc:  # a source still unreachable after its retries
-        print(f"etl-assets: {exc}", file=sys.stderr)
-        return 1
+    except Exception as exc:  # one line, no traceback: they are for bugs, not for setups
+        print(f"etl-assets: {args.command}: {_one_line(exc)}", file=sys.stderr)
+        return 2 if args.command == "check" else 1
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if not isinstance(exc, EtlAssetsError | ValueError | ImportError):
+        text = f"{type(exc).__name__}: {text}"  # a driver's or library's error
+    return mask_text(text)
 
 
 if __name__ == "__main__":

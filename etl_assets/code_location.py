@@ -8,6 +8,7 @@ from pathlib import Path
 from dagster import Definitions
 
 from etl_assets.factory import build_definitions
+from etl_assets.secrets import mask_parameters
 from etl_assets.spec import PipelineSpec, load_spec
 
 SPEC_ENV = "ETL_ASSETS_SPEC"
@@ -24,6 +25,7 @@ def load_pipeline_spec() -> PipelineSpec:
     """Load the spec in use; the demo's sample source database is made on first use."""
     path = spec_path()
     spec = load_spec(path)
+    mask_parameters(spec.masked_parameters)
     if SPEC_ENV not in os.environ or not os.environ[SPEC_ENV]:
         from etl_assets.demo.sample_source import ensure_demo_source
 

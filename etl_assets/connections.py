@@ -1,69 +1,131 @@
-"""Turning a spec's ``connection`` into a URL, without ever printing a secret."""
+"""Turning a spec's ``connection`` into a URL, without ever printing a secret.
+
+A connection is a SQLAlchemy URL or, for PostgreSQL, a libpq keyword string
+(``host=.. dbname=.. user=.. password=..``); secrets reach it only through ``env``. Every secret
+of a URL resolved here is remembered by :mod:`etl_assets.secrets`, so it is masked wherever it
+shows up later (a driver's error, a server's answer).
+"""
 
 from __future__ import annotations
 
 import os
 
 from dagster import EnvVar
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 
 from etl_assets.embedded_postgres import embedded_postgres_url
+from etl_assets.errors import ConfigurationError
 from etl_assets.home import expand_vars
+from etl_assets.secrets import mask_url, remember_secrets_in, secret_parts
 from etl_assets.spec import ConnectionSpec
 
 
-class UnresolvedConnection(RuntimeError):
+class UnresolvedConnection(ConfigurationError):
     """A connection that cannot be resolved (an env var unset, a bad URL)."""
 
 
 def resolve_url(spec: ConnectionSpec, owner: str) -> str:
-    """The SQLAlchemy URL ``spec`` points at now; ``owner`` names the pipeline in errors."""
+    """The URL (or libpq keyword string) ``spec`` points at now; ``owner`` names the pipeline
+    in errors."""
     if spec.env:
         value = os.environ.get(spec.env)
         if value:
+            remember_secrets_in(value)
             return value
         if not spec.embedded:
             raise UnresolvedConnection(f"{owner}: environment variable {spec.env} is not set")
     if spec.url:
-        try:
-            return expand_vars(spec.url)
-        except KeyError as exc:
-            raise UnresolvedConnection(f"{owner}: {exc.args[0]}") from None
+        return expand_url(spec.url, owner)
     return embedded_postgres_url(spec.database)
+
+
+def expand_url(url: str, owner: str) -> str:
+    """A spec's ``url`` with ``${VAR}`` expanded; refused when a variable brought a secret
+    into it (``url`` values are shown and stored: secrets go through ``env``)."""
+    try:
+        value = expand_vars(url)
+    except KeyError as exc:
+        raise UnresolvedConnection(f"{owner}: {exc.args[0]}") from None
+    remember_secrets_in(value)
+    found = secret_parts(value)
+    if found:
+        raise UnresolvedConnection(
+            f"{owner}: field 'connection.url' expands to a URL holding a secret "
+            f"({', '.join(found)}): put the whole URL in an environment variable and name it "
+            f"with `env` instead of `url`")
+    return value
 
 
 def dagster_url_value(spec: ConnectionSpec, owner: str) -> str | EnvVar:
     """The value to give a Dagster resource's URL field.
 
-    An env-held URL is passed as ``EnvVar`` so that Dagster resolves it in the run worker and
-    never shows it in the UI; the embedded server is started only when a run needs it.
+    An env-held URL is passed as ``EnvVar``, so that Dagster resolves it in the run worker and
+    never stores nor shows it (a resource's values are stored with each run's job snapshot);
+    a ``url`` holds no secret (:func:`expand_url`). The embedded server is started only when a
+    run needs it.
     """
     if spec.env and (os.environ.get(spec.env) or not spec.embedded):
         return EnvVar(spec.env)
     if spec.url:
-        return resolve_url(spec, owner)
+        return expand_url(spec.url, owner)
     return ""  # empty: the resource starts the embedded server
 
 
-def redacted(url: str) -> str:
-    """``url`` with its password masked, for logs and errors."""
+def is_keyword_string(url: str) -> bool:
+    """Whether ``url`` is a libpq keyword string (``host=h dbname=d``), not a URL."""
+    return "://" not in url and "=" in url
+
+
+def _keywords(conninfo: str, owner: str = "") -> dict[str, str]:
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+
     try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not a URL we can parse: show only its scheme
-        return url.split("://", 1)[0] + "://***"
+        return {k: str(v) for k, v in conninfo_to_dict(conninfo).items() if v is not None}
+    except psycopg.ProgrammingError:
+        # psycopg's message quotes the text near the fault, which may be a password
+        raise UnresolvedConnection(
+            f"{owner + ': ' if owner else ''}not a valid libpq keyword string (key=value "
+            f"pairs; a value with spaces or quotes goes in single quotes, with \\' and \\\\ "
+            f"inside)") from None
 
 
-def sqlalchemy_url(url: str) -> str:
-    """A URL SQLAlchemy opens with the drivers we ship (psycopg 3, PyMySQL)."""
+def keyword_string_url(conninfo: str, owner: str = "") -> str:
+    """A libpq keyword string as a SQLAlchemy ``postgresql+psycopg`` URL."""
+    keywords = _keywords(conninfo, owner)
+    user, password = keywords.pop("user", None), keywords.pop("password", None)
+    database = keywords.pop("dbname", None)
+    host, port = keywords.get("host", ""), keywords.get("port", "")
+    simple = host and "," not in host and not host.startswith("/") and port.isdigit()
+    if simple or (host and not port and "," not in host and not host.startswith("/")):
+        keywords.pop("host")
+        keywords.pop("port", None)
+    else:
+        host, port = "", ""
+    return URL.create("postgresql+psycopg", username=user, password=password,
+                      host=host or None, port=int(port) if port else None, database=database,
+                      query=keywords).render_as_string(hide_password=False)
+
+
+def sqlalchemy_url(url: str, owner: str = "") -> str:
+    """A URL SQLAlchemy opens with the drivers we ship (psycopg 3, PyMySQL); a libpq keyword
+    string becomes a ``postgresql+psycopg`` URL. ``owner`` names the pipeline in errors."""
+    if is_keyword_string(url):
+        return keyword_string_url(url, owner)
     parsed = make_url(url)
     driver = {"postgresql": "postgresql+psycopg", "postgres": "postgresql+psycopg",
               "mysql": "mysql+pymysql", "mariadb": "mariadb+pymysql"}.get(parsed.drivername)
     return parsed.set(drivername=driver).render_as_string(hide_password=False) if driver else url
 
 
-def libpq_url(url: str) -> str:
-    """A URL psycopg opens: a SQLAlchemy ``postgresql+driver://`` URL without the driver."""
+def libpq_url(url: str, owner: str = "") -> str:
+    """What psycopg opens: a SQLAlchemy ``postgresql+driver://`` URL without the driver, or a
+    libpq keyword string as it is. ``owner`` names the pipeline in errors."""
+    if is_keyword_string(url):
+        _keywords(url, owner)  # a malformed one fails here, with a message showing no secret
+        return url
     parsed = make_url(url)
     if parsed.get_backend_name() != "postgresql":
-        raise UnresolvedConnection(f"not a PostgreSQL URL: {redacted(url)}")
+        raise UnresolvedConnection(f"{owner + ': ' if owner else ''}not a PostgreSQL URL: "
+                                   f"{mask_url(url)}")
     return parsed.set(drivername="postgresql").render_as_string(hide_password=False)

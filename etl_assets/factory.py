@@ -30,7 +30,7 @@ from dagster import (
 )
 
 from etl_assets.batches import RecordBatchStream
-from etl_assets.connections import dagster_url_value, libpq_url, redacted, resolve_url
+from etl_assets.connections import dagster_url_value, libpq_url, resolve_url
 from etl_assets.dead_letters import build_replay_job
 from etl_assets.io_managers.http_api import HttpApiIOManager
 from etl_assets.io_managers.parquet import ParquetSinkIOManager
@@ -39,6 +39,7 @@ from etl_assets.io_managers.postgres_declared import load_declared_table
 from etl_assets.io_managers.postgres_watermark import read_watermark
 from etl_assets.io_managers.staging import ParquetStagingIOManager
 from etl_assets.run_monitoring import register_run_worker
+from etl_assets.secrets import mask_parameters, mask_text, mask_url, masked_errors
 from etl_assets.sensors import build_watermark_sensor
 from etl_assets.sources.extraction import Extraction
 from etl_assets.sources.sql import SqlSource
@@ -70,7 +71,7 @@ def partitions_for(source_name: str) -> DynamicPartitionsDefinition:
 def build_source_asset(name: str, spec: SourceSpec,
                        partitions: DynamicPartitionsDefinition) -> AssetsDefinition:
     """The asset that extracts one window of ``name`` into staging."""
-    where = spec.table or "a query"
+    where = spec.table_name.display if spec.table else "a query"
 
     @asset(
         name=name,
@@ -84,10 +85,11 @@ def build_source_asset(name: str, spec: SourceSpec,
     )
     def source_asset(context: AssetExecutionContext) -> RecordBatchStream:
         register_run_worker(context)  # so that run monitoring can tell when the run is killed
-        window = Window.from_key(context.partition_key)
-        source = SqlSource(name, spec, resolve_url(spec.connection, f"source {name!r}"))
-        context.log.info(f"{name}: extracting {spec.cursor} in {window} from {where} at "
-                         f"{redacted(source.url)}, {spec.chunk_rows:,} rows a batch")
+        with masked_errors():  # the rows are read later, by the staging IO manager
+            window = Window.from_key(context.partition_key)
+            source = SqlSource(name, spec, resolve_url(spec.connection, f"source {name!r}"))
+            context.log.info(f"{name}: extracting {spec.cursor} in {window} from {where} at "
+                             f"{mask_url(source.url)}, {spec.chunk_rows:,} rows a batch")
 
         def start() -> RecordBatchStream:
             stream = source.extract(window)
@@ -112,6 +114,8 @@ def build_sink_asset(name: str, sink: SinkSpec, partitions: DynamicPartitionsDef
     transform: Callable[..., Any] | None = (
         load_transform(sink.transform, f"sink {name!r}") if sink.transform else None
     )
+    target = (sink.table_name.display if isinstance(sink, PostgresSinkSpec)
+              else getattr(sink, "table", "") or getattr(sink, "path", ""))
 
     @asset(
         name=name,
@@ -120,8 +124,8 @@ def build_sink_asset(name: str, sink: SinkSpec, partitions: DynamicPartitionsDef
         ins={"staged": AssetIn(key=AssetKey(sink.source))},
         group_name=sink.source,
         code_version=_version(sink.model_dump(), code_of(transform) if transform else None),
-        description=f"Rows of {sink.source} written to the {sink.kind} sink "
-                    f"{getattr(sink, 'table', '') or getattr(sink, 'path', '')}".strip(),
+        description=mask_text(f"Rows of {sink.source} written to the {sink.kind} sink "
+                              f"{target}".strip()),
         kinds={sink.kind},
     )
     def sink_asset(context: AssetExecutionContext, staged: RecordBatchStream) -> RecordBatchStream:
@@ -140,7 +144,7 @@ def build_sink_io_manager(name: str, sink: SinkSpec, spec: PipelineSpec) -> Conf
         return PostgresUpsertIOManager(
             url=dagster_url_value(sink.connection, f"sink {name!r}"),
             embedded_database=sink.connection.database,
-            table=sink.table,
+            table=sink.table_name.display,
             primary_key=spec.sink_primary_key(name),
             watermark_column=spec.sink_cursor_column(name),
             replace_slice=sink.without_key == "replace_window",
@@ -214,7 +218,7 @@ def committed_watermark_reader(source_name: str,
         marks = []
         for name, sink in tables:
             url = resolve_url(sink.connection, f"sink {name!r}")
-            mark = read_watermark(libpq_url(url), sink.table)
+            mark = read_watermark(libpq_url(url, f"sink {name!r}"), sink.table_name)
             if mark is None:
                 return None
             marks.append(mark)
@@ -225,6 +229,7 @@ def committed_watermark_reader(source_name: str,
 
 def build_definitions(spec: PipelineSpec) -> Definitions:
     """Every asset, IO manager, job and sensor that ``spec`` declares."""
+    mask_parameters(spec.masked_parameters)
     assets: list[AssetsDefinition] = []
     jobs: list[JobDefinition | Any] = []
     sensors: list[SensorDefinition] = []

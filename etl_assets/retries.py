@@ -16,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
+from etl_assets.secrets import mask_text
+
 T = TypeVar("T")
 
 # PostgreSQL SQLSTATEs worth another attempt (class 08 = connection exceptions, see below).
@@ -42,6 +44,10 @@ MYSQL_TRANSIENT_CODES = frozenset({
 # A connection the server answered but refused: another attempt gets the same answer.
 _REFUSED_LOGIN = re.compile(r"authentication failed|no password supplied|does not exist|"
                             r"no pg_hba.conf entry|permission denied", re.IGNORECASE)
+# What a PostgreSQL server answers a connection when it cannot take one now.
+_PG_FATAL_TRANSIENT = re.compile(r"starting up|shutting down|in recovery mode|too many clients|"
+                                 r"connection slots are reserved|terminating connection",
+                                 re.IGNORECASE)
 RETRYABLE_HTTP_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 
@@ -99,8 +105,8 @@ def retry_after_of(error: BaseException) -> float | None:
 
 
 def describe(error: BaseException) -> str:
-    """``Type: message`` on one line, at most 300 characters."""
-    text = " ".join(str(error).split()) or repr(error)
+    """``Type: message`` on one line, at most 300 characters, secrets masked."""
+    text = mask_text(" ".join(str(error).split()) or repr(error))
     return f"{type(error).__name__}: {text[:300]}"
 
 
@@ -149,7 +155,11 @@ def _pg_transient(error: BaseException) -> bool:
     if not isinstance(error, psycopg.Error):
         return False
     state = error.sqlstate
-    if state is None:  # no answer from the server: the connection failed or broke...
-        return isinstance(error, psycopg.OperationalError | psycopg.InterfaceError) and \
-            not _REFUSED_LOGIN.search(str(error))  # ... unless the server refused the login
-    return state in PG_TRANSIENT_SQLSTATES or state.startswith("08")
+    if state is not None:
+        return state in PG_TRANSIENT_SQLSTATES or state.startswith("08")
+    if not isinstance(error, psycopg.OperationalError | psycopg.InterfaceError):
+        return False
+    text = str(error)
+    if "FATAL:" in text:  # the server answered the connection: only some answers pass
+        return bool(_PG_FATAL_TRANSIENT.search(text))
+    return not _REFUSED_LOGIN.search(text)  # no answer: the connection failed or broke

@@ -36,6 +36,7 @@ from dagster._core.definitions.unresolved_asset_job_definition import (
 from etl_assets.connections import resolve_url
 from etl_assets.errors import TransientError
 from etl_assets.retries import Log, describe, is_transient
+from etl_assets.secrets import masked_errors
 from etl_assets.sources.sql import SqlSource
 from etl_assets.spec import SourceSpec
 from etl_assets.watermark import (
@@ -127,6 +128,7 @@ def build_watermark_sensor(
         description=f"Cuts new rows of source {source_name} into windows of {spec.cursor} "
                     f"and launches a run for each.",
     )
+    @masked_errors()  # a tick's error is stored and shown in the UI
     def watermark_sensor(context: SensorEvaluationContext) -> SensorResult | SkipReason:
         state = WatermarkCursor.parse(context.cursor)
         requested_hi = state.requested_hi

@@ -12,9 +12,19 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from etl_assets.retries import RetryPolicy
+from etl_assets.secrets import has_user_info, secret_parts
+from etl_assets.table_names import TableName, TableNameError
 
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 # Option names that hold credentials (s3fs: key, secret, token): env vars, never the spec.
@@ -51,9 +61,21 @@ class ConnectionSpec(StrictModel):
             raise ValueError("give one of `env`, `url` or `embedded: true`")
         if self.env and self.url:
             raise ValueError("give `env` or `url`, not both")
-        if self.url and re.search(r"://[^/@]*:[^/@]+@", self.url):
-            raise ValueError("`url` holds a password; put the URL in an env var and use `env`")
+        if self.url:
+            _refuse_secrets(self.url)
         return self
+
+    def secrets_in_url(self, extra: list[str]) -> list[str]:
+        """What in ``url`` holds a secret, parameters named ``extra`` included."""
+        return secret_parts(self.url, extra) if self.url else []
+
+
+def _refuse_secrets(url: str, extra: list[str] | None = None) -> None:
+    found = secret_parts(url, extra or [])
+    if found:
+        raise ValueError(f"`url` holds a password or another secret ({', '.join(found)}): "
+                         f"put the whole URL in an environment variable and name it with "
+                         f"`env` instead of `url`")
 
 
 def _check_step(value: Step | None) -> Step | None:
@@ -67,6 +89,44 @@ def _check_step(value: Step | None) -> Step | None:
 def _check_reference(value: str | None) -> str | None:
     if value is not None and not re.match(r"^[\w.]+:[\w.]+$", value):
         raise ValueError(f"{value!r} is not of the form package.module:name")
+    return value
+
+
+def _check_table(value: str | None, info: ValidationInfo) -> str | None:
+    if value is not None:
+        try:
+            TableName.parse(value, info.data.get("db_schema"))
+        except TableNameError as exc:
+            raise ValueError(str(exc)) from None
+    return value
+
+
+class TableSettings(StrictModel):
+    """A table named by ``table`` (``schema.table``, quoted parts may hold dots) and, when
+    ``schema`` is given, in that schema."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    db_schema: str | None = Field(
+        None, alias="schema", description="the table's schema, when `table` does not name it")
+
+    @property
+    def table_name(self) -> TableName:
+        """``table`` (and ``schema``) read; see :mod:`etl_assets.table_names`."""
+        table = getattr(self, "table", None)
+        assert table is not None
+        return TableName.parse(table, self.db_schema)
+
+
+def _secrets_from_env_only(value: str) -> str:
+    """``value`` (a URL) when each secret in it is a whole ``${VAR}`` (a URL is stored with
+    every run: a literal secret would be too); a local path is no URL."""
+    if "://" not in value:
+        return value
+    found = secret_parts(re.sub(r"\$\{[A-Za-z_][A-Za-z0-9_]*\}", "", value))
+    if found:
+        raise ValueError(f"holds a secret ({', '.join(found)}): give each secret as ${{VAR}}, "
+                         f"its value in the environment")
     return value
 
 
@@ -106,11 +166,12 @@ class KeyedSinkSettings(StrictModel):
                           "(default: the source's cursor; set it when a transform renames it)")
 
 
-class SourceSpec(RetrySettings):
+class SourceSpec(RetrySettings, TableSettings):
     """A SQL table (or query) read incrementally by a timestamp or integer cursor column."""
 
     connection: ConnectionSpec
-    table: str | None = Field(None, description="schema.table to read")
+    table: str | None = Field(None, description="table or schema.table to read; quote a part "
+                                                "that holds a dot: '\"my.schema\".\"t.x\"'")
     query: str | None = Field(None, description="SELECT with :lo and :hi bind parameters")
     cursor: str = Field(description="timestamp or integer column; a window is lo < cursor <= hi")
     cursor_type: Literal["timestamp", "integer"] | None = Field(
@@ -131,6 +192,7 @@ class SourceSpec(RetrySettings):
     sensor_running: bool = Field(False, description="start the watermark sensor when loaded")
 
     _steps = field_validator("lookback", "min_window", "max_window")(_check_step)
+    _table = field_validator("table")(_check_table)
 
     @field_validator("max_delay")
     @classmethod
@@ -142,6 +204,8 @@ class SourceSpec(RetrySettings):
     def _table_or_query(self) -> SourceSpec:
         if bool(self.table) == bool(self.query):
             raise ValueError("give exactly one of `table` or `query`")
+        if self.query and self.db_schema:
+            raise ValueError("`schema` goes with `table`, not `query`")
         if self.query:
             missing = [p for p in (":lo", ":hi") if not re.search(rf"{p}\b", self.query)]
             if missing:
@@ -164,12 +228,14 @@ class SinkBase(StrictModel):
     _transform_ref = field_validator("transform")(_check_reference)
 
 
-class PostgresSinkSpec(SinkBase, RetrySettings, KeyedSinkSettings):
+class PostgresSinkSpec(SinkBase, RetrySettings, KeyedSinkSettings, TableSettings):
     """Upsert into a PostgreSQL table through COPY and a staging table."""
 
     kind: Literal["postgres"]
     connection: ConnectionSpec
-    table: str = Field(description="schema.table to write (created when missing)")
+    table: str = Field(description="table or schema.table to write (created when missing, "
+                                   "in public without a schema); quote a part that holds a "
+                                   "dot: '\"my.schema\".\"t.x\"'")
     primary_key: list[str] | None = Field(
         None, description="default: the source's primary key; [] for a table without one")
     table_definition: str | None = Field(
@@ -192,6 +258,7 @@ class PostgresSinkSpec(SinkBase, RetrySettings, KeyedSinkSettings):
                                               "restarting, deadlock, serialization failure")
 
     _definition_ref = field_validator("table_definition")(_check_reference)
+    _table = field_validator("table")(_check_table)
 
 
 class ParquetSinkSpec(SinkBase, RetrySettings, KeyedSinkSettings):
@@ -215,6 +282,8 @@ class ParquetSinkSpec(SinkBase, RetrySettings, KeyedSinkSettings):
                                           "credentials only through the environment")
     conflict: Conflict = Field("newest", description=CONFLICT_DESCRIPTION + " (update mode and "
                                                      "drop_duplicates)")
+
+    _path_secrets = field_validator("path")(_secrets_from_env_only)
 
     @field_validator("storage_options")
     @classmethod
@@ -305,6 +374,17 @@ class HttpSinkSpec(SinkBase, RetrySettings, KeyedSinkSettings):
     ca_file: str | None = Field(None, description="a CA bundle to trust besides the "
                                                   "system's (TLS is always verified)")
 
+    _url_secrets = field_validator("url")(_secrets_from_env_only)
+
+    @model_validator(mode="after")
+    def _one_authorization(self) -> HttpSinkSpec:
+        header = next((h for h in [*self.headers, *self.headers_from_env]
+                       if h.lower() == "authorization"), None)
+        if header and has_user_info(self.url):
+            raise ValueError(f"`url` holds user info (user:password@) and `{header}` is set "
+                             f"too: an HTTP request takes one of them; drop one")
+        return self
+
     @model_validator(mode="after")
     def _conflict_rule(self) -> HttpSinkSpec:
         if self.conflict == "newest" and not self.couchdb_revisions:
@@ -350,6 +430,22 @@ class PipelineSpec(StrictModel):
     sinks: dict[str, SinkSpec] = Field(default_factory=dict)
     staging: StagingSpec = Field(default_factory=StagingSpec)
     dead_letters: DeadLetterSpec = Field(default_factory=DeadLetterSpec)
+    masked_parameters: list[str] = Field(
+        default_factory=list, description="more URL parameter names whose values are secrets "
+                                          "(e.g. sig, X-Amz-Signature), masked in every log, "
+                                          "error and metadata like password and token")
+
+    @model_validator(mode="after")
+    def _no_secret_parameters(self) -> PipelineSpec:
+        pipelines = [("source", n, s.connection) for n, s in self.sources.items()] + [
+            ("sink", n, s.connection) for n, s in self.sinks.items()
+            if isinstance(s, PostgresSinkSpec)]
+        for kind, name, connection in pipelines:
+            try:
+                _refuse_secrets(connection.url or "", self.masked_parameters)
+            except ValueError as exc:
+                raise ValueError(f"{kind} {name!r}: field 'connection.url': {exc}") from None
+        return self
 
     @model_validator(mode="after")
     def _references(self) -> PipelineSpec:

@@ -64,3 +64,19 @@ def test_errors(spec_file: Path, monkeypatch: pytest.MonkeyPatch,
 def test_check_lists_pipelines(spec_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check"]) == 0
     assert "source readings:" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("sink", "error"), [
+    ({"kind": "parquet", "path": "/tmp/x", "mode": "update", "primary_key": []},
+     "sink 'out': mode update needs a primary_key"),
+    ({"kind": "parquet", "path": "/tmp/x", "transform": "no_such_module:f"},
+     "sink 'out': transform no_such_module:f: cannot import no_such_module"),
+])
+def test_check_refuses_what_loading_refuses_in_one_line(
+        spec_file: Path, capsys: pytest.CaptureFixture[str], sink: dict, error: str) -> None:
+    spec = yaml.safe_load(spec_file.read_text())
+    spec["sinks"] = {"out": {"source": "readings", **sink}}
+    spec_file.write_text(yaml.safe_dump(spec))
+    assert main(["check"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"etl-assets: check: {error}") and err.count("\n") == 1, err

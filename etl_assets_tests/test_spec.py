@@ -55,6 +55,28 @@ def test_a_good_spec_loads_with_defaults(tmp_path: Path) -> None:
      "source 'sensors': give exactly one of `table` or `query`"),
     (("connection: {env: SOURCE_DB_URL}", "connection: {url: 'postgresql://u:secret@h/db'}"),
      "source 'sensors': field 'connection': `url` holds a password"),
+    (("connection: {env: SOURCE_DB_URL}", "connection: {url: 'postgresql://u:${PW}@h/db'}"),
+     "source 'sensors': field 'connection': `url` holds a password or another secret (a "
+     "password in the user info (user:password@)): put the whole URL in an environment "
+     "variable and name it with `env`"),
+    (("connection: {env: SOURCE_DB_URL}", "connection: {url: 'postgresql://u@h/db?a=1&PassWord=x'}"),
+     "source 'sensors': field 'connection': `url` holds a password or another secret "
+     "(parameter PassWord)"),
+    (("connection: {env: TARGET_PG_URL}", "connection: {url: 'postgresql://u@h/db?sslpassword=x'}"),
+     "sink 'sensors_pg': field 'connection': `url` holds a password or another secret "
+     "(parameter sslpassword)"),
+    (("connection: {env: SOURCE_DB_URL}", "connection: {url: \"host=h password='a b'\"}"),
+     "source 'sensors': field 'connection': `url` holds a password or another secret "
+     "(keyword password)"),
+    (("table: analytics.sensors}", "table: a.b.c}"),
+     "sink 'sensors_pg': field 'table': 'a.b.c' has 3 parts; give schema.table"),
+    (("table: bgs.dic_sen_sensor", "table: bgs..dic_sen_sensor"),
+     "source 'sensors': field 'table': 'bgs..dic_sen_sensor': an empty part"),
+    (("table: analytics.sensors}", "table: analytics.sensors, schema: other}"),
+     "sink 'sensors_pg': field 'table': 'analytics.sensors' names a schema and so does "
+     "`schema`"),
+    (("table: analytics.sensors}", "table: '\"analytics.sensors'}"),
+     "sink 'sensors_pg': field 'table': '\"analytics.sensors': a quoted part is not closed"),
     (("  sensors:\n", "  2sensors:\n"),
      "source '2sensors': a name must be letters, digits and _"),
     (("table: analytics.sensors}", "table: analytics.sensors, table_definition: models.Sensors}"),
@@ -120,3 +142,57 @@ def test_keyed_sinks_default_to_newest_wins_and_http_needs_revisions_for_it(tmp_
                                         "or 'last_write'"):
         load_spec(write(tmp_path, GOOD.replace("table: analytics.sensors}",
                                                "table: analytics.sensors, conflict: oldest}")))
+def test_parameters_the_spec_adds_are_refused_in_a_url_too(tmp_path: Path) -> None:
+    text = GOOD.replace("connection: {env: SOURCE_DB_URL}",
+                        "connection: {url: 'postgresql://u@h/db?Sig9=x'}")
+    assert load_spec(write(tmp_path, text))  # not a secret's name by default
+    path = write(tmp_path, text + "masked_parameters: [sig9]\n")
+    with pytest.raises(SpecError) as error:
+        load_spec(path)
+    assert str(error.value) == (
+        f"{path}: source 'sensors': field 'connection.url': `url` holds a password or another "
+        f"secret (parameter Sig9): put the whole URL in an environment variable and name it "
+        f"with `env` instead of `url`")
+
+
+def test_table_names_hold_quoted_dots_and_take_a_separate_schema(tmp_path: Path) -> None:
+    spec = load_spec(write(tmp_path, GOOD.replace(
+        "table: analytics.sensors}", "table: '\"my.schema\".\"tbl.x\"\"y\"'}").replace(
+        "table: bgs.dic_sen_sensor", "table: 'Dic Sen'\n    schema: bgs.x")))
+    sink = spec.sinks["sensors_pg"]
+    assert (sink.table_name.schema, sink.table_name.name) == ("my.schema", 'tbl.x"y')
+    assert sink.table_name.display == '"my.schema"."tbl.x""y"'
+    source = spec.sources["sensors"].table_name
+    assert (source.schema, source.name, source.display) == ("bgs.x", "Dic Sen", '"bgs.x"."Dic Sen"')
+
+
+@pytest.mark.parametrize("header", ["Authorization", "AUTHORIZATION", "authorization"])
+def test_user_info_and_an_authorization_header_together_are_refused(header: str) -> None:
+    sink = {"source": "s", "kind": "http", "url": "https://${API_USER}:${API_PASS}@h/d/{id}",
+            "headers_from_env": {header: "TOKEN_VAR"}}
+    spec = {"sources": {"s": {"connection": {"env": "X"}, "table": "t", "cursor": "id"}},
+            "sinks": {"api": sink}}
+    with pytest.raises(SpecError) as error:
+        parse_spec(spec, "p.yaml")
+    assert str(error.value) == (
+        f"p.yaml: sink 'api': `url` holds user info (user:password@) and `{header}` is set "
+        f"too: an HTTP request takes one of them; drop one")
+    assert parse_spec({**spec, "sinks": {"api": {**sink, "url": "https://h/d/{id}"}}})
+    assert parse_spec({**spec, "sinks": {"api": {**sink, "headers_from_env": {}}}})
+
+
+@pytest.mark.parametrize(("url", "error"), [
+    ("https://u:pw@h/d", "a password in the user info"),
+    ("https://h/d?x=1&access_token=abc${T}", "parameter access_token"),
+    ("https://h/d?sig=abc", "parameter sig"),
+])
+def test_http_urls_and_file_paths_take_secrets_only_from_env(url: str, error: str) -> None:
+    source = {"s": {"connection": {"env": "X"}, "table": "t", "cursor": "id"}}
+    good = {"source": "s", "kind": "http", "url": "https://${U}:${P}@h/d?access_token=${T}"}
+    assert parse_spec({"sources": source, "sinks": {"api": good}})
+    for sink in ({**good, "url": url}, {"source": "s", "kind": "parquet", "path": url}):
+        with pytest.raises(SpecError) as raised:
+            parse_spec({"sources": source, "sinks": {"out": sink}}, "p.yaml")
+        field = "url" if sink["kind"] == "http" else "path"
+        assert f"p.yaml: sink 'out': field '{field}': holds a secret ({error}" in \
+            str(raised.value)

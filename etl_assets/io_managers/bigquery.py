@@ -36,6 +36,7 @@ from etl_assets.io_managers.bigquery_writer import (
 )
 from etl_assets.progress import ProgressLog
 from etl_assets.retries import RetryPolicy
+from etl_assets.secrets import mask_text, masked_errors, masked_log
 from etl_assets.watermark import Window
 
 
@@ -110,10 +111,11 @@ class BigQuerySinkIOManager(ConfigurableIOManager):
             slice_column=self.cursor_column, window=window,
             newest_by=self.cursor_column if self.conflict == "newest" else None,
             retry=RetryPolicy(self.retries, self.retry_delay_s, self.max_retry_delay_s),
-            request_timeout_s=self.request_timeout_s, log=log)
+            request_timeout_s=self.request_timeout_s, log=masked_log(log))
 
     # -- writing -------------------------------------------------------------------------
 
+    @masked_errors()
     def handle_output(self, context: OutputContext, obj: RecordBatchStream) -> None:
         asset = context.asset_key.to_user_string()
         partition = context.partition_key if context.has_partition_key else None
@@ -175,15 +177,17 @@ class BigQuerySinkIOManager(ConfigurableIOManager):
             "seconds": round(progress.seconds, 3),
             "rows_per_second": round(progress.rows_per_second),
             **store.metadata(asset, partition),
-            **({"dead_letter_error": last_error} if last_error else {}),
+            **({"dead_letter_error": mask_text(last_error)} if last_error else {}),
         })
 
+    @masked_errors()
     def load_input(self, context: InputContext) -> RecordBatchStream:
         raise NotImplementedError(f"{context.asset_key.to_user_string()} is a sink; read "
                                   f"{self.target().table_id} from BigQuery")
 
     # -- dead letters --------------------------------------------------------------------
 
+    @masked_errors()
     def replay_dead_letters(self, context: OpExecutionContext, asset: str) -> ReplayReport:
         """Load every dead letter of ``asset`` again; those that load are removed."""
         return self._replay(self.client(f"sink {asset}"), context.log, asset, context.run_id)

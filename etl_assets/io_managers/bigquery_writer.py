@@ -36,6 +36,7 @@ from etl_assets.errors import EtlAssetsError
 from etl_assets.io_managers.bigquery_types import bigquery_schema, loadable
 from etl_assets.newest_wins import missing_cursor
 from etl_assets.retries import RetryPolicy, describe, is_transient
+from etl_assets.secrets import mask_text
 from etl_assets.watermark import Window
 
 WRITE_MODES = ("append", "replace_partition", "replace_table", "merge")
@@ -214,7 +215,7 @@ class BigQueryTableWriter:
         try:
             data = _parquet(loadable(chunk))
         except (ValueError, pa.ArrowInvalid) as exc:
-            raise BigQueryLoadFailed(f"{self.target.table_id}: {exc}") from None
+            raise BigQueryLoadFailed(f"{self.target.table_id}: {mask_text(str(exc))}") from None
         if self.mode in ("append", "replace_partition"):
             self._load_file(data, self.target.table_id, "WRITE_APPEND")
         elif self.mode == "replace_table":
@@ -326,4 +327,4 @@ def _parquet(table: pa.Table) -> bytes:
 
 def _short(error: BaseException) -> str:
     text = getattr(error, "message", None)
-    return " ".join(str(text).split())[:500] if text else describe(error)
+    return mask_text(" ".join(str(text).split()))[:500] if text else describe(error)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from etl_assets.home import expand_vars
+from etl_assets.secrets import mask_url
 
 TEMP_FOLDER = ".tmp"
 # ``.versions/<file>.json``: the staged version a file was written from (see FileSink).
@@ -45,8 +45,8 @@ class FileTarget:
 
     @property
     def display(self) -> str:
-        """The URL without any user or password in it."""
-        return re.sub(r"://[^/@]*@", "://", self.url)
+        """The URL with its secrets masked (see :mod:`etl_assets.secrets`)."""
+        return mask_url(self.url)
 
     def path(self, name: str) -> str:
         return f"{self.root}/{name}"

@@ -20,7 +20,6 @@ import asyncio
 import os
 from collections.abc import Callable, Iterator
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -42,6 +41,13 @@ from etl_assets.json_documents import dumps, json_lines
 from etl_assets.newest_wins import missing_cursor
 from etl_assets.progress import ProgressLog
 from etl_assets.retries import RetryPolicy
+from etl_assets.secrets import (
+    has_user_info,
+    mask_url,
+    masked_errors,
+    remember_secret,
+    remember_secrets_in,
+)
 from etl_assets.transforms import load_transform
 
 _FAILURES_LOGGED = 5
@@ -91,7 +97,11 @@ class HttpApiIOManager(ConfigurableIOManager):
     # -- configuration -------------------------------------------------------------------
 
     def target_url(self) -> str:
-        return expand_vars(self.url)
+        """``url`` expanded; its secrets (user info, token parameters) are remembered so that
+        they are masked wherever they show up."""
+        url = expand_vars(self.url)
+        remember_secrets_in(url)
+        return url
 
     def request_headers(self, where: str) -> dict[str, str]:
         """Plain headers plus those whose values are in env vars (never logged)."""
@@ -101,7 +111,13 @@ class HttpApiIOManager(ConfigurableIOManager):
             if value is None:
                 raise HttpSinkError(f"{where}: header {header} comes from ${variable}, "
                                     f"which is not set")
+            remember_secret(value)
+            remember_secret(value.split()[-1] if value.split() else value)  # after "Bearer"
             values[header] = value
+        if any(h.lower() == "authorization" for h in values) and \
+                has_user_info(self.target_url()):
+            raise HttpSinkError(f"{where}: the URL holds user info (user:password@) and the "
+                                f"Authorization header is set too: a request takes one of them")
         return values
 
     def dead_letter_store(self) -> DeadLetterStore:
@@ -170,11 +186,12 @@ class HttpApiIOManager(ConfigurableIOManager):
 
     # -- writing -------------------------------------------------------------------------
 
+    @masked_errors()
     def handle_output(self, context: OutputContext, obj: RecordBatchStream) -> None:
         asset = context.asset_key.to_user_string()
         partition = context.partition_key if context.has_partition_key else None
         where = f"sink {asset}"
-        label = f"{asset} [{partition}] -> {shown_url(self.target_url())} ({self.format})"
+        label = f"{asset} [{partition}] -> {mask_url(self.target_url())} ({self.format})"
         transform = load_transform(self.transform, where) if self.transform else None
         if transform is None and self.conflict == "newest" and self.cursor_column and \
                 self.cursor_column not in obj.schema.names:
@@ -215,7 +232,7 @@ class HttpApiIOManager(ConfigurableIOManager):
             context.log.info(f"{label}: {report.kept_newer:,} document(s) not sent: the target "
                              f"holds newer versions of them")
         context.add_output_metadata({
-            "url": shown_url(self.target_url()),
+            "url": mask_url(self.target_url()),
             "format": self.format,
             "dagster/row_count": report.sent,
             "documents_failed": len(report.failed),
@@ -244,12 +261,14 @@ class HttpApiIOManager(ConfigurableIOManager):
         if len(report.failed) > _FAILURES_LOGGED:
             log.error(f"{label}: ... and {len(report.failed) - _FAILURES_LOGGED} more")
 
+    @masked_errors()
     def load_input(self, context: InputContext) -> RecordBatchStream:
         raise NotImplementedError(f"{context.asset_key.to_user_string()} is a sink; read it "
-                                  f"from {shown_url(self.target_url())}")
+                                  f"from {mask_url(self.target_url())}")
 
     # -- dead letters --------------------------------------------------------------------
 
+    @masked_errors()
     def replay_dead_letters(self, context: OpExecutionContext, asset: str) -> ReplayReport:
         """Post every dead letter of ``asset`` again; those that go through are removed."""
         store = self.dead_letter_store()
@@ -270,17 +289,6 @@ class HttpApiIOManager(ConfigurableIOManager):
                                     run_id=context.run_id)
             replayed += len(bodies) - sum(still)
         return ReplayReport(replayed, failing, len(files))
-
-
-def shown_url(url: str) -> str:
-    """``url`` for logs and metadata: user info and query values masked (tokens hide there)."""
-    parts = urlsplit(url)
-    netloc = parts.netloc.rpartition("@")[2]
-    if "@" in parts.netloc:
-        netloc = "***@" + netloc
-    query = "&".join(f"{pair.split('=', 1)[0]}=***" for pair in parts.query.split("&")
-                     if pair) if parts.query else ""
-    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
 def _joined(values: tuple[Any, ...]) -> str | None:

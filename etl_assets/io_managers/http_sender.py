@@ -21,6 +21,7 @@ from typing import Any
 from etl_assets.io_managers.http_bulk import RequestShape, with_field
 from etl_assets.io_managers.http_client import HttpClient
 from etl_assets.newest_wins import is_newer, missing_cursor
+from etl_assets.secrets import mask_text
 
 DocumentGroup = tuple[list[str | None], list[bytes]]
 """Ids (None: no id) and JSON bodies of some documents, in the same order."""
@@ -196,7 +197,8 @@ class DocumentSender:
 
     def _failed(self, document_id: str | None, body: bytes, status: int | None,
                 answer: str) -> None:
-        self.report.failed.append(FailedDocument(document_id, body, status, answer))
+        # a server's answer or a client error may echo the URL or a token
+        self.report.failed.append(FailedDocument(document_id, body, status, mask_text(answer)))
         if self.stop_on_failure:
             self._stop.set()
 

@@ -27,6 +27,7 @@ from etl_assets.io_managers.file_sink import FileSink, FileSinkError
 from etl_assets.io_managers.file_target import FileTarget
 from etl_assets.progress import ProgressLog
 from etl_assets.retries import RetryPolicy
+from etl_assets.secrets import mask_text, masked_errors, masked_log
 
 
 class ParquetSinkIOManager(ConfigurableIOManager):
@@ -71,13 +72,14 @@ class ParquetSinkIOManager(ConfigurableIOManager):
                                           self.max_retry_delay_s),
                         where=where, log=log, dead_letters=self.dead_letter_store())
 
+    @masked_errors()
     def handle_output(self, context: OutputContext, obj: RecordBatchStream) -> None:
         if not isinstance(obj, RecordBatchStream):
             raise TypeError(f"{context.asset_key.to_user_string()}: the file sink writes a "
                             f"RecordBatchStream, got {type(obj).__name__}")
         asset = context.asset_key.to_user_string()
         partition = context.partition_key if context.has_partition_key else None
-        sink = self.file_sink(f"sink {asset}", context.log)
+        sink = self.file_sink(f"sink {asset}", masked_log(context.log))
         label = f"{asset} [{partition}] -> {sink.target.display} ({self.mode}, {self.format})"
         progress = ProgressLog(context.log, label)
         written = sink.write(obj.schema, obj, partition=partition, run_id=context.run_id,
@@ -95,19 +97,21 @@ class ParquetSinkIOManager(ConfigurableIOManager):
             "rows_per_second": round(progress.rows_per_second),
             **self.dead_letter_store().metadata(asset, partition),
             "dead_letters_superseded": written.superseded,
-            **({"dead_letter_error": written.error} if written.error else {}),
+            **({"dead_letter_error": mask_text(written.error)} if written.error else {}),
         })
 
+    @masked_errors()
     def load_input(self, context: InputContext) -> RecordBatchStream:
         raise NotImplementedError(f"{context.asset_key.to_user_string()} is a sink; read its "
                                   f"files under {self.target().display}")
 
+    @masked_errors()
     def replay_dead_letters(self, context: OpExecutionContext, asset: str) -> ReplayReport:
         """Write every dead letter of ``asset`` again through this sink's mode and rules: a
         shard written since from a later staged version stays (the letters are dropped), and
         in update mode stored rows with a newer cursor stay."""
         store = self.dead_letter_store()
-        sink = self.file_sink(f"sink {asset}", context.log)
+        sink = self.file_sink(f"sink {asset}", masked_log(context.log))
         files = store.files(asset)
         replayed = failing = 0
         for file in files:
@@ -117,8 +121,9 @@ class ParquetSinkIOManager(ConfigurableIOManager):
                 written = sink.write_table(letters.payload, partition=file.partition,
                                            run_id=context.run_id, version=letters.version)
             except FileSinkError as exc:
-                context.log.warning(f"{asset}: replaying {file.path.name} failed: {exc}")
-                failing += store.settle(file, [True] * rows, str(exc), run_id=context.run_id)
+                error = mask_text(str(exc))
+                context.log.warning(f"{asset}: replaying {file.path.name} failed: {error}")
+                failing += store.settle(file, [True] * rows, error, run_id=context.run_id)
                 continue
             store.settle(file, [False] * rows, "", run_id=context.run_id)
             replayed += written.rows

@@ -30,7 +30,7 @@ from dagster import ConfigurableIOManager, InputContext, OutputContext
 from psycopg import sql
 
 from etl_assets.batches import RecordBatchStream, last_row_per_key
-from etl_assets.connections import libpq_url, redacted
+from etl_assets.connections import libpq_url
 from etl_assets.embedded_postgres import embedded_postgres_url
 from etl_assets.io_managers.postgres_declared import (
     load_declared_table,
@@ -50,6 +50,8 @@ from etl_assets.io_managers.postgres_watermark import WatermarkTarget, record_wa
 from etl_assets.newest_wins import CONFLICT_RULES, missing_cursor
 from etl_assets.progress import ProgressLog
 from etl_assets.retries import RetryPolicy, describe, is_transient
+from etl_assets.secrets import mask_url, masked_errors, masked_log
+from etl_assets.table_names import TableName
 from etl_assets.watermark import Window
 
 T = TypeVar("T")
@@ -58,24 +60,21 @@ T = TypeVar("T")
 _NO_EQUALITY = {"json", "xml", "point", "line", "lseg", "box", "path", "polygon", "circle"}
 
 
-def split_table_name(name: str) -> tuple[str, str]:
-    """``schema.table`` -> (schema, table); a bare name is in ``public``."""
-    schema, _, table = name.rpartition(".")
-    return schema or "public", table
-
-
 class PostgresUpsertWriter:
     """Writes record batches into one PostgreSQL table by COPY + upsert, a batch a transaction."""
 
-    def __init__(self, conninfo: str, table: str, primary_key: Sequence[str],
+    def __init__(self, conninfo: str, table: str | TableName, primary_key: Sequence[str],
                  staging_name: str, *, watermark: WatermarkTarget | None = None,
                  replace_slice: bool = True, declared_table: sa.Table | None = None,
                  declared_reference: str = "", delete: str = "off", log: Log | None = None,
                  terminate_blockers_after_s: float | None = None, conflict: str = "newest",
                  cursor_column: str | None = None, retry: RetryPolicy | None = None) -> None:
         self.conninfo = conninfo
-        self.schema_name, self.table_name = split_table_name(table)
-        self.display = f"{self.schema_name}.{self.table_name}"
+        name = (table if isinstance(table, TableName) else TableName.parse(table)
+                ).in_schema("public")
+        assert name.schema is not None
+        self.schema_name, self.table_name = name.schema, name.name
+        self.display = name.display
         self.target = sql.Identifier(self.schema_name, self.table_name)
         self.primary_key = list(primary_key)
         self.staging = sql.Identifier(staging_name)
@@ -111,7 +110,8 @@ class PostgresUpsertWriter:
         self._session_ready = False  # the temporary staging table exists on this connection
 
     def __enter__(self) -> PostgresUpsertWriter:
-        self._retrying("connect", self._connect, reconnect=False)
+        self._retrying(f"connecting to {mask_url(self.conninfo)}", self._connect,
+                       reconnect=False)
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -135,7 +135,7 @@ class PostgresUpsertWriter:
             if is_transient(exc):
                 raise
             raise PostgresSinkError(f"{self.display}: cannot connect to "
-                                    f"{redacted(self.conninfo)}: {describe(exc)}") from None
+                                    f"{mask_url(self.conninfo)}: {describe(exc)}") from None
         if self._replace is not None and not self._replace.hold(self.conn):
             # another run took the replacement for a dead run's and dropped it meanwhile
             if self._replace_loaded:
@@ -512,8 +512,11 @@ class PostgresUpsertIOManager(ConfigurableIOManager):
     max_retry_delay_s: float = 30.0
 
     def conninfo(self) -> str:
-        return libpq_url(self.url) if self.url else embedded_postgres_url(self.embedded_database)
+        if not self.url:
+            return embedded_postgres_url(self.embedded_database)
+        return libpq_url(self.url, f"sink table {self.table}")
 
+    @masked_errors()
     def handle_output(self, context: OutputContext, obj: RecordBatchStream) -> None:
         partition = context.partition_key if context.has_partition_key else None
         asset = context.asset_key.to_user_string()
@@ -527,7 +530,7 @@ class PostgresUpsertIOManager(ConfigurableIOManager):
                                   watermark=watermark, replace_slice=self.replace_slice,
                                   declared_table=declared,
                                   declared_reference=self.table_definition or "",
-                                  delete=self.delete, log=context.log,
+                                  delete=self.delete, log=masked_log(context.log),
                                   terminate_blockers_after_s=self.terminate_blockers_after_s,
                                   conflict=self.conflict, cursor_column=self.watermark_column,
                                   retry=RetryPolicy(self.retries, self.retry_delay_s,
@@ -558,6 +561,7 @@ class PostgresUpsertIOManager(ConfigurableIOManager):
             return None  # a partition added by hand, not a window: nothing to record
         return WatermarkTarget(self.watermark_column, window, partition)
 
+    @masked_errors()
     def load_input(self, context: InputContext) -> RecordBatchStream:
         raise NotImplementedError(
             f"{context.asset_key.to_user_string()} is a sink; read {self.table} from PostgreSQL"

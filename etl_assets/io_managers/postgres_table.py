@@ -14,6 +14,7 @@ import pyarrow as pa
 from psycopg import sql
 
 from etl_assets.io_managers.postgres_types import postgres_type
+from etl_assets.table_names import TableName
 
 # postgres_type's short spellings -> format_type's.
 _FORMAT_TYPE = {
@@ -44,7 +45,7 @@ class TableDef:
 
     @property
     def display(self) -> str:
-        return f"{self.schema}.{self.name}"
+        return TableName(self.schema, self.name).display
 
     @property
     def identifier(self) -> sql.Identifier:

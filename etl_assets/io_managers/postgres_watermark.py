@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from psycopg import sql
 
+from etl_assets.table_names import TableName
 from etl_assets.watermark import Bound, Window, decode_bound, encode_bound
 
 COMMENT_KEY = "etl_assets"
@@ -100,13 +101,13 @@ def record_watermark(conn: psycopg.Connection[Any], table: sql.Identifier, targe
     return candidate
 
 
-def read_watermark(conninfo: str, table: str) -> Bound | None:
-    """The watermark stored on ``table`` (``schema.table``); None when the table or the
-    watermark is missing."""
-    schema, _, name = table.rpartition(".")
+def read_watermark(conninfo: str, table: str | TableName) -> Bound | None:
+    """The watermark stored on ``table`` (as a spec writes it, or read; without a schema: in
+    ``public``); None when the table or the watermark is missing."""
+    name = (table if isinstance(table, TableName) else TableName.parse(table)).in_schema("public")
     with psycopg.connect(conninfo, connect_timeout=10) as conn:
-        regclass = conn.execute("SELECT to_regclass(%s)", (sql.Identifier(
-            schema or "public", name).as_string(conn),)).fetchone()
+        regclass = conn.execute("SELECT to_regclass(%s)",
+                                (name.sql().as_string(conn),)).fetchone()
         if not regclass or regclass[0] is None:
             return None
         row = conn.execute("SELECT obj_description(%s::regclass, 'pg_class')",

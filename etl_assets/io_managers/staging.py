@@ -32,6 +32,7 @@ from etl_assets.io_managers.staging_versions import (
     sweep_asset,
 )
 from etl_assets.progress import ProgressLog
+from etl_assets.secrets import masked_errors
 from etl_assets.sources.extraction import Extraction
 
 __all__ = ["MANIFEST", "ParquetStagingIOManager", "StagedManifest", "StagingError",
@@ -167,6 +168,7 @@ class ParquetStagingIOManager(ConfigurableIOManager):
     def partition_path(self, asset_path: list[str], partition_key: str | None) -> Path:
         return Path(expand_vars(self.root)).joinpath(*asset_path, partition_key or "__all__")
 
+    @masked_errors()
     def handle_output(self, context: OutputContext, obj: RecordBatchStream) -> None:
         if not isinstance(obj, RecordBatchStream):
             raise TypeError(f"{context.asset_key.to_user_string()}: the staging IO manager "
@@ -193,6 +195,7 @@ class ParquetStagingIOManager(ConfigurableIOManager):
             "version": str(manifest.version),
         })
 
+    @masked_errors()
     def load_input(self, context: InputContext) -> RecordBatchStream:
         partition = context.asset_partition_key if context.has_asset_partitions else None
         path = self.partition_path(list(context.asset_key.path), partition)

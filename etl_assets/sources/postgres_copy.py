@@ -17,6 +17,7 @@ import pyarrow.csv as pacsv
 from psycopg import sql
 
 from etl_assets.arrow_types import logical_type_of
+from etl_assets.table_names import TableName
 from etl_assets.watermark import Bound
 
 # Session settings that make COPY's text exact and parseable: UTC offsets, ISO dates, and
@@ -58,12 +59,11 @@ def _csv_blocks(copy: Any, block_bytes: int) -> Iterator[bytes]:
         yield b"".join(parts)
 
 
-def copy_batches(conninfo: str, table: tuple[str | None, str], schema: pa.Schema, cursor: str,
+def copy_batches(conninfo: str, table: TableName, schema: pa.Schema, cursor: str,
                  lo: Bound, hi: Bound, chunk_rows: int) -> Iterator[pa.RecordBatch]:
     """Rows of ``table`` with ``lo < cursor <= hi`` ordered by ``cursor``, as batches of
     ``chunk_rows`` rows (the last one shorter)."""
-    schema_name, table_name = table
-    target = sql.Identifier(schema_name, table_name) if schema_name else sql.Identifier(table_name)
+    target = table.sql()
     query = sql.SQL("COPY (SELECT {} FROM {} WHERE {} > {} AND {} <= {} ORDER BY {}) "
                     "TO STDOUT (FORMAT csv)").format(
         sql.SQL(", ").join(sql.Identifier(name) for name in schema.names), target,
@@ -106,10 +106,5 @@ def _rebatch(batches: Iterator[pa.RecordBatch], schema: pa.Schema,
             pending, held = rest.to_batches(), rest.num_rows
     if held:
         yield pa.Table.from_batches(pending, schema).combine_chunks().to_batches()[0]
-
-
-def split_table_name(name: str) -> tuple[str | None, str]:
-    schema, _, table = name.rpartition(".")
-    return (schema or None), table
 
 

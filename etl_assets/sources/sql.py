@@ -12,8 +12,9 @@ import sqlalchemy as sa
 
 from etl_assets.arrow_types import arrow_field, fallback_converter, infer_field, value_converter
 from etl_assets.batches import RecordBatchStream
-from etl_assets.connections import libpq_url, redacted, sqlalchemy_url
-from etl_assets.sources.postgres_copy import copy_batches, copy_supported, split_table_name
+from etl_assets.connections import libpq_url, sqlalchemy_url
+from etl_assets.secrets import mask_url
+from etl_assets.sources.postgres_copy import copy_batches, copy_supported
 from etl_assets.spec import SourceSpec
 from etl_assets.watermark import Bound, Window
 
@@ -40,11 +41,12 @@ class SqlSource:
         self.url = url
 
     def __repr__(self) -> str:
-        return f"SqlSource({self.name!r}, {redacted(self.url)})"
+        return f"SqlSource({self.name!r}, {mask_url(self.url)})"
 
     @cached_property
     def engine(self) -> sa.Engine:
-        engine = sa.create_engine(sqlalchemy_url(self.url), pool_pre_ping=True)
+        engine = sa.create_engine(sqlalchemy_url(self.url, f"source {self.name!r}"),
+                                  pool_pre_ping=True)
         if engine.dialect.driver == "psycopg":
             sa.event.listen(engine, "connect", _json_as_text)
         return engine
@@ -58,16 +60,16 @@ class SqlSource:
         """The reflected source table (None for a query source)."""
         if not self.spec.table:
             return None
-        schema, _, table_name = self.spec.table.rpartition(".")
+        name = self.spec.table_name
         try:
-            table = sa.Table(table_name, sa.MetaData(), schema=schema or None,
+            table = sa.Table(name.name, sa.MetaData(), schema=name.schema,
                              autoload_with=self.engine)
         except sa.exc.NoSuchTableError:
-            raise SourceError(f"source {self.name!r}: table {self.spec.table} does not exist "
-                              f"in {redacted(self.url)}") from None
+            raise SourceError(f"source {self.name!r}: table {name.display} does not exist "
+                              f"in {mask_url(self.url)}") from None
         missing = [c for c in [self.spec.cursor, *self.spec.primary_key] if c not in table.c]
         if missing:
-            raise SourceError(f"source {self.name!r}: table {self.spec.table} has no column "
+            raise SourceError(f"source {self.name!r}: table {name.display} has no column "
                               f"{', '.join(missing)} (columns: {', '.join(table.c.keys())})")
         return table
 
@@ -159,7 +161,7 @@ class SqlSource:
         if self.engine.dialect.name == "postgresql" and copy_supported(schema):
             assert self.spec.table is not None
             return RecordBatchStream(schema, copy_batches(
-                libpq_url(self.url), split_table_name(self.spec.table), schema, self.spec.cursor,
+                libpq_url(self.url), self.spec.table_name, schema, self.spec.cursor,
                 self._bound(window.lo), self._bound(window.hi), self.spec.chunk_rows))
         return RecordBatchStream(schema, self._batches(window, schema))
 

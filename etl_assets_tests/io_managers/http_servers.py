@@ -168,7 +168,8 @@ class Faults:
 
 class FaultServer:
     """Stores documents by id (``PUT /docs/{id}``, ``POST /docs`` with ``_id``, ``POST
-    /_bulk`` NDJSON) and misbehaves as ``faults`` says; counts the requests it saw."""
+    /_bulk`` NDJSON) and misbehaves as ``faults`` says; counts the requests it saw.
+    ``PUT /refused/{id}`` answers 401 echoing the Authorization header."""
 
     def __init__(self, ssl_context: ssl.SSLContext | None = None) -> None:
         self.ssl_context = ssl_context
@@ -247,6 +248,11 @@ class FaultServer:
         return web.json_response({"errors": any(i["index"]["status"] >= 300 for i in items),
                                   "items": items})
 
+    async def _refuse_echoing(self, request: web.Request) -> web.StreamResponse:
+        """401 whose answer echoes the request's Authorization header, as some servers do."""
+        return web.json_response({"error": "not authorized", "authorization":
+                                  request.headers.get("Authorization")}, status=401)
+
     async def _count(self, request: web.Request) -> web.StreamResponse:
         return web.json_response({"documents": len(self.documents), "requests": self.requests})
 
@@ -262,6 +268,7 @@ class FaultServer:
     def start(self) -> None:
         app = web.Application(client_max_size=64 * 2**20)
         app.add_routes([web.put("/docs/{id}", self._put), web.post("/docs", self._post),
+                        web.put("/refused/{id}", self._refuse_echoing),
                         web.post("/_bulk", self._bulk), web.get("/_count", self._count),
                         web.delete("/docs", self._clear), web.put("/_faults", self._configure)])
 

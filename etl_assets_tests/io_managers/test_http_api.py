@@ -125,6 +125,20 @@ def test_a_missing_token_env_var_names_the_header_and_variable(etl_home: Path) -
         write(manager, [batch([1])])
 
 
+def test_user_info_from_env_and_an_authorization_header_fail_once_not_per_document(
+        fault_server: FaultServer, etl_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TEST_API_URL", f"http://user:pw-in-url@127.0.0.1:{fault_server.port}")
+    monkeypatch.setenv("TEST_API_AUTH", "Bearer token-in-header")
+    manager = sink(etl_home, url="${TEST_API_URL}/docs/{id}", method="PUT",
+                   headers_from_env={"authorization": "TEST_API_AUTH"})
+    with pytest.raises(HttpSinkError) as error:
+        write(manager, [batch(range(10))])
+    assert str(error.value) == (
+        "sink readings_api: the URL holds user info (user:password@) and the Authorization "
+        "header is set too: a request takes one of them")
+    assert fault_server.requests == 0
+
+
 def test_single_posts_survive_503s_429s_drops_and_slow_answers(fault_server: FaultServer, etl_home: Path) -> None:
     fault_server.faults.unavailable = 0.05
     fault_server.faults.rate_limited = 0.05
