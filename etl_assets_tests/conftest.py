@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ import pytest
 from dagster import DagsterInstance, instance_for_test
 from psycopg import sql
 
+PROJECT = Path(__file__).resolve().parents[1]
 PG_ADMIN_URL = os.environ.get("ETL_ASSETS_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 MYSQL = dict(host="127.0.0.1", port=3306, user="root", password="")
 REQUIRE_SERVICES = os.environ.get("ETL_ASSETS_REQUIRE_SERVICES") == "1"
@@ -122,3 +124,12 @@ def instance() -> Iterator[DagsterInstance]:
     """A real, persistent (SQLite, temporary) Dagster instance."""
     with instance_for_test() as dagster_instance:
         yield dagster_instance
+
+
+def project_dagster_home(folder: Path) -> Path:
+    """``folder/dagster_home`` holding the project's dagster.yaml: a persistent instance
+    configured as ``make demo`` and ``make dev`` configure theirs."""
+    home = folder / "dagster_home"
+    home.mkdir()
+    shutil.copy(PROJECT / "dagster.yaml", home)
+    return home

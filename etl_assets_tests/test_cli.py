@@ -1,6 +1,5 @@
 """``etl-assets``: the commands that prepare partitions for ``dagster job execute``."""
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -8,17 +7,13 @@ import yaml
 from dagster import DagsterInstance
 
 from etl_assets.cli import main
-from etl_assets_tests.conftest import PgSchema
+from etl_assets_tests.conftest import PgSchema, project_dagster_home
 from etl_assets_tests.sample_tables import add_pg_readings, create_pg_readings
-
-PROJECT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
 def spec_file(pg: PgSchema, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    shutil.copy(PROJECT / "dagster.yaml", home)
+    home = project_dagster_home(tmp_path)
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     monkeypatch.setenv("TEST_SOURCE_URL", pg.url)
     table = create_pg_readings(pg, last=300)

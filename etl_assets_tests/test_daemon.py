@@ -2,7 +2,6 @@
 partition and launches a run; the run extracts, stages and upserts; rows land."""
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -13,7 +12,7 @@ import pytest
 import yaml
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
-from etl_assets_tests.conftest import PgSchema
+from etl_assets_tests.conftest import PgSchema, project_dagster_home
 from etl_assets_tests.sample_tables import add_pg_readings, create_pg_readings, rows_differing
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -35,9 +34,7 @@ def test_daemon_sensor_launches_runs_and_rows_land(pg: PgSchema, tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     source = create_pg_readings(pg, last=200)
     target = pg.table("landed")
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    shutil.copy(PROJECT / "dagster.yaml", home)
+    home = project_dagster_home(tmp_path)
     spec = tmp_path / "spec.yaml"
     spec.write_text(yaml.safe_dump({
         "sources": {"readings": {

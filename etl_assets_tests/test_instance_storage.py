@@ -1,6 +1,5 @@
 """dagster.yaml: PostgreSQL storage when DAGSTER_PG_* is set, SQLite otherwise."""
 
-import shutil
 import uuid
 from pathlib import Path
 
@@ -12,14 +11,12 @@ from dagster_postgres import DagsterPostgresStorage
 from psycopg import sql
 from sqlalchemy.engine import make_url
 
-PROJECT = Path(__file__).resolve().parents[1]
+from etl_assets_tests.conftest import project_dagster_home
 
 
 @pytest.fixture
 def dagster_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    shutil.copy(PROJECT / "dagster.yaml", home / "dagster.yaml")
+    home = project_dagster_home(tmp_path)
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     for name in ("DAGSTER_PG_HOST", "DAGSTER_PG_PORT", "DAGSTER_PG_USER", "DAGSTER_PG_PASSWORD",
                  "DAGSTER_PG_DB"):

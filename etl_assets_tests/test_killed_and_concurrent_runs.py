@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -18,9 +17,8 @@ import pytest
 import yaml
 from dagster import DagsterInstance
 
-from etl_assets_tests.conftest import PgSchema
+from etl_assets_tests.conftest import PgSchema, project_dagster_home
 
-PROJECT = Path(__file__).resolve().parents[1]
 ROWS = 300_000
 KEY = f"0..{ROWS}"
 COLUMNS = "id, updated_at, code, note, amount"
@@ -53,9 +51,7 @@ class Dagster:
     """`dagster job execute` of the source's job in a persistent instance of its own."""
 
     def __init__(self, tmp_path: Path, pg: PgSchema, spec: dict) -> None:
-        self.home = tmp_path / "dagster_home"
-        self.home.mkdir()
-        shutil.copy(PROJECT / "dagster.yaml", self.home)
+        self.home = project_dagster_home(tmp_path)
         self.etl_home = tmp_path / "etl_home"
         self.spec_path = tmp_path / "spec.yaml"
         self.tmp_path = tmp_path

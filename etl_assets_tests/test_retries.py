@@ -13,14 +13,7 @@ import sqlalchemy as sa
 from etl_assets.retries import RetryPolicy, is_transient
 from etl_assets_tests.conftest import MYSQL, PgSchema
 from etl_assets_tests.io_managers.local_servers import free_port
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def warning(self, msg: str) -> None:
-        self.lines.append(msg)
+from etl_assets_tests.log_lines import LogLines
 
 
 def test_backoff_is_full_jitter_under_a_cap_and_retry_after_wins_when_longer() -> None:
@@ -36,7 +29,7 @@ def test_backoff_is_full_jitter_under_a_cap_and_retry_after_wins_when_longer() -
 def test_a_transient_error_is_retried_and_logged_then_the_last_one_raised() -> None:
     policy = RetryPolicy(retries=2, delay_s=0.0)
     calls: list[int] = []
-    log = Recorder()
+    log = LogLines()
 
     def flaky() -> str:
         calls.append(1)
@@ -46,7 +39,7 @@ def test_a_transient_error_is_retried_and_logged_then_the_last_one_raised() -> N
 
     assert policy.call(flaky, what="sink x: writing", log=log) == "done"
     assert len(calls) == 3
-    assert log.lines[0].startswith("sink x: writing failed (ConnectionResetError: peer reset); "
+    assert log.warnings[0].startswith("sink x: writing failed (ConnectionResetError: peer reset); "
                                    "attempt 2 of 3")
 
     def down() -> None:

@@ -5,7 +5,6 @@ that is already running."""
 import json
 import logging
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -29,7 +28,7 @@ from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import (
 
 from etl_assets.cli import main as etl_assets_cli
 from etl_assets.run_monitoring import RUN_WORKER_TAG, LocalRunWorkerLauncher, RunWorker
-from etl_assets_tests.conftest import PgSchema
+from etl_assets_tests.conftest import PgSchema, project_dagster_home
 from etl_assets_tests.sample_tables import create_pg_readings
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -43,9 +42,7 @@ def project_instance(pg: PgSchema, tmp_path: Path, etl_home: Path,
     """A persistent instance configured by the project's dagster.yaml, and a spec of one
     source (rows 1..20 by id, a partition per 10) and a file sink whose transform sleeps
     ``$ETL_TEST_SLOW_S`` seconds a batch."""
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    shutil.copy(PROJECT / "dagster.yaml", home)
+    home = project_dagster_home(tmp_path)
     table = create_pg_readings(pg, last=20)
     spec = tmp_path / "spec.yaml"
     spec.write_text(yaml.safe_dump({

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import urllib.request
@@ -26,7 +25,7 @@ import pytest
 import yaml
 from sqlalchemy.engine import make_url
 
-from etl_assets_tests.conftest import PgSchema
+from etl_assets_tests.conftest import PgSchema, project_dagster_home
 from etl_assets_tests.io_managers.http_servers import start_fault_server_process
 from etl_assets_tests.io_managers.local_servers import free_port
 from etl_assets_tests.sample_tables import create_pg_readings
@@ -71,9 +70,7 @@ def test_no_secret_form_reaches_output_or_dagster_storage(
                ("userinfo", "query", "sslquery", "keywords", "token", "header", "deadtoken")}
     database = make_url(pg.url)
     source = create_pg_readings(pg, last=120)
-    dagster_home, etl_home = tmp_path / "dagster_home", tmp_path / "etl_home"
-    dagster_home.mkdir()
-    shutil.copy(PROJECT / "dagster.yaml", dagster_home)
+    dagster_home, etl_home = project_dagster_home(tmp_path), tmp_path / "etl_home"
     closed = free_port()
     api = {"kind": "http", "method": "PUT", "retry_delay_s": 0.01,
            "transform": "etl_assets_tests.transforms_for_tests:reading_documents"}

@@ -3,7 +3,6 @@ SQL source, the PostgreSQL sink, its watermark and ``etl-assets status``, on rea
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,11 +20,10 @@ from etl_assets.sources.sql import SqlSource
 from etl_assets.spec import parse_spec
 from etl_assets.table_names import TableName, TableNameError
 from etl_assets.watermark import Window
-from etl_assets_tests.conftest import PgSchema
+from etl_assets_tests.conftest import PgSchema, project_dagster_home
 from etl_assets_tests.sample_tables import create_pg_readings, rows_differing
 from etl_assets_tests.test_factory import run_partition
 
-PROJECT = Path(__file__).resolve().parents[1]
 UTC = timezone.utc
 WHOLE = Window(datetime(2024, 3, 1, tzinfo=UTC), datetime(2024, 3, 1, 2, tzinfo=UTC))
 
@@ -68,9 +66,7 @@ def test_a_table_named_with_a_dot_and_a_space_loads_keeps_its_watermark_and_repo
         capsys: pytest.CaptureFixture[str]) -> None:
     source = create_pg_readings(pg, '"Src d"', last=120)
     target = f'"{dotted_schema}"."c d"'
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    shutil.copy(PROJECT / "dagster.yaml", home)
+    home = project_dagster_home(tmp_path)
     spec = tmp_path / "spec.yaml"
     spec.write_text(yaml.safe_dump({
         "sources": {"readings": {

@@ -9,6 +9,7 @@ import pytest
 from etl_assets.io_managers.postgres import PostgresSinkError, PostgresUpsertWriter
 from etl_assets.spec import PostgresSinkSpec
 from etl_assets_tests.conftest import PgSchema
+from etl_assets_tests.log_lines import LogLines
 
 SCHEMA = pa.schema([pa.field("id", pa.int64()), pa.field("v", pa.string())])
 
@@ -142,16 +143,6 @@ def test_a_sink_with_delete_all_holds_only_the_last_runs_rows(pg: PgSchema, inst
     assert pg.execute(f"SELECT min(id), max(id), count(*) FROM {pg.table('readings_copy')}") == [(61, 120, 60)]
 
 
-class Lines:
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def info(self, msg: str) -> None:
-        self.lines.append(msg)
-
-    warning = info
-
-
 def abandoned_build(pg: PgSchema) -> str:
     """A delete-all run that built its replacement and then lost its session without cleaning
     up (as when killed): the replacement's name."""
@@ -169,7 +160,7 @@ def test_the_next_run_drops_a_replacement_whose_builder_is_gone(pg: PgSchema) ->
     stale = abandoned_build(pg)
     pg.execute(f"INSERT INTO {pg.table(stale)} SELECT i, 'x' || i FROM generate_series(1, 20000) i")
     assert tables(pg) == sorted([("target",), (stale,)])
-    log = Lines()
+    log = LogLines()
     with PostgresUpsertWriter(pg.url, pg.table("target"), ["id"], "etl_stage_test", log=log) as w:
         w.prepare(SCHEMA)
         w.write(rows(range(1, 3), "new"))

@@ -15,6 +15,7 @@ import pytest
 from etl_assets.io_managers.postgres import PostgresSinkError, PostgresUpsertWriter
 from etl_assets.retries import RetryPolicy
 from etl_assets_tests.conftest import PgSchema
+from etl_assets_tests.log_lines import LogLines
 from etl_assets_tests.restartable_postgres import RestartablePostgres, restartable_pg
 
 __all__ = ["restartable_pg"]
@@ -22,17 +23,6 @@ __all__ = ["restartable_pg"]
 SCHEMA = pa.schema([pa.field("id", pa.int64()), pa.field("name", pa.string()),
                     pa.field("n", pa.float64())])
 RETRY = RetryPolicy(retries=12, delay_s=0.2, max_delay_s=2.0)
-
-
-class Log:
-    def __init__(self) -> None:
-        self.warnings: list[str] = []
-
-    def info(self, msg: str) -> None:
-        pass
-
-    def warning(self, msg: str) -> None:
-        self.warnings.append(msg)
 
 
 def batch(first: int, rows: int, tag: str = "v1") -> pa.RecordBatch:
@@ -55,7 +45,7 @@ def target_digest(url: str, table: str) -> tuple[int, str]:
     return int(row[0]), str(row[1])
 
 
-def load(url: str, table: str, batches: list[pa.RecordBatch], log: Log,
+def load(url: str, table: str, batches: list[pa.RecordBatch], log: LogLines,
          between: Any = None, **options: Any) -> None:
     with PostgresUpsertWriter(url, table, ["id"], "etl_stage_retry", log=log, retry=RETRY,
                               **options) as writer:
@@ -69,7 +59,7 @@ def load(url: str, table: str, batches: list[pa.RecordBatch], log: Log,
 
 def test_a_session_the_server_ends_is_retried_on_a_new_connection(pg: PgSchema) -> None:
     batches = [batch(i * 1000, 1000) for i in range(6)]
-    log = Log()
+    log = LogLines()
 
     def end_session(number: int, writer: PostgresUpsertWriter) -> None:
         if number in (2, 4):  # as a restart or an administrator would: 57P01
@@ -93,9 +83,9 @@ def test_a_server_restart_in_the_middle_of_a_load_is_retried_and_lands_exact(
         conn.execute("CREATE SCHEMA rel_out")
     table = "rel_out.readings"
     if delete == "all":  # rows the run replaces
-        load(url, table, [batch(10_000_000, 500, "stale")], Log())
+        load(url, table, [batch(10_000_000, 500, "stale")], LogLines())
     batches = [batch(i * 5000, 5000) for i in range(40)]
-    log = Log()
+    log = LogLines()
     restarts: list[threading.Thread] = []
 
     def restart_meanwhile(number: int, writer: PostgresUpsertWriter) -> None:
@@ -118,7 +108,7 @@ def test_a_server_restart_in_the_middle_of_a_load_is_retried_and_lands_exact(
 def test_a_server_that_stays_down_fails_with_one_line_naming_the_table(
         restartable_pg: RestartablePostgres) -> None:
     url = restartable_pg.url
-    log = Log()
+    log = LogLines()
 
     def stop(number: int, writer: PostgresUpsertWriter) -> None:
         if number == 1:

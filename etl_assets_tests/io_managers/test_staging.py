@@ -15,6 +15,7 @@ from etl_assets.io_managers.staging import (
     write_staged,
 )
 from etl_assets.io_managers.staging_versions import PartitionVersions
+from etl_assets_tests.log_lines import LogLines
 
 SCHEMA = pa.schema([pa.field("id", pa.int64(), nullable=False),
                     pa.field("doc", pa.string(), metadata={"etl_assets.logical_type": "json"})])
@@ -174,14 +175,6 @@ write_staged(Path(sys.argv[1]), RecordBatchStream(schema, batches()), run_id="ki
 """
 
 
-class Lines:
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def info(self, msg: str) -> None:
-        self.lines.append(msg)
-
-
 def test_the_next_write_of_the_asset_removes_what_a_killed_writer_left(tmp_path: Path) -> None:
     path = tmp_path / "a" / "1..2"
     write_staged(path, stream(1, 5, 10), run_id="good", shard_rows=10)
@@ -196,7 +189,7 @@ def test_the_next_write_of_the_asset_removes_what_a_killed_writer_left(tmp_path:
     stray_link.symlink_to(partial_folder)  # as if killed between making and renaming it
     assert ids(read_staged(path)) == [1, 2, 3, 4, 5]  # the published version is intact
 
-    log = Lines()
+    log = LogLines()
     write_staged(path.with_name("2..3"), stream(1, 5, 10), run_id="next", shard_rows=10,
                  log=log)  # another partition of the same asset
     assert [name for name in version_folders(path) if name.endswith("-killed")] == []

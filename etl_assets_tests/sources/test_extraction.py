@@ -21,6 +21,7 @@ from etl_assets.sources.sql import SqlSource
 from etl_assets.spec import SourceSpec, parse_spec
 from etl_assets.watermark import Window
 from etl_assets_tests.conftest import PgSchema
+from etl_assets_tests.log_lines import LogLines
 
 ROWS = 100_000
 WINDOW = Window(0, ROWS)
@@ -59,16 +60,6 @@ def terminate_copy(pg: PgSchema, table: str) -> int:
     return len(pids)
 
 
-class Lines:
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def info(self, msg: str) -> None:
-        self.lines.append(msg)
-
-    warning = info
-
-
 def test_a_copy_terminated_mid_read_is_extracted_again_into_a_fresh_version(
         pg: PgSchema, tmp_path: Path) -> None:
     table = create_events(pg)
@@ -87,7 +78,7 @@ def test_a_copy_terminated_mid_read_is_extracted_again_into_a_fresh_version(
                     terminated.append(terminate_copy(pg, table))  # ends the COPY's backend
         return RecordBatchStream(stream.schema, batches())
 
-    log = Lines()
+    log = LogLines()
     path = tmp_path / "events" / WINDOW.key
     extraction = Extraction(f"source 'events' window {WINDOW.key}", start,
                             RetryPolicy(3, 0.05, 0.1), log)
@@ -146,7 +137,7 @@ def test_a_source_that_stays_unreachable_fails_naming_the_source_window_and_caus
     spec = SourceSpec(connection={"url": "sqlite://"}, table="public.events", cursor="id",
                       retries=2, retry_delay_s=0)
     source = SqlSource("events", spec, "postgresql://postgres@127.0.0.1:1/nowhere")
-    log = Lines()
+    log = LogLines()
     with pytest.raises(TransientError) as failed:
         Extraction(f"source 'events' window {WINDOW.key}", lambda: source.extract(WINDOW),
                    spec.retry_policy(), log)
@@ -160,7 +151,7 @@ def test_the_cursor_range_query_is_retried_then_fails_naming_the_source() -> Non
     spec = SourceSpec(connection={"url": "sqlite://"}, table="public.events", cursor="id",
                       cursor_type="integer", retries=1, retry_delay_s=0)
     source = SqlSource("events", spec, "postgresql://postgres@127.0.0.1:1/nowhere")
-    log = Lines()
+    log = LogLines()
     with pytest.raises(TransientError, match=r"^source 'events': reading the cursor range: "
                                              r"OperationalError: .*\(gave up after 2 attempts\)$"):
         plan_next_windows(source, None, log=log)
@@ -171,7 +162,7 @@ def test_a_non_transient_error_is_not_retried(pg: PgSchema) -> None:
     spec = SourceSpec(connection={"url": "sqlite://"}, table=pg.table("missing"), cursor="id",
                       retry_delay_s=0)
     source = SqlSource("events", spec, pg.url)
-    log = Lines()
+    log = LogLines()
     with pytest.raises(Exception, match=r"table .*missing does not exist"):
         Extraction("source 'events' window 0..1", lambda: source.extract(Window(0, 1)),
                    spec.retry_policy(), log)
