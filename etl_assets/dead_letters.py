@@ -204,19 +204,19 @@ class DeadLetterStore:
         file.path.unlink()
         return failing
 
-    def supersede(self, asset: str, partition: str | None, version: int | None) -> int:
+    def supersede(self, asset: str, partition: str | None, version: int | None,
+                  log: Any = None) -> int:
         """Drop the dead letters of ``partition`` that came from a staged version older than
         ``version``: a run just wrote a later extraction of the same window, which holds
         them or newer versions of them. Returns the rows dropped (letters of unknown version
-        are kept)."""
+        are kept), and says so in ``log``."""
         if version is None:
             return 0
         dropped = 0
         for file in self.files(asset, partition):
             if file.partition != partition:
                 continue
-            letters = self.read(file)
-            stale = [v is not None and v < version for v in letters.versions]
+            stale = [v is not None and v < version for v in self._versions(file)]
             if not any(stale):
                 continue
             dropped += sum(stale)
@@ -225,7 +225,17 @@ class DeadLetterStore:
                 self._rewrite(file, keep)
             else:
                 file.path.unlink()
+        if dropped and log is not None:
+            log.info(f"{asset}: dropped {dropped:,} dead letter(s) of partition {partition}: "
+                     f"this run wrote a later extraction of its window")
         return dropped
+
+    @staticmethod
+    def _versions(file: DeadLetterFile) -> list[int | None]:
+        """The staged version of each row of ``file`` (only that column is read)."""
+        if VERSION not in pq.read_schema(file.path).names:  # kept before versions existed
+            return [None] * file.rows
+        return pq.read_table(file.path, columns=[VERSION]).column(VERSION).to_pylist()
 
     def _rewrite(self, file: DeadLetterFile, rows: list[int]) -> None:
         """Keep only ``rows`` of ``file`` (atomically)."""

@@ -162,10 +162,7 @@ class BigQuerySinkIOManager(ConfigurableIOManager):
             writer.drop_staging()
         progress.done()
         superseded = 0 if unreachable is not None else \
-            store.supersede(asset, partition, obj.version)
-        if superseded:
-            context.log.info(f"{label}: dropped {superseded:,} dead letter(s) of this partition "
-                             f"from an earlier extraction of its window")
+            store.supersede(asset, partition, obj.version, context.log)
         context.add_output_metadata({
             "table": target.table_id,
             "write": self.write,

@@ -172,10 +172,7 @@ class FileSink:
         """After a write of ``partition`` from ``version``: its older dead letters go."""
         if self.dead_letters is None or version is None:
             return written
-        dropped = self.dead_letters.supersede(asset or self.where, partition, version)
-        if dropped:
-            self.log.info(f"{self.where}: dropped {dropped:,} dead letter(s) of partition "
-                          f"{partition}: this run wrote a later extraction of its window")
+        dropped = self.dead_letters.supersede(asset or self.where, partition, version, self.log)
         return dataclasses.replace(written, superseded=dropped)
 
     def _logged(self, written: WrittenFile) -> WrittenFile:

@@ -220,10 +220,7 @@ class HttpApiIOManager(ConfigurableIOManager):
                 f"{label}: {len(report.failed)} document(s) refused; first: id {first.id!r}, "
                 f"HTTP {first.status}: {first.answer}"
                 + ("; stopped sending after it" if report.stopped else ""))
-        superseded = store.supersede(asset, partition, obj.version)
-        if superseded:
-            context.log.info(f"{label}: dropped {superseded:,} dead letter(s) of this partition "
-                             f"from an earlier extraction of its window")
+        superseded = store.supersede(asset, partition, obj.version, context.log)
         if report.failed:
             store.add(asset, partition, _letters(report), [
                 f"HTTP {f.status}: {f.answer}" for f in report.failed], run_id=context.run_id,
