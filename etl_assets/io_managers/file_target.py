@@ -61,10 +61,6 @@ class FileTarget:
     def size(self, name: str) -> int:
         return int(self.fs.size(self.path(name)))
 
-    def modified(self, name: str) -> float:
-        """Seconds since the epoch when ``name`` was last written."""
-        return float(self.fs.modified(self.path(name)).timestamp())
-
     def names(self, suffix: str = "") -> list[str]:
         """Files directly in the folder ending in ``suffix``, sorted; temp files left out."""
         try:

@@ -84,9 +84,9 @@ def folder_bytes(folder: Path) -> int:
     return total
 
 
-class Pin:
-    """A shared lock on one version, held while it is read; released by ``release()`` or when
-    garbage-collected (closing the fd releases the flock)."""
+class _HeldLock:
+    """A flock on one version folder's lock file, held until ``release()`` (closing the fd
+    releases the flock)."""
 
     def __init__(self, folder: Path, fd: int) -> None:
         self.folder = folder
@@ -97,22 +97,21 @@ class Pin:
             os.close(self._fd)
             self._fd = None
 
+
+class Pin(_HeldLock):
+    """A shared lock on one version, held while it is read; released by ``release()`` or when
+    garbage-collected."""
+
     def __del__(self) -> None:
         self.release()
 
 
-class WriterVersion:
+class WriterVersion(_HeldLock):
     """A version being written: exclusively locked until ``release()``."""
 
     def __init__(self, folder: Path, version: int, fd: int) -> None:
-        self.folder = folder
+        super().__init__(folder, fd)
         self.version = version
-        self._fd: int | None = fd
-
-    def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
 
     def discard(self) -> None:
         """Remove this (unpublished or superseded) version; the lock is still ours."""
