@@ -33,7 +33,7 @@ from dagster import AssetKey, build_output_context
 from google.cloud import bigquery
 
 from etl_assets.batches import RecordBatchStream
-from etl_assets.io_managers.bigquery import BigQuerySinkIOManager
+from etl_assets.sinks.bigquery.io_manager import BigQuerySinkIOManager
 from etl_assets.watermark import Window
 from etl_assets_tests.io_managers.bq_emulator import PROJECT, BigQueryEmulator
 from etl_assets_tests.io_managers.local_servers import free_port

@@ -38,10 +38,10 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from etl_assets.io_managers.file_formats import file_format
-from etl_assets.io_managers.file_sink import FileSink
-from etl_assets.io_managers.file_target import FileTarget
 from etl_assets.json_documents import iter_json_lines
+from etl_assets.sinks.files.formats import file_format
+from etl_assets.sinks.files.target import FileTarget
+from etl_assets.sinks.files.writer import FileSink
 
 BATCH_ROWS = 50_000
 

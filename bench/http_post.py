@@ -52,8 +52,8 @@ sys.path.insert(0, str(ROOT))
 from dagster import AssetKey, build_output_context  # noqa: E402
 
 from etl_assets.batches import RecordBatchStream  # noqa: E402
-from etl_assets.io_managers.http_api import HttpApiIOManager  # noqa: E402
 from etl_assets.json_documents import documents  # noqa: E402
+from etl_assets.sinks.http.io_manager import HttpApiIOManager  # noqa: E402
 from etl_assets.watermark import Window  # noqa: E402
 from etl_assets_tests.io_managers.http_servers import (  # noqa: E402
     Datasette,

@@ -47,10 +47,10 @@ def stage(kind: str, url: str, staging: str, rows: int, chunk_rows: int) -> dict
     """One stage, in this process; returns its measurements."""
     from datetime import datetime, timedelta, timezone
 
-    from etl_assets.io_managers.postgres import PostgresUpsertWriter
-    from etl_assets.io_managers.staging import read_staged, write_staged
-    from etl_assets.sources.sql import SqlSource
+    from etl_assets.sinks.postgres.writer import PostgresUpsertWriter
+    from etl_assets.sources.sql.source import SqlSource
     from etl_assets.spec import SourceSpec
+    from etl_assets.staging.io_manager import read_staged, write_staged
     from etl_assets.watermark import Window
 
     start = datetime(2024, 1, 1, tzinfo=timezone.utc)

@@ -3,7 +3,7 @@
 Contenders, on the same table (``--rows`` rows: bigint key, int, text; an index on the int
 column and a view on the table), each in a fresh process (its peak memory its own):
 
-- ours: ``etl_assets.io_managers.postgres_migrations.migrate`` (build beside, copy, swap);
+- ours: ``etl_assets.sinks.postgres.migrations.migrate`` (build beside, copy, swap);
 - pg-bulk-ingest 0.1.3 (``pip install .[bench]``): ``ingest`` with the changed SQLAlchemy
   table and a one-row batch (it migrates while ingesting the first batch).
 
@@ -56,8 +56,8 @@ def _setup(url: str, schema: str, rows: int) -> None:
 
 
 def _migrate_ours(url: str, schema: str) -> None:
-    from etl_assets.io_managers.postgres_migrations import migrate
-    from etl_assets.io_managers.postgres_table import ColumnDef, TableDef
+    from etl_assets.sinks.postgres.migrations import migrate
+    from etl_assets.sinks.postgres.table import ColumnDef, TableDef
 
     desired = TableDef(schema, "t", (ColumnDef("id", "bigint", False), ColumnDef("v", "bigint"),
                                      ColumnDef("s", "text")), ("id",))

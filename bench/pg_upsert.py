@@ -106,8 +106,8 @@ def peak_mb() -> float:
 
 def run_ours(url: str, schema: str, batches: Iterator[pa.RecordBatch],
              conflict: str = "newest") -> None:
-    from etl_assets.io_managers.postgres import PostgresUpsertWriter
-    from etl_assets.io_managers.postgres_watermark import WatermarkTarget
+    from etl_assets.sinks.postgres.watermark import WatermarkTarget
+    from etl_assets.sinks.postgres.writer import PostgresUpsertWriter
     from etl_assets.watermark import Window
 
     first = next(batches)
@@ -191,8 +191,8 @@ def one_run(contender: str, url: str, schema: str, rows: int, batch_rows: int,
     """One contender, one phase, in this process (imports are not timed)."""
     import importlib
 
-    for module in {"ours": ["etl_assets.io_managers.postgres"],
-                   "ours-last-write": ["etl_assets.io_managers.postgres"],
+    for module in {"ours": ["etl_assets.sinks.postgres.writer"],
+                   "ours-last-write": ["etl_assets.sinks.postgres.writer"],
                    "pg-bulk-ingest": ["pg_bulk_ingest"]}.get(contender, []):
         importlib.import_module(module)
     began = time.perf_counter()

@@ -18,7 +18,7 @@ class RecordBatchStream:
     Assets return this instead of a generator (Dagster reads a returned generator as a
     stream of events); IO managers write it batch by batch, so a window never sits in memory.
     ``version``: the staged version the rows come from (strictly increasing per partition, see
-    :mod:`etl_assets.io_managers.staging`); a higher version is a later extraction of the
+    :mod:`etl_assets.staging.io_manager`); a higher version is a later extraction of the
     window. None when the rows do not come from staging.
     """
 

@@ -23,7 +23,7 @@ from etl_assets.connections import resolve_url
 from etl_assets.errors import EtlAssetsError
 from etl_assets.secrets import mask_text
 from etl_assets.sensors import highest_partition_hi, plan_next_windows
-from etl_assets.sources.sql import SqlSource
+from etl_assets.sources.sql.source import SqlSource
 from etl_assets.spec import SpecError
 from etl_assets.watermark import encode_bound
 
@@ -89,8 +89,8 @@ def _sink_status(name: str, sink: object) -> str | None:
     from psycopg import sql
 
     from etl_assets.connections import libpq_url
-    from etl_assets.io_managers.file_status import folder_status
-    from etl_assets.io_managers.postgres_watermark import read_watermark
+    from etl_assets.sinks.files.status import folder_status
+    from etl_assets.sinks.postgres.watermark import read_watermark
     from etl_assets.spec import ParquetSinkSpec, PostgresSinkSpec
 
     if isinstance(sink, ParquetSinkSpec):
@@ -136,7 +136,7 @@ def _check() -> int:
 
 
 def _compose(args: argparse.Namespace) -> int:
-    from etl_assets.compose import compose
+    from etl_assets.sinks.files.compose import compose
     from etl_assets.spec import ParquetSinkSpec
 
     storage_options: dict[str, object] = {}

@@ -32,17 +32,16 @@ from dagster import (
 from etl_assets.batches import RecordBatchStream
 from etl_assets.connections import dagster_url_value, libpq_url, resolve_url
 from etl_assets.dead_letters import build_replay_job
-from etl_assets.io_managers.http_api import HttpApiIOManager
-from etl_assets.io_managers.parquet import ParquetSinkIOManager
-from etl_assets.io_managers.postgres import PostgresUpsertIOManager
-from etl_assets.io_managers.postgres_declared import load_declared_table
-from etl_assets.io_managers.postgres_watermark import read_watermark
-from etl_assets.io_managers.staging import ParquetStagingIOManager
 from etl_assets.run_monitoring import register_run_worker
 from etl_assets.secrets import mask_parameters, mask_text, mask_url, masked_errors
 from etl_assets.sensors import build_watermark_sensor
+from etl_assets.sinks.files.io_manager import ParquetSinkIOManager
+from etl_assets.sinks.http.io_manager import HttpApiIOManager
+from etl_assets.sinks.postgres.declared import load_declared_table
+from etl_assets.sinks.postgres.watermark import read_watermark
+from etl_assets.sinks.postgres.writer import PostgresUpsertIOManager
 from etl_assets.sources.extraction import Extraction
-from etl_assets.sources.sql import SqlSource
+from etl_assets.sources.sql.source import SqlSource
 from etl_assets.spec import (
     BigQuerySinkSpec,
     HttpSinkSpec,
@@ -52,6 +51,7 @@ from etl_assets.spec import (
     SinkSpec,
     SourceSpec,
 )
+from etl_assets.staging.io_manager import ParquetStagingIOManager
 from etl_assets.transforms import code_of, load_transform
 from etl_assets.watermark import Bound, Window
 
@@ -174,7 +174,7 @@ def build_sink_io_manager(name: str, sink: SinkSpec, spec: PipelineSpec) -> Conf
             raise ValueError(f"sink {name!r}: write merge needs a primary_key (on the sink or "
                              f"its source {sink.source!r})")
         try:
-            from etl_assets.io_managers.bigquery import BigQuerySinkIOManager
+            from etl_assets.sinks.bigquery.io_manager import BigQuerySinkIOManager
         except ImportError as exc:
             raise ValueError(f"sink {name!r}: kind bigquery needs the `bigquery` extra "
                              f"(pip install 'etl_assets[bigquery]'): {exc}") from None

@@ -37,7 +37,7 @@ from etl_assets.connections import resolve_url
 from etl_assets.errors import TransientError
 from etl_assets.retries import Log, describe, is_transient
 from etl_assets.secrets import masked_errors
-from etl_assets.sources.sql import SqlSource
+from etl_assets.sources.sql.source import SqlSource
 from etl_assets.spec import SourceSpec
 from etl_assets.watermark import (
     Bound,
@@ -115,7 +115,7 @@ def build_watermark_sensor(
     """The sensor that cuts ``source_name``'s new rows into partitions and runs ``job``.
 
     ``committed_watermark`` returns what the sinks have committed (see
-    :mod:`etl_assets.io_managers.postgres_watermark`); it is asked only when the sensor's cursor
+    :mod:`etl_assets.sinks.postgres.watermark`); it is asked only when the sensor's cursor
     is empty and no partition exists yet.
     """
 

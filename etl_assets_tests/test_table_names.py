@@ -14,9 +14,9 @@ from dagster import DagsterInstance
 
 from etl_assets.cli import main
 from etl_assets.code_location import load_definitions
-from etl_assets.io_managers.postgres_watermark import read_watermark
-from etl_assets.sources.postgres_copy import copy_supported
-from etl_assets.sources.sql import SqlSource
+from etl_assets.sinks.postgres.watermark import read_watermark
+from etl_assets.sources.sql.postgres_copy import copy_supported
+from etl_assets.sources.sql.source import SqlSource
 from etl_assets.spec import parse_spec
 from etl_assets.table_names import TableName, TableNameError
 from etl_assets.watermark import Window

@@ -12,8 +12,8 @@ import pytest
 
 from etl_assets.arrow_types import logical_field
 from etl_assets.dead_letters import DeadLetterStore
-from etl_assets.io_managers.bigquery import BigQuerySinkIOManager
-from etl_assets.io_managers.bigquery_writer import BigQuerySinkError
+from etl_assets.sinks.bigquery.io_manager import BigQuerySinkIOManager
+from etl_assets.sinks.bigquery.writer import BigQuerySinkError
 from etl_assets.watermark import Window
 from etl_assets_tests.io_managers.bq_emulator import PROJECT, BigQueryEmulator
 from etl_assets_tests.io_managers.sink_runs import run_sink

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 
 from etl_assets.arrow_types import logical_field
-from etl_assets.io_managers.bigquery_types import (
+from etl_assets.sinks.bigquery.column_types import (
     UnsupportedBigQueryType,
     bigquery_schema,
     bigquery_type,

@@ -10,10 +10,10 @@ import pytest
 import yaml
 
 from etl_assets.cli import main
-from etl_assets.compose import compose
-from etl_assets.io_managers.file_formats import file_format
-from etl_assets.io_managers.file_sink import FileSink
-from etl_assets.io_managers.file_target import FileTarget
+from etl_assets.sinks.files.compose import compose
+from etl_assets.sinks.files.formats import file_format
+from etl_assets.sinks.files.target import FileTarget
+from etl_assets.sinks.files.writer import FileSink
 from etl_assets_tests.io_managers.file_reading import rows_of
 
 

@@ -17,8 +17,8 @@ import pytest
 from dagster import build_op_context
 
 from etl_assets.dead_letters import DeadLetterStore
-from etl_assets.io_managers.http_api import HttpApiIOManager, HttpSinkError
 from etl_assets.json_documents import documents
+from etl_assets.sinks.http.io_manager import HttpApiIOManager, HttpSinkError
 from etl_assets.watermark import Window
 from etl_assets_tests.io_managers.http_servers import (
     Datasette,
@@ -236,7 +236,7 @@ MEMORY_PROBE = textwrap.dedent("""
     import pyarrow.compute as pc
     from dagster import AssetKey, build_output_context
     from etl_assets.batches import RecordBatchStream
-    from etl_assets.io_managers.http_api import HttpApiIOManager
+    from etl_assets.sinks.http.io_manager import HttpApiIOManager
     url, count, format = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     schema = pa.schema([("id", pa.int64()), ("pad", pa.string())])
     def batches():  # made as they are read, as staging reads them

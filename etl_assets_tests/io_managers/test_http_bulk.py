@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 
-from etl_assets.io_managers.http_bulk import RequestShape
-from etl_assets.io_managers.http_client import Answer
+from etl_assets.sinks.http.bulk import RequestShape
+from etl_assets.sinks.http.client import Answer
 
 
 def _ndjson() -> RequestShape:

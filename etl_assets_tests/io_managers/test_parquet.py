@@ -10,9 +10,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from etl_assets.io_managers.file_formats import file_format
-from etl_assets.io_managers.file_sink import FileSink, FileSinkError
-from etl_assets.io_managers.file_target import FileTarget
+from etl_assets.sinks.files.formats import file_format
+from etl_assets.sinks.files.target import FileTarget
+from etl_assets.sinks.files.writer import FileSink, FileSinkError
 from etl_assets.spec import SpecError, parse_spec
 from etl_assets_tests.io_managers.file_reading import by_id, rows_of
 from etl_assets_tests.io_managers.test_postgres import EVERY_TYPE, ROWS

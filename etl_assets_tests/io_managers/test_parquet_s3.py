@@ -5,11 +5,11 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from etl_assets.compose import compose
-from etl_assets.io_managers.file_formats import file_format
-from etl_assets.io_managers.file_sink import FileSink
-from etl_assets.io_managers.file_target import FileTarget
 from etl_assets.retries import RetryPolicy
+from etl_assets.sinks.files.compose import compose
+from etl_assets.sinks.files.formats import file_format
+from etl_assets.sinks.files.target import FileTarget
+from etl_assets.sinks.files.writer import FileSink
 from etl_assets_tests.io_managers.file_reading import by_id, rows_of
 from etl_assets_tests.io_managers.s3_server import S3Bucket
 

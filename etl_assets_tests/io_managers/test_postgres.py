@@ -5,7 +5,7 @@ import pyarrow as pa
 import pytest
 
 from etl_assets.arrow_types import logical_field
-from etl_assets.io_managers.postgres import (
+from etl_assets.sinks.postgres.writer import (
     PostgresSinkError,
     PostgresUpsertWriter,
     last_row_per_key,

@@ -8,7 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from etl_assets.factory import build_definitions
-from etl_assets.io_managers.postgres import PostgresSinkError, PostgresUpsertWriter
+from etl_assets.sinks.postgres.writer import PostgresSinkError, PostgresUpsertWriter
 from etl_assets.spec import parse_spec
 from etl_assets.transforms import TransformError
 from etl_assets_tests.conftest import PgSchema

@@ -9,9 +9,9 @@ import uuid
 import psycopg
 import pytest
 
-from etl_assets.io_managers.postgres_errors import PostgresSinkError
-from etl_assets.io_managers.postgres_migrations import migrate
-from etl_assets.io_managers.postgres_table import ColumnDef, TableDef, existing_table
+from etl_assets.sinks.postgres.errors import PostgresSinkError
+from etl_assets.sinks.postgres.migrations import migrate
+from etl_assets.sinks.postgres.table import ColumnDef, TableDef, existing_table
 from etl_assets_tests.conftest import PgSchema
 
 LOG = logging.getLogger("test_postgres_migrations")
@@ -183,7 +183,7 @@ def test_a_serial_column_keeps_its_sequence_and_default(pg: PgSchema) -> None:
 def test_the_sink_migrates_a_table_to_its_declaration_and_keeps_a_view(pg: PgSchema) -> None:
     import pyarrow as pa
 
-    from etl_assets.io_managers.postgres import PostgresUpsertWriter
+    from etl_assets.sinks.postgres.writer import PostgresUpsertWriter
     from etl_assets_tests.io_managers.declared_tables import readings
 
     t = pg.table("target")
@@ -206,7 +206,7 @@ def test_a_table_from_arrow_reads_back_equal_from_the_catalog(pg: PgSchema) -> N
     import pyarrow as pa
 
     from etl_assets.arrow_types import logical_field
-    from etl_assets.io_managers.postgres_table import table_from_arrow
+    from etl_assets.sinks.postgres.table import table_from_arrow
 
     arrow = pa.schema([pa.field("id", pa.int64()), pa.field("at", pa.timestamp("us", tz="UTC")),
                        pa.field("local", pa.timestamp("us")), pa.field("clock", pa.time64("us")),

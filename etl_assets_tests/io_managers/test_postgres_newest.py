@@ -9,8 +9,8 @@ import pyarrow as pa
 import pytest
 
 from etl_assets.batches import RecordBatchStream
-from etl_assets.io_managers.postgres import PostgresSinkError, PostgresUpsertIOManager
-from etl_assets.io_managers.postgres_watermark import read_watermark
+from etl_assets.sinks.postgres.watermark import read_watermark
+from etl_assets.sinks.postgres.writer import PostgresSinkError, PostgresUpsertIOManager
 from etl_assets.watermark import Window
 from etl_assets_tests.conftest import PgSchema
 from etl_assets_tests.io_managers.sink_runs import run_sink

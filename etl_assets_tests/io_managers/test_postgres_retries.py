@@ -12,8 +12,8 @@ import psycopg
 import pyarrow as pa
 import pytest
 
-from etl_assets.io_managers.postgres import PostgresSinkError, PostgresUpsertWriter
 from etl_assets.retries import RetryPolicy
+from etl_assets.sinks.postgres.writer import PostgresSinkError, PostgresUpsertWriter
 from etl_assets_tests.conftest import PgSchema
 from etl_assets_tests.log_lines import LogLines
 from etl_assets_tests.restartable_postgres import RestartablePostgres, restartable_pg

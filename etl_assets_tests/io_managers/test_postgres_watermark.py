@@ -8,8 +8,8 @@ import pytest
 from dagster import DagsterInstance, SensorResult, build_sensor_context
 
 from etl_assets.factory import build_definitions
-from etl_assets.io_managers.postgres import PostgresSinkError, PostgresUpsertWriter
-from etl_assets.io_managers.postgres_watermark import WatermarkTarget, read_watermark
+from etl_assets.sinks.postgres.watermark import WatermarkTarget, read_watermark
+from etl_assets.sinks.postgres.writer import PostgresSinkError, PostgresUpsertWriter
 from etl_assets.spec import parse_spec
 from etl_assets.watermark import Window
 from etl_assets_tests.conftest import PgSchema

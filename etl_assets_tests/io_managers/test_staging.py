@@ -8,13 +8,13 @@ import pyarrow as pa
 import pytest
 
 from etl_assets.batches import RecordBatchStream
-from etl_assets.io_managers.staging import (
+from etl_assets.staging.io_manager import (
     StagingError,
     read_staged,
     staged_manifest,
     write_staged,
 )
-from etl_assets.io_managers.staging_versions import PartitionVersions
+from etl_assets.staging.versions import PartitionVersions
 from etl_assets_tests.log_lines import LogLines
 
 SCHEMA = pa.schema([pa.field("id", pa.int64(), nullable=False),
@@ -94,7 +94,7 @@ def test_a_dropped_reader_releases_its_version(tmp_path: Path) -> None:
 def test_versions_increase_even_when_the_clock_stands_still(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "a" / "k"
-    monkeypatch.setattr("etl_assets.io_managers.staging_versions.time.time_ns", lambda: 5)
+    monkeypatch.setattr("etl_assets.staging.versions.time.time_ns", lambda: 5)
     versions = [write_staged(path, stream(1, 5, 10), run_id=f"r{n}", shard_rows=10).version
                 for n in range(3)]
     assert versions == [5, 6, 7]
@@ -164,7 +164,7 @@ import os, signal, sys
 import pyarrow as pa
 from pathlib import Path
 from etl_assets.batches import RecordBatchStream
-from etl_assets.io_managers.staging import write_staged
+from etl_assets.staging.io_manager import write_staged
 schema = pa.schema([pa.field("id", pa.int64())])
 def batches():
     for n in range(3):

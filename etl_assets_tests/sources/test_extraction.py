@@ -13,12 +13,12 @@ from dagster import DagsterInstance
 from etl_assets.batches import RecordBatchStream
 from etl_assets.errors import TransientError
 from etl_assets.factory import build_definitions
-from etl_assets.io_managers.staging import read_staged, write_staged
 from etl_assets.retries import RetryPolicy
 from etl_assets.sensors import plan_next_windows
 from etl_assets.sources.extraction import Extraction
-from etl_assets.sources.sql import SqlSource
+from etl_assets.sources.sql.source import SqlSource
 from etl_assets.spec import SourceSpec, parse_spec
+from etl_assets.staging.io_manager import read_staged, write_staged
 from etl_assets.watermark import Window
 from etl_assets_tests.conftest import PgSchema
 from etl_assets_tests.log_lines import LogLines

@@ -6,8 +6,8 @@ from datetime import datetime, timezone
 import pyarrow as pa
 import pytest
 
-from etl_assets.sources.postgres_copy import copy_supported
-from etl_assets.sources.sql import SqlSource
+from etl_assets.sources.sql.postgres_copy import copy_supported
+from etl_assets.sources.sql.source import SqlSource
 from etl_assets.spec import SourceSpec
 from etl_assets.watermark import Window
 from etl_assets_tests.conftest import PgSchema

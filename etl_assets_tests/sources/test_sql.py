@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from etl_assets.arrow_types import logical_type_of
-from etl_assets.sources.sql import SourceError, SqlSource
+from etl_assets.sources.sql.source import SourceError, SqlSource
 from etl_assets.spec import SourceSpec
 from etl_assets.watermark import Window
 from etl_assets_tests.conftest import PgSchema
@@ -117,7 +117,7 @@ def test_errors_name_the_source_and_column(pg: PgSchema) -> None:
 
 MEMORY_PROBE = textwrap.dedent("""
     import resource, sys
-    from etl_assets.sources.sql import SqlSource
+    from etl_assets.sources.sql.source import SqlSource
     from etl_assets.spec import SourceSpec
     from etl_assets.watermark import Window
     url, table, hi = sys.argv[1], sys.argv[2], int(sys.argv[3])

@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from etl_assets.io_managers.spilled_rows import ROW
+from etl_assets.sinks.files.spilled_rows import ROW
 
 _EXISTING_ROW = "__etl_existing_row"
 _RUN_CURSOR = "__etl_run_cursor"

@@ -33,10 +33,10 @@ from google.cloud.bigquery.retry import DEFAULT_RETRY
 
 from etl_assets.batches import last_row_per_key
 from etl_assets.errors import EtlAssetsError
-from etl_assets.io_managers.bigquery_types import bigquery_schema, loadable
 from etl_assets.newest_wins import missing_cursor
 from etl_assets.retries import RetryPolicy, describe, is_transient
 from etl_assets.secrets import mask_text
+from etl_assets.sinks.bigquery.column_types import bigquery_schema, loadable
 from etl_assets.watermark import Window
 
 WRITE_MODES = ("append", "replace_partition", "replace_table", "merge")

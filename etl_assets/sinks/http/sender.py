@@ -18,10 +18,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from etl_assets.io_managers.http_bulk import RequestShape, with_field
-from etl_assets.io_managers.http_client import HttpClient
 from etl_assets.newest_wins import is_newer, missing_cursor
 from etl_assets.secrets import mask_text
+from etl_assets.sinks.http.bulk import RequestShape, with_field
+from etl_assets.sinks.http.client import HttpClient
 
 DocumentGroup = tuple[list[str | None], list[bytes]]
 """Ids (None: no id) and JSON bodies of some documents, in the same order."""

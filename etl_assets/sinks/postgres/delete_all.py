@@ -24,8 +24,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from etl_assets.io_managers.postgres_swap import Log, TableSwap
-from etl_assets.io_managers.postgres_table import existing_table
+from etl_assets.sinks.postgres.swap import Log, TableSwap
+from etl_assets.sinks.postgres.table import existing_table
 
 DELETE_MODES = ("off", "all")
 

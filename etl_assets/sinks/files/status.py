@@ -7,8 +7,8 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from etl_assets.io_managers.file_formats import file_format
-from etl_assets.io_managers.file_target import FileTarget
+from etl_assets.sinks.files.formats import file_format
+from etl_assets.sinks.files.target import FileTarget
 
 
 @dataclass(frozen=True)

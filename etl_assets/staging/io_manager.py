@@ -6,7 +6,7 @@ new version and swaps the link in one atomic rename, so readers see the old shar
 never a mix. A reader holds the version it reads until it is done, however many runs re-stage
 the partition meanwhile; versions no one holds any more, and what killed runs left, are
 removed by the next staging write of the asset (see
-:mod:`etl_assets.io_managers.staging_versions`).
+:mod:`etl_assets.staging.versions`).
 """
 
 from __future__ import annotations
@@ -25,15 +25,15 @@ from dagster import ConfigurableIOManager, InputContext, MetadataValue, OutputCo
 
 from etl_assets.batches import RecordBatchStream
 from etl_assets.home import expand_vars
-from etl_assets.io_managers.staging_versions import (
+from etl_assets.progress import ProgressLog
+from etl_assets.secrets import masked_errors
+from etl_assets.sources.extraction import Extraction
+from etl_assets.staging.versions import (
     MANIFEST,
     PartitionVersions,
     StagingError,
     sweep_asset,
 )
-from etl_assets.progress import ProgressLog
-from etl_assets.secrets import masked_errors
-from etl_assets.sources.extraction import Extraction
 
 __all__ = ["MANIFEST", "ParquetStagingIOManager", "StagedManifest", "StagingError",
            "read_staged", "staged_manifest", "write_staged"]

@@ -24,9 +24,9 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from etl_assets.io_managers.postgres_errors import PostgresSinkError
-from etl_assets.io_managers.postgres_swap import Log, TableSwap, lock_exclusively
-from etl_assets.io_managers.postgres_table import ColumnDef, TableDef, existing_table
+from etl_assets.sinks.postgres.errors import PostgresSinkError
+from etl_assets.sinks.postgres.swap import Log, TableSwap, lock_exclusively
+from etl_assets.sinks.postgres.table import ColumnDef, TableDef, existing_table
 
 
 def create_table(conn: psycopg.Connection[Any], table: TableDef) -> None:

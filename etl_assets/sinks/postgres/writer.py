@@ -32,25 +32,25 @@ from psycopg import sql
 from etl_assets.batches import RecordBatchStream, last_row_per_key
 from etl_assets.connections import libpq_url
 from etl_assets.embedded_postgres import embedded_postgres_url
-from etl_assets.io_managers.postgres_declared import (
-    load_declared_table,
-    resolve_declared_table,
-)
-from etl_assets.io_managers.postgres_delete_all import (
-    DELETE_MODES,
-    ReplaceAll,
-    drop_stale_replacements,
-)
-from etl_assets.io_managers.postgres_errors import PostgresSinkError
-from etl_assets.io_managers.postgres_migrations import migrate
-from etl_assets.io_managers.postgres_swap import Log
-from etl_assets.io_managers.postgres_table import ColumnDef, TableDef, existing_table
-from etl_assets.io_managers.postgres_types import csv_ready, postgres_type
-from etl_assets.io_managers.postgres_watermark import WatermarkTarget, record_watermark
 from etl_assets.newest_wins import CONFLICT_RULES, missing_cursor
 from etl_assets.progress import ProgressLog
 from etl_assets.retries import RetryPolicy, describe, is_transient
 from etl_assets.secrets import mask_url, masked_errors, masked_log
+from etl_assets.sinks.postgres.column_types import csv_ready, postgres_type
+from etl_assets.sinks.postgres.declared import (
+    load_declared_table,
+    resolve_declared_table,
+)
+from etl_assets.sinks.postgres.delete_all import (
+    DELETE_MODES,
+    ReplaceAll,
+    drop_stale_replacements,
+)
+from etl_assets.sinks.postgres.errors import PostgresSinkError
+from etl_assets.sinks.postgres.migrations import migrate
+from etl_assets.sinks.postgres.swap import Log
+from etl_assets.sinks.postgres.table import ColumnDef, TableDef, existing_table
+from etl_assets.sinks.postgres.watermark import WatermarkTarget, record_watermark
 from etl_assets.table_names import TableName
 from etl_assets.watermark import Window
 

@@ -22,12 +22,12 @@ from dagster import (
 
 from etl_assets.batches import RecordBatchStream
 from etl_assets.dead_letters import DeadLetterStore, ReplayReport
-from etl_assets.io_managers.file_formats import file_format
-from etl_assets.io_managers.file_sink import FileSink, FileSinkError
-from etl_assets.io_managers.file_target import FileTarget
 from etl_assets.progress import ProgressLog
 from etl_assets.retries import RetryPolicy
 from etl_assets.secrets import mask_text, masked_errors, masked_log
+from etl_assets.sinks.files.formats import file_format
+from etl_assets.sinks.files.target import FileTarget
+from etl_assets.sinks.files.writer import FileSink, FileSinkError
 
 
 class ParquetSinkIOManager(ConfigurableIOManager):

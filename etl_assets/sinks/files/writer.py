@@ -35,13 +35,13 @@ import pyarrow as pa
 
 from etl_assets.dead_letters import DeadLetterStore
 from etl_assets.errors import EtlAssetsError
-from etl_assets.io_managers.file_formats import FileFormat, FileFormatError, closed_at_end
-from etl_assets.io_managers.file_target import VERSIONS_FOLDER, FileTarget
-from etl_assets.io_managers.run_keys import RunKeys
-from etl_assets.io_managers.spilled_rows import SpilledRows
 from etl_assets.newest_wins import missing_cursor
 from etl_assets.progress import ProgressLog
 from etl_assets.retries import RetryPolicy
+from etl_assets.sinks.files.formats import FileFormat, FileFormatError, closed_at_end
+from etl_assets.sinks.files.run_keys import RunKeys
+from etl_assets.sinks.files.spilled_rows import SpilledRows
+from etl_assets.sinks.files.target import VERSIONS_FOLDER, FileTarget
 
 Mode = Literal["shard", "update", "replace"]
 MODES: tuple[Mode, ...] = ("shard", "update", "replace")

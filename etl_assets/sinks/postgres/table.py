@@ -13,7 +13,7 @@ import psycopg
 import pyarrow as pa
 from psycopg import sql
 
-from etl_assets.io_managers.postgres_types import postgres_type
+from etl_assets.sinks.postgres.column_types import postgres_type
 from etl_assets.table_names import TableName
 
 # postgres_type's short spellings -> format_type's.

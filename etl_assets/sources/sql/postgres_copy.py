@@ -3,7 +3,7 @@ pyarrow's streaming CSV reader against the known Arrow schema.
 
 About 5x faster than fetching rows through the driver (no Python object per value). Used for
 table sources whose columns all have a CSV text form pyarrow parses exactly; other sources take
-the generic path in :mod:`etl_assets.sources.sql`.
+the generic path in :mod:`etl_assets.sources.sql.source`.
 """
 
 from __future__ import annotations

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from etl_assets.io_managers.http_client import Answer
 from etl_assets.json_documents import encode_string
 from etl_assets.retries import RETRYABLE_HTTP_STATUS
+from etl_assets.sinks.http.client import Answer
 
 FORMATS = ("single", "ndjson_bulk", "json_array_bulk")
 _ANSWER_CHARS = 500

@@ -18,9 +18,9 @@ import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
-from etl_assets.io_managers.run_keys import MergeKeyError, RunKeys
-from etl_assets.io_managers.spilled_rows import ROW
 from etl_assets.json_documents import documents, json_lines, json_values
+from etl_assets.sinks.files.run_keys import MergeKeyError, RunKeys
+from etl_assets.sinks.files.spilled_rows import ROW
 
 FormatName = Literal["parquet", "json", "csv"]
 FORMATS: tuple[FormatName, ...] = ("parquet", "json", "csv")

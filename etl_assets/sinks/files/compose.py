@@ -19,7 +19,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from etl_assets.io_managers.file_formats import (
+from etl_assets.sinks.files.formats import (
     FileFormat,
     aligned,
     closed_at_end,
@@ -28,9 +28,9 @@ from etl_assets.io_managers.file_formats import (
     merged_schema,
     read_csv,
 )
-from etl_assets.io_managers.file_sink import DATASET
-from etl_assets.io_managers.file_target import FileTarget
-from etl_assets.io_managers.spilled_rows import SpilledRows
+from etl_assets.sinks.files.spilled_rows import SpilledRows
+from etl_assets.sinks.files.target import FileTarget
+from etl_assets.sinks.files.writer import DATASET
 
 COMPOSED = "composed"
 

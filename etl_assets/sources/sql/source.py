@@ -14,7 +14,7 @@ from etl_assets.arrow_types import arrow_field, fallback_converter, infer_field,
 from etl_assets.batches import RecordBatchStream
 from etl_assets.connections import libpq_url, sqlalchemy_url
 from etl_assets.secrets import mask_url
-from etl_assets.sources.postgres_copy import copy_batches, copy_supported
+from etl_assets.sources.sql.postgres_copy import copy_batches, copy_supported
 from etl_assets.spec import SourceSpec
 from etl_assets.watermark import Bound, Window
 
@@ -32,7 +32,7 @@ class SqlSource:
     Rows stream through a server-side cursor (``stream_results``) in batches of
     ``chunk_rows``, so memory use does not grow with the window's row count. PostgreSQL tables
     whose types allow it stream through ``COPY .. TO STDOUT`` instead (see
-    :mod:`etl_assets.sources.postgres_copy`).
+    :mod:`etl_assets.sources.sql.postgres_copy`).
     """
 
     def __init__(self, name: str, spec: SourceSpec, url: str) -> None:

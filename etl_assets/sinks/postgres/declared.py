@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from psycopg import sql
 from sqlalchemy.dialects import postgresql
 
-from etl_assets.io_managers.postgres_table import ColumnDef
+from etl_assets.sinks.postgres.table import ColumnDef
 from etl_assets.transforms import TransformError, import_reference
 
 

@@ -34,9 +34,6 @@ from etl_assets.batches import RecordBatchStream
 from etl_assets.dead_letters import DeadLetterStore, ReplayReport
 from etl_assets.errors import EtlAssetsError
 from etl_assets.home import expand_vars
-from etl_assets.io_managers.http_bulk import RequestShape, with_field
-from etl_assets.io_managers.http_client import HttpClient
-from etl_assets.io_managers.http_sender import DocumentGroup, DocumentSender, SendReport
 from etl_assets.json_documents import dumps, json_lines
 from etl_assets.newest_wins import missing_cursor
 from etl_assets.progress import ProgressLog
@@ -48,6 +45,9 @@ from etl_assets.secrets import (
     remember_secret,
     remember_secrets_in,
 )
+from etl_assets.sinks.http.bulk import RequestShape, with_field
+from etl_assets.sinks.http.client import HttpClient
+from etl_assets.sinks.http.sender import DocumentGroup, DocumentSender, SendReport
 from etl_assets.transforms import load_transform
 
 _FAILURES_LOGGED = 5

@@ -28,15 +28,15 @@ from google.cloud import bigquery
 from etl_assets.batches import RecordBatchStream
 from etl_assets.dead_letters import DeadLetterStore, ReplayReport
 from etl_assets.home import expand_vars
-from etl_assets.io_managers.bigquery_writer import (
+from etl_assets.progress import ProgressLog
+from etl_assets.retries import RetryPolicy
+from etl_assets.secrets import mask_text, masked_errors, masked_log
+from etl_assets.sinks.bigquery.writer import (
     BigQueryLoadFailed,
     BigQuerySinkError,
     BigQueryTableWriter,
     BigQueryTarget,
 )
-from etl_assets.progress import ProgressLog
-from etl_assets.retries import RetryPolicy
-from etl_assets.secrets import mask_text, masked_errors, masked_log
 from etl_assets.watermark import Window
 
 

@@ -30,8 +30,8 @@ from typing import Any, Protocol
 import psycopg
 from psycopg import sql
 
-from etl_assets.io_managers.postgres_errors import PostgresSinkError
-from etl_assets.io_managers.postgres_table import TableDef
+from etl_assets.sinks.postgres.errors import PostgresSinkError
+from etl_assets.sinks.postgres.table import TableDef
 
 QUERY_SHOWN = 60  # characters of a terminated backend's query put in the log
 
