@@ -33,7 +33,9 @@ from dagster import AssetKey, build_output_context
 from google.cloud import bigquery
 
 from etl_assets.batches import RecordBatchStream
+from etl_assets.sinks.base import SinkSetup
 from etl_assets.sinks.bigquery.io_manager import BigQuerySinkIOManager
+from etl_assets.sinks.bigquery.spec import BigQuerySinkSpec
 from etl_assets.watermark import Window
 from etl_assets_tests.io_managers.bq_emulator import PROJECT, BigQueryEmulator
 from etl_assets_tests.io_managers.local_servers import free_port
@@ -74,10 +76,12 @@ def plain_load(client: bigquery.Client, dataset: str, batches: list[pa.RecordBat
 def ours(endpoint: str, dataset: str, write: str, batches: list[pa.RecordBatch], chunk_rows: int,
          home: str) -> float:
     """Seconds of the IO manager's work (the Dagster context is made before the clock)."""
-    manager = BigQuerySinkIOManager(project=PROJECT, dataset=dataset, table="ours", write=write,
-                                    primary_key=["id"], cursor_column="updated_at",
-                                    api_endpoint=endpoint, chunk_rows=chunk_rows,
-                                    dead_letter_root=home)
+    spec = BigQuerySinkSpec(kind="bigquery", source="bench", project=PROJECT, dataset=dataset,
+                            table="ours", write=write, api_endpoint=endpoint,
+                            chunk_rows=chunk_rows)
+    manager = BigQuerySinkIOManager(SinkSetup.of("bench", spec, source_primary_key=["id"],
+                                                 source_cursor="updated_at",
+                                                 dead_letter_root=home))
     context = build_output_context(asset_key=AssetKey("bench"), partition_key=WINDOW.key,
                                    run_id=str(uuid.uuid4()))
     began = time.perf_counter()

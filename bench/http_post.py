@@ -53,7 +53,9 @@ from dagster import AssetKey, build_output_context  # noqa: E402
 
 from etl_assets.batches import RecordBatchStream  # noqa: E402
 from etl_assets.json_documents import documents  # noqa: E402
+from etl_assets.sinks.base import SinkSetup  # noqa: E402
 from etl_assets.sinks.http.io_manager import HttpApiIOManager  # noqa: E402
+from etl_assets.sinks.http.spec import HttpSinkSpec  # noqa: E402
 from etl_assets.watermark import Window  # noqa: E402
 from etl_assets_tests.io_managers.http_servers import (  # noqa: E402
     Datasette,
@@ -186,11 +188,14 @@ def ours(target: Target, batches: list[pa.RecordBatch], concurrency: int,
     shape: dict[str, Any] = dict(url=target.bulk_url, format=target.bulk_format,
                                  wrap=target.bulk_wrap, bulk_docs=target.bulk_docs) if bulk \
         else dict(url=target.single_url, method=target.method, wrap=target.single_wrap)
-    manager = HttpApiIOManager(
-        primary_key=["id"], concurrency=concurrency, body_extra=target.extra,
-        id_key=target.id_key if bulk else None, dead_letter_root=tempfile.mkdtemp(),
-        on_error="dead_letter", retries=10, retry_delay_s=0.05,
-        headers_from_env={"Authorization": TOKEN_ENV} if target.token else {}, **shape)
+    spec = HttpSinkSpec(
+        kind="http", source="bench", concurrency=concurrency, body_extra=target.extra,
+        id_key=target.id_key if bulk else None, on_error="dead_letter", retries=10,
+        retry_delay_s=0.05, headers_from_env={"Authorization": TOKEN_ENV} if target.token else {},
+        **shape)
+    manager = HttpApiIOManager(SinkSetup.of("bench", spec, source_primary_key=["id"],
+                                            source_cursor="updated_at",
+                                            dead_letter_root=tempfile.mkdtemp()))
     context = build_output_context(asset_key=AssetKey("bench"), partition_key=WINDOW.key,
                                    run_id=str(uuid.uuid4()))
     return lambda: manager.handle_output(context, RecordBatchStream(batches[0].schema,

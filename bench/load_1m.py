@@ -49,7 +49,7 @@ def stage(kind: str, url: str, staging: str, rows: int, chunk_rows: int) -> dict
 
     from etl_assets.sinks.postgres.writer import PostgresUpsertWriter
     from etl_assets.sources.sql.source import SqlSource
-    from etl_assets.spec import SourceSpec
+    from etl_assets.sources.sql.spec import SqlSourceSpec
     from etl_assets.staging.io_manager import read_staged, write_staged
     from etl_assets.watermark import Window
 
@@ -57,7 +57,7 @@ def stage(kind: str, url: str, staging: str, rows: int, chunk_rows: int) -> dict
     window = Window(start, start + timedelta(seconds=rows))
     began = time.perf_counter()
     if kind == "extract->staging":
-        spec = SourceSpec(connection={"url": "sqlite://"}, table="public.bench_source",
+        spec = SqlSourceSpec(connection={"url": "sqlite://"}, table="public.bench_source",
                           cursor="updated_at", primary_key=["id"], chunk_rows=chunk_rows)
         manifest = write_staged(Path(staging), SqlSource("bench", spec, url).extract(window),
                                 run_id="bench", shard_rows=1_000_000)

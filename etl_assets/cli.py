@@ -19,11 +19,10 @@ import os
 import sys
 
 from etl_assets.code_location import load_pipeline_spec, spec_path
-from etl_assets.connections import resolve_url
 from etl_assets.errors import EtlAssetsError
 from etl_assets.secrets import mask_text
 from etl_assets.sensors import highest_partition_hi, plan_next_windows
-from etl_assets.sources.sql.source import SqlSource
+from etl_assets.sinks.registry import sink_io_manager
 from etl_assets.spec import SpecError
 from etl_assets.watermark import encode_bound
 
@@ -44,8 +43,7 @@ def _add_partitions(source_name: str) -> int:
     partitions_name = f"{source_name}_windows"
     with DagsterInstance.get() as instance:
         requested_hi = highest_partition_hi(instance, partitions_name)
-        source = SqlSource(source_name, source_spec,
-                           resolve_url(source_spec.connection, f"source {source_name!r}"))
+        source = source_spec.open(source_name)
         try:
             # retries are logged as warnings, which reach stderr without logging set up
             plan = plan_next_windows(source, requested_hi, log=logging.getLogger("etl_assets"))
@@ -71,9 +69,9 @@ def _status() -> int:
             print(f"source {name}: {len(keys)} partition(s), requested up to "
                   f"{'nothing' if high is None else encode_bound(high)}")
     failed = 0
-    for name, sink in spec.sinks.items():
+    for name in spec.sinks:
         try:
-            line = _sink_status(name, sink)
+            line = sink_io_manager(spec.sink_setup(name)).status()
         except Exception as exc:  # one sink out of reach: report it, show the others
             print(f"etl-assets: status: sink {name}: {_one_line(exc)}", file=sys.stderr)
             failed += 1
@@ -81,36 +79,6 @@ def _status() -> int:
         if line:
             print(line)
     return 1 if failed else 0
-
-
-def _sink_status(name: str, sink: object) -> str | None:
-    """One line on what ``sink`` holds (None for kinds without a status)."""
-    import psycopg
-    from psycopg import sql
-
-    from etl_assets.connections import libpq_url
-    from etl_assets.sinks.files.status import folder_status
-    from etl_assets.sinks.postgres.watermark import read_watermark
-    from etl_assets.spec import ParquetSinkSpec, PostgresSinkSpec
-
-    if isinstance(sink, ParquetSinkSpec):
-        files = folder_status(sink.path, sink.format, sink.storage_options)
-        return (f"sink {name}: {files.rows:,} rows in {files.files} {sink.format} file(s) "
-                f"under {files.location} ({sink.mode}, {files.bytes:,} bytes)")
-    if not isinstance(sink, PostgresSinkSpec):
-        return None
-    url = libpq_url(resolve_url(sink.connection, f"sink {name!r}"), f"sink {name!r}")
-    table = sink.table_name.in_schema("public")
-    with psycopg.connect(url, connect_timeout=10) as conn:
-        exists = conn.execute("SELECT to_regclass(%s)",
-                              (table.sql().as_string(conn),)).fetchone()
-        if not exists or exists[0] is None:
-            return f"sink {name}: {table.display} does not exist yet"
-        (rows,) = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(
-            table.sql())).fetchone() or (0,)
-    mark = read_watermark(url, table)
-    return (f"sink {name}: {rows:,} rows in {table.display}, high watermark "
-            f"{'none' if mark is None else encode_bound(mark)}")
 
 
 def _stop_embedded() -> int:
@@ -122,22 +90,25 @@ def _stop_embedded() -> int:
     return 0
 
 
-def _check() -> int:
-    from etl_assets.factory import build_definitions
+def _check(require_env: bool) -> int:
+    from etl_assets.code_location import definitions_of
 
     spec = load_pipeline_spec()
-    build_definitions(spec)  # what loading the code location does: the same errors
+    definitions_of(spec, spec_path())  # what loading the code location does: the same errors
     print(f"{spec_path()}: ok")
     for name, source in spec.sources.items():
-        sinks = [s for s, sink in spec.sinks.items() if sink.source == name]
-        print(f"  source {name}: {source.table or 'query'} by {source.cursor} -> "
-              f"{', '.join(sinks) or 'no sinks'}")
-    return 0
+        print(f"  source {name}: {source.describe()} by {source.cursor} -> "
+              f"{', '.join(spec.sinks_of(name)) or 'no sinks'}")
+    unset = {variable: owners for variable, owners in spec.environment_variables().items()
+             if variable not in os.environ}
+    for variable, owners in sorted(unset.items()):
+        print(f"  unset: ${variable} ({'; '.join(owners)})")
+    return 1 if unset and require_env else 0
 
 
 def _compose(args: argparse.Namespace) -> int:
     from etl_assets.sinks.files.compose import compose
-    from etl_assets.spec import ParquetSinkSpec
+    from etl_assets.sinks.files.spec import ParquetSinkSpec
 
     storage_options: dict[str, object] = {}
     path, fmt, key = args.path, args.format, list(args.key or [])
@@ -151,7 +122,7 @@ def _compose(args: argparse.Namespace) -> int:
             return 2
         path, fmt, storage_options = sink.path, sink.format, sink.storage_options
         if args.drop_duplicates and not key:
-            key = spec.sink_primary_key(args.sink)
+            key = spec.sink_setup(args.sink).primary_key
     if not path:
         print("etl-assets compose: give --sink NAME or --path PATH", file=sys.stderr)
         return 2
@@ -172,7 +143,10 @@ def main(argv: list[str] | None = None) -> int:
     add = commands.add_parser("add-partitions",
                               help="add partitions for new rows of SOURCE; print their keys")
     add.add_argument("source")
-    commands.add_parser("check", help="validate the spec ($ETL_ASSETS_SPEC or the demo)")
+    check = commands.add_parser("check", help="validate the spec ($ETL_ASSETS_SPEC or the demo) "
+                                              "and build its definitions; list unset env vars")
+    check.add_argument("--require-env", action="store_true",
+                       help="fail (exit 1) when an environment variable the spec names is unset")
     commands.add_parser("status", help="partitions per source, rows per PostgreSQL and file sink")
     commands.add_parser("stop-embedded", help="stop the embedded PostgreSQL server")
     merge = commands.add_parser("compose", help="merge a file sink's shards into one file")
@@ -195,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
             return _stop_embedded()
         if args.command == "compose":
             return _compose(args)
-        return _check()
+        return _check(args.require_env)
     except SpecError as exc:
         print(f"etl-assets: {mask_text(str(exc))}", file=sys.stderr)
         return 2

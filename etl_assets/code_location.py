@@ -7,9 +7,10 @@ from pathlib import Path
 
 from dagster import Definitions
 
+from etl_assets.errors import EtlAssetsError
 from etl_assets.factory import build_definitions
-from etl_assets.secrets import mask_parameters
-from etl_assets.spec import PipelineSpec, load_spec
+from etl_assets.secrets import mask_parameters, mask_text
+from etl_assets.spec import PipelineSpec, SpecError, load_spec
 
 SPEC_ENV = "ETL_ASSETS_SPEC"
 
@@ -33,10 +34,19 @@ def load_pipeline_spec() -> PipelineSpec:
     return spec
 
 
+def definitions_of(spec: PipelineSpec, path: Path) -> Definitions:
+    """``build_definitions(spec)``; an error it meets (a transform or table definition that does
+    not import, a sink kind whose extra is missing) raises SpecError naming ``path``."""
+    try:
+        return build_definitions(spec)
+    except (EtlAssetsError, ValueError, ImportError) as exc:
+        raise SpecError(f"{path}: {mask_text(str(exc))}") from exc
+
+
 def load_definitions() -> Definitions:
     """The Definitions of the code location."""
     spec = load_pipeline_spec()
-    definitions = build_definitions(spec)
+    definitions = definitions_of(spec, spec_path())
     if SPEC_ENV not in os.environ or not os.environ[SPEC_ENV]:
         from etl_assets.demo.jobs import demo_definitions
 

@@ -17,7 +17,7 @@ from etl_assets.embedded_postgres import embedded_postgres_url
 from etl_assets.errors import ConfigurationError
 from etl_assets.home import expand_vars
 from etl_assets.secrets import mask_url, remember_secrets_in, secret_parts
-from etl_assets.spec import ConnectionSpec
+from etl_assets.settings import ConnectionSpec
 
 
 class UnresolvedConnection(ConfigurationError):

@@ -33,12 +33,10 @@ from dagster._core.definitions.unresolved_asset_job_definition import (
     UnresolvedAssetJobDefinition,  # what define_asset_job returns; not exported by dagster
 )
 
-from etl_assets.connections import resolve_url
 from etl_assets.errors import TransientError
 from etl_assets.retries import Log, describe, is_transient
 from etl_assets.secrets import masked_errors
-from etl_assets.sources.sql.source import SqlSource
-from etl_assets.spec import SourceSpec
+from etl_assets.sources.base import Source, SourceSpecBase
 from etl_assets.watermark import (
     Bound,
     Plan,
@@ -83,7 +81,7 @@ def highest_partition_hi(instance: DagsterInstance, partitions_name: str) -> Bou
     return max((w.hi for w in windows), default=None)
 
 
-def plan_next_windows(source: SqlSource, requested_hi: Bound | None,
+def plan_next_windows(source: Source, requested_hi: Bound | None,
                       since_last_cut: timedelta | None = None, log: Log | None = None) -> Plan:
     """Ask ``source`` for its cursor range and plan the windows that follow ``requested_hi``.
     A transient error is retried by the source's retry policy (each retry logged to ``log``);
@@ -107,7 +105,7 @@ def plan_next_windows(source: SqlSource, requested_hi: Bound | None,
 
 def build_watermark_sensor(
     source_name: str,
-    spec: SourceSpec,
+    spec: SourceSpecBase,
     partitions: DynamicPartitionsDefinition,
     job: JobDefinition | UnresolvedAssetJobDefinition,
     committed_watermark: Callable[[], Bound | None] | None = None,
@@ -141,8 +139,7 @@ def build_watermark_sensor(
                     context.log.info(f"{source_name}: starting after the watermark its sinks "
                                      f"committed: {encode_bound(requested_hi)}")
         since = None if state.cut_at is None else timedelta(seconds=time.time() - state.cut_at)
-        source = SqlSource(source_name, spec, resolve_url(spec.connection,
-                                                          f"source {source_name!r}"))
+        source = spec.open(source_name)
         try:
             plan = plan_next_windows(source, requested_hi, since, log=context.log)
         finally:

@@ -12,8 +12,12 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING
 
-from etl_assets.spec import DURATION_PATTERN, SourceSpec, Step
+from etl_assets.settings import DURATION_PATTERN, Step
+
+if TYPE_CHECKING:
+    from etl_assets.sources.base import SourceSpecBase
 
 Bound = datetime | int
 """A cursor value: an integer id or a timestamp (naive, or aware in any zone)."""
@@ -114,7 +118,7 @@ class WindowPolicy:
     start: Bound | None = None
 
     @classmethod
-    def from_spec(cls, spec: SourceSpec, cursor_type: str) -> WindowPolicy:
+    def from_spec(cls, spec: SourceSpecBase, cursor_type: str) -> WindowPolicy:
         def size(step: Step | None, default: Size) -> Size:
             if step is None:
                 return default

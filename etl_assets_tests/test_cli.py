@@ -74,4 +74,41 @@ def test_check_refuses_what_loading_refuses_in_one_line(
     spec_file.write_text(yaml.safe_dump(spec))
     assert main(["check"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"etl-assets: check: {error}") and err.count("\n") == 1, err
+    assert err.startswith(f"etl-assets: {spec_file}: {error}") and err.count("\n") == 1, err
+
+
+def test_check_lists_the_environment_variables_the_spec_names_that_are_unset(
+        spec_file: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    spec = yaml.safe_load(spec_file.read_text())
+    spec["sinks"] = {
+        "out": {"kind": "parquet", "source": "readings", "path": "${LAKE_ROOT}/readings"},
+        "api": {"kind": "http", "source": "readings", "url": "http://127.0.0.1:9/{id}",
+                "headers_from_env": {"Authorization": "API_TOKEN"}}}
+    spec_file.write_text(yaml.safe_dump(spec))
+    monkeypatch.delenv("LAKE_ROOT", raising=False)
+    monkeypatch.delenv("API_TOKEN", raising=False)
+    assert main(["check"]) == 0  # the runs may have them: listed, not refused
+    out = capsys.readouterr().out
+    assert "unset: $API_TOKEN (sink 'api' field 'headers_from_env.Authorization')" in out
+    assert "unset: $LAKE_ROOT (sink 'out' field 'path')" in out
+    assert "TEST_SOURCE_URL" not in out  # set by the fixture
+    assert main(["check", "--require-env"]) == 1
+    capsys.readouterr()
+    monkeypatch.setenv("LAKE_ROOT", "/tmp/lake")
+    monkeypatch.setenv("API_TOKEN", "Bearer x")
+    assert main(["check", "--require-env"]) == 0
+    assert "unset" not in capsys.readouterr().out
+
+
+def test_loading_the_code_location_refuses_what_check_refuses_naming_the_file(
+        spec_file: Path) -> None:
+    from etl_assets.code_location import load_definitions
+    from etl_assets.spec import SpecError
+
+    spec = yaml.safe_load(spec_file.read_text())
+    spec["sinks"] = {"out": {"kind": "parquet", "source": "readings", "path": "/tmp/x",
+                             "transform": "no_such_module:f"}}
+    spec_file.write_text(yaml.safe_dump(spec))
+    with pytest.raises(SpecError, match=rf"^{spec_file}: sink 'out': transform no_such_module:f"):
+        load_definitions()

@@ -11,7 +11,8 @@ from sqlalchemy.engine import make_url
 
 from etl_assets.connections import UnresolvedConnection, dagster_url_value, libpq_url
 from etl_assets.factory import build_definitions
-from etl_assets.spec import ConnectionSpec, parse_spec
+from etl_assets.settings import ConnectionSpec
+from etl_assets.spec import parse_spec
 from etl_assets.watermark import Window
 from etl_assets_tests.conftest import PgSchema
 from etl_assets_tests.sample_tables import create_pg_readings, rows_differing

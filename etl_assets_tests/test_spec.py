@@ -30,7 +30,7 @@ def test_a_good_spec_loads_with_defaults(tmp_path: Path) -> None:
     assert source.table == "bgs.dic_sen_sensor"
     assert source.lookback == "10m"
     assert source.max_window is None and source.min_window == 0
-    assert spec.sink_primary_key("sensors_pg") == ["code"]
+    assert spec.sink_setup("sensors_pg").primary_key == ["code"]
     assert spec.staging.root == "${ETL_ASSETS_HOME}/staging"
 
 
@@ -124,8 +124,8 @@ def test_keyed_sinks_default_to_newest_wins_and_http_needs_revisions_for_it(tmp_
   sensors_es: {source: sensors, kind: http, url: "http://es:9200/s/_bulk", format: ndjson_bulk}
 """))
     assert spec.sinks["sensors_pg"].conflict == "newest"  # type: ignore[union-attr]
-    assert spec.sink_cursor_column("sensors_pg") == "date_updated"
-    assert spec.sink_cursor_column("sensors_lake") == "changed"
+    assert spec.sink_setup("sensors_pg").cursor_column == "date_updated"
+    assert spec.sink_setup("sensors_lake").cursor_column == "changed"
     assert spec.sinks["sensors_api"].conflict_rule == "newest"  # type: ignore[union-attr]
     assert spec.sinks["sensors_es"].conflict_rule == "last_write"  # type: ignore[union-attr]
     assert spec.sources["sensors"].retry_policy().retries == 3

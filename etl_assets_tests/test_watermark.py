@@ -4,7 +4,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from etl_assets.spec import SourceSpec
+from etl_assets.sources.sql.spec import SqlSourceSpec
 from etl_assets.watermark import (
     Window,
     WindowPolicy,
@@ -129,14 +129,14 @@ def test_busy_source_partition_count_is_bounded() -> None:
 
 
 def test_policy_from_spec_checks_units() -> None:
-    spec = SourceSpec(connection={"url": "sqlite://"}, table="t", cursor="c", lookback="10m",
+    spec = SqlSourceSpec(connection={"url": "sqlite://"}, table="t", cursor="c", lookback="10m",
                       max_window="6h", min_window="1m")
     got = WindowPolicy.from_spec(spec, "timestamp")
     assert (got.lookback, got.max_window, got.min_window) == (
         timedelta(minutes=10), timedelta(hours=6), timedelta(minutes=1))
     with pytest.raises(ValueError, match="give an integer for an integer cursor"):
         WindowPolicy.from_spec(spec, "integer")
-    ints = SourceSpec(connection={"url": "sqlite://"}, table="t", cursor="c", lookback=100)
+    ints = SqlSourceSpec(connection={"url": "sqlite://"}, table="t", cursor="c", lookback=100)
     assert WindowPolicy.from_spec(ints, "integer").max_window == 1_000_000
     with pytest.raises(ValueError, match="give a duration"):
         WindowPolicy.from_spec(ints, "timestamp")

@@ -21,13 +21,14 @@ from typing import Any, Protocol
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from dagster import ConfigurableIOManager, InputContext, MetadataValue, OutputContext
+from dagster import InputContext, IOManager, MetadataValue, OutputContext
 
 from etl_assets.batches import RecordBatchStream
 from etl_assets.home import expand_vars
 from etl_assets.progress import ProgressLog
 from etl_assets.secrets import masked_errors
 from etl_assets.sources.extraction import Extraction
+from etl_assets.staging.spec import StagingSpec
 from etl_assets.staging.versions import (
     MANIFEST,
     PartitionVersions,
@@ -156,17 +157,15 @@ def staged_manifest(path: Path) -> StagedManifest:
     return StagedManifest(**json.loads((path / MANIFEST).read_text()))
 
 
-class ParquetStagingIOManager(ConfigurableIOManager):
-    """Stages a source asset's batches as parquet shards, one folder per partition.
+class ParquetStagingIOManager(IOManager):
+    """Stages a source asset's batches as parquet shards, one folder per partition, under
+    ``spec.root`` (``${VAR}`` expanded), at most ``spec.shard_rows`` rows a file."""
 
-    ``root`` may use ``${ETL_ASSETS_HOME}``; ``shard_rows`` is the most rows per file.
-    """
-
-    root: str = "${ETL_ASSETS_HOME}/staging"
-    shard_rows: int = 1_000_000
+    def __init__(self, spec: StagingSpec) -> None:
+        self.spec = spec
 
     def partition_path(self, asset_path: list[str], partition_key: str | None) -> Path:
-        return Path(expand_vars(self.root)).joinpath(*asset_path, partition_key or "__all__")
+        return Path(expand_vars(self.spec.root)).joinpath(*asset_path, partition_key or "__all__")
 
     @masked_errors()
     def handle_output(self, context: OutputContext, obj: RecordBatchStream) -> None:
@@ -180,8 +179,9 @@ class ParquetStagingIOManager(ConfigurableIOManager):
 
         def write(stream: RecordBatchStream) -> tuple[StagedManifest, ProgressLog]:
             progress = ProgressLog(context.log, label)
-            return write_staged(path, stream, run_id=context.run_id, shard_rows=self.shard_rows,
-                                progress=progress, log=context.log), progress
+            return write_staged(path, stream, run_id=context.run_id,
+                                shard_rows=self.spec.shard_rows, progress=progress,
+                                log=context.log), progress
 
         # An extraction that fails transiently is written again from the window's beginning.
         manifest, progress = obj.retrying(write) if isinstance(obj, Extraction) else write(obj)

@@ -6,13 +6,16 @@ from __future__ import annotations
 from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pytest
 
 from etl_assets.arrow_types import logical_field
 from etl_assets.dead_letters import DeadLetterStore
+from etl_assets.sinks.base import SinkSetup
 from etl_assets.sinks.bigquery.io_manager import BigQuerySinkIOManager
+from etl_assets.sinks.bigquery.spec import BigQuerySinkSpec
 from etl_assets.sinks.bigquery.writer import BigQuerySinkError
 from etl_assets.watermark import Window
 from etl_assets_tests.io_managers.bq_emulator import PROJECT, BigQueryEmulator
@@ -26,12 +29,16 @@ SCHEMA = pa.schema([pa.field("id", pa.int64()), pa.field("name", pa.string()),
 
 
 def sink(emulator: BigQueryEmulator, dataset: str, etl_home: Path,
-         **config: object) -> BigQuerySinkIOManager:
-    settings: dict = {"project": PROJECT, "dataset": dataset, "table": "t",
-                      "api_endpoint": emulator.endpoint, "primary_key": ["id"],
-                      "cursor_column": "updated_at", "retries": 1, "retry_delay_s": 0,
-                      "request_timeout_s": 5, "dead_letter_root": str(etl_home / "dead_letters")}
-    return BigQuerySinkIOManager(**{**settings, **config})
+         **config: Any) -> BigQuerySinkIOManager:
+    """The IO manager of a sink of table ``t`` fed by a source keyed by id whose cursor is
+    updated_at."""
+    settings: dict[str, Any] = {"project": PROJECT, "dataset": dataset, "table": "t",
+                                "api_endpoint": emulator.endpoint, "retries": 1,
+                                "retry_delay_s": 0, "request_timeout_s": 5}
+    spec = BigQuerySinkSpec(kind="bigquery", source="source", **{**settings, **config})
+    return BigQuerySinkIOManager(SinkSetup.of(
+        "events_bq", spec, source_primary_key=["id"], source_cursor="updated_at",
+        dead_letter_root=str(etl_home / "dead_letters")))
 
 
 def write(manager: BigQuerySinkIOManager, batches: list[pa.RecordBatch],
@@ -198,9 +205,10 @@ def test_replace_partition_without_the_cursor_column_is_a_clear_error(
 
 
 def test_a_missing_credentials_file_names_the_env_var_not_the_path(
-        bq_emulator: BigQueryEmulator, bq_dataset: str, etl_home: Path) -> None:
-    manager = sink(bq_emulator, bq_dataset, etl_home, credentials_path="/secret/place/key.json",
-                   credentials_env="BQ_KEY_FILE")
+        bq_emulator: BigQueryEmulator, bq_dataset: str, etl_home: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BQ_KEY_FILE", "/secret/place/key.json")
+    manager = sink(bq_emulator, bq_dataset, etl_home, credentials_env="BQ_KEY_FILE")
     with pytest.raises(BigQuerySinkError, match=r"\$BQ_KEY_FILE does not exist") as error:
         write(manager, [rows([1], "a")])
     assert "/secret/place" not in str(error.value)

@@ -18,7 +18,9 @@ from dagster import build_op_context
 
 from etl_assets.dead_letters import DeadLetterStore
 from etl_assets.json_documents import documents
+from etl_assets.sinks.base import SinkSetup
 from etl_assets.sinks.http.io_manager import HttpApiIOManager, HttpSinkError
+from etl_assets.sinks.http.spec import HttpSinkSpec
 from etl_assets.watermark import Window
 from etl_assets_tests.io_managers.http_servers import (
     Datasette,
@@ -47,10 +49,13 @@ def batches(count: int, size: int = 250, name: str = "doc") -> list[pa.RecordBat
 
 
 def sink(etl_home: Path, **config: Any) -> HttpApiIOManager:
-    settings = {"primary_key": ["id"], "retries": 8, "retry_delay_s": 0.01,
-                "max_retry_delay_s": 0.2, "timeout_s": 5, "concurrency": 8,
-                "dead_letter_root": str(etl_home / "dead_letters")}
-    return HttpApiIOManager(**{**settings, **config})
+    """The IO manager of a sink fed by a source keyed by id whose cursor is updated_at."""
+    settings = {"retries": 8, "retry_delay_s": 0.01, "max_retry_delay_s": 0.2, "timeout_s": 5,
+                "concurrency": 8}
+    spec = HttpSinkSpec(kind="http", source="source", **{**settings, **config})
+    return HttpApiIOManager(SinkSetup.of("readings_api", spec, source_primary_key=["id"],
+                                         source_cursor="updated_at",
+                                         dead_letter_root=str(etl_home / "dead_letters")))
 
 
 def write(manager: HttpApiIOManager, data: list[pa.RecordBatch]) -> dict[str, Any]:
@@ -236,7 +241,9 @@ MEMORY_PROBE = textwrap.dedent("""
     import pyarrow.compute as pc
     from dagster import AssetKey, build_output_context
     from etl_assets.batches import RecordBatchStream
+    from etl_assets.sinks.base import SinkSetup
     from etl_assets.sinks.http.io_manager import HttpApiIOManager
+    from etl_assets.sinks.http.spec import HttpSinkSpec
     url, count, format = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     schema = pa.schema([("id", pa.int64()), ("pad", pa.string())])
     def batches():  # made as they are read, as staging reads them
@@ -245,8 +252,11 @@ MEMORY_PROBE = textwrap.dedent("""
             pad = pc.binary_join_element_wise(pc.cast(ids, pa.string()), "x" * 500, "")
             yield pa.record_batch([ids, pad], schema=schema)
     # in memory at once: about concurrency x 3 requests (queued and in flight) and two batches
-    manager = HttpApiIOManager(url=url, format=format, method="PUT", primary_key=["id"],
-                               concurrency=4, bulk_docs=500, dead_letter_root=tempfile.mkdtemp())
+    spec = HttpSinkSpec(kind="http", source="probe", url=url, format=format, method="PUT",
+                        concurrency=4, bulk_docs=500)
+    manager = HttpApiIOManager(SinkSetup.of("probe", spec, source_primary_key=["id"],
+                                            source_cursor="id",
+                                            dead_letter_root=tempfile.mkdtemp()))
     context = build_output_context(asset_key=AssetKey("probe"))
     with open("/proc/self/clear_refs", "w") as peak:  # the peak from here on (Linux)
         peak.write("5")

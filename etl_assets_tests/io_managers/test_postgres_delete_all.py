@@ -6,8 +6,8 @@ import threading
 import pyarrow as pa
 import pytest
 
+from etl_assets.sinks.postgres.spec import PostgresSinkSpec
 from etl_assets.sinks.postgres.writer import PostgresSinkError, PostgresUpsertWriter
-from etl_assets.spec import PostgresSinkSpec
 from etl_assets_tests.conftest import PgSchema
 from etl_assets_tests.log_lines import LogLines
 

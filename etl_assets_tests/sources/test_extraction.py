@@ -17,7 +17,8 @@ from etl_assets.retries import RetryPolicy
 from etl_assets.sensors import plan_next_windows
 from etl_assets.sources.extraction import Extraction
 from etl_assets.sources.sql.source import SqlSource
-from etl_assets.spec import SourceSpec, parse_spec
+from etl_assets.sources.sql.spec import SqlSourceSpec
+from etl_assets.spec import parse_spec
 from etl_assets.staging.io_manager import read_staged, write_staged
 from etl_assets.watermark import Window
 from etl_assets_tests.conftest import PgSchema
@@ -63,7 +64,7 @@ def terminate_copy(pg: PgSchema, table: str) -> int:
 def test_a_copy_terminated_mid_read_is_extracted_again_into_a_fresh_version(
         pg: PgSchema, tmp_path: Path) -> None:
     table = create_events(pg)
-    spec = SourceSpec(connection={"url": "sqlite://"}, table=table, cursor="id",
+    spec = SqlSourceSpec(connection={"url": "sqlite://"}, table=table, cursor="id",
                       chunk_rows=5_000)
     source = SqlSource("events", spec, pg.url)
     terminated: list[int] = []
@@ -134,7 +135,7 @@ def test_the_source_asset_retries_a_terminated_copy_and_stages_every_row(
 
 
 def test_a_source_that_stays_unreachable_fails_naming_the_source_window_and_cause() -> None:
-    spec = SourceSpec(connection={"url": "sqlite://"}, table="public.events", cursor="id",
+    spec = SqlSourceSpec(connection={"url": "sqlite://"}, table="public.events", cursor="id",
                       retries=2, retry_delay_s=0)
     source = SqlSource("events", spec, "postgresql://postgres@127.0.0.1:1/nowhere")
     log = LogLines()
@@ -148,7 +149,7 @@ def test_a_source_that_stays_unreachable_fails_naming_the_source_window_and_caus
 
 
 def test_the_cursor_range_query_is_retried_then_fails_naming_the_source() -> None:
-    spec = SourceSpec(connection={"url": "sqlite://"}, table="public.events", cursor="id",
+    spec = SqlSourceSpec(connection={"url": "sqlite://"}, table="public.events", cursor="id",
                       cursor_type="integer", retries=1, retry_delay_s=0)
     source = SqlSource("events", spec, "postgresql://postgres@127.0.0.1:1/nowhere")
     log = LogLines()
@@ -159,7 +160,7 @@ def test_the_cursor_range_query_is_retried_then_fails_naming_the_source() -> Non
 
 
 def test_a_non_transient_error_is_not_retried(pg: PgSchema) -> None:
-    spec = SourceSpec(connection={"url": "sqlite://"}, table=pg.table("missing"), cursor="id",
+    spec = SqlSourceSpec(connection={"url": "sqlite://"}, table=pg.table("missing"), cursor="id",
                       retry_delay_s=0)
     source = SqlSource("events", spec, pg.url)
     log = LogLines()

@@ -8,7 +8,7 @@ import pytest
 
 from etl_assets.sources.sql.postgres_copy import copy_supported
 from etl_assets.sources.sql.source import SqlSource
-from etl_assets.spec import SourceSpec
+from etl_assets.sources.sql.spec import SqlSourceSpec
 from etl_assets.watermark import Window
 from etl_assets_tests.conftest import PgSchema
 
@@ -48,7 +48,7 @@ def test_copy_path_equals_driver_path(pg: PgSchema) -> None:
     table = pg.table("wide_types")
     pg.execute(DDL.format(t=table))
     pg.execute(ROWS.format(t=table, n=1_000))
-    spec = SourceSpec(connection={"url": "sqlite://"}, table=table, cursor="at", chunk_rows=300)
+    spec = SqlSourceSpec(connection={"url": "sqlite://"}, table=table, cursor="at", chunk_rows=300)
     source = SqlSource("wide", spec, pg.url)
     assert copy_supported(source.schema)
     window = Window(datetime(2024, 4, 30, 22, 0, 30, tzinfo=UTC), datetime(2024, 5, 1, 1, tzinfo=UTC))
@@ -73,7 +73,7 @@ def test_copy_path_equals_driver_path(pg: PgSchema) -> None:
 def test_types_without_an_exact_csv_form_take_the_driver_path(pg: PgSchema) -> None:
     table = pg.table("blobs")
     pg.execute(f"CREATE TABLE {table} (id int, raw bytea, tags text[], took interval)")
-    spec = SourceSpec(connection={"url": "sqlite://"}, table=table, cursor="id")
+    spec = SqlSourceSpec(connection={"url": "sqlite://"}, table=table, cursor="id")
     schema = SqlSource("blobs", spec, pg.url).schema
     assert not copy_supported(schema)
     assert copy_supported(schema.remove(3).remove(2).remove(1))
@@ -83,7 +83,7 @@ def test_types_without_an_exact_csv_form_take_the_driver_path(pg: PgSchema) -> N
 def test_copy_path_batch_sizes(pg: PgSchema, rows: int) -> None:
     table = pg.table("ids")
     pg.execute(f"CREATE TABLE {table} AS SELECT g AS id, 'x' || g AS v FROM generate_series(1, {rows}) g")
-    spec = SourceSpec(connection={"url": "sqlite://"}, table=table, cursor="id", chunk_rows=100)
+    spec = SqlSourceSpec(connection={"url": "sqlite://"}, table=table, cursor="id", chunk_rows=100)
     batches = list(SqlSource("ids", spec, pg.url).extract(Window(0, 1_000)))
     assert sum(b.num_rows for b in batches) == rows
     assert all(b.num_rows == 100 for b in batches[:-1])

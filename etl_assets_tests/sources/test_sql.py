@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from etl_assets.arrow_types import logical_type_of
 from etl_assets.sources.sql.source import SourceError, SqlSource
-from etl_assets.spec import SourceSpec
+from etl_assets.sources.sql.spec import SqlSourceSpec
 from etl_assets.watermark import Window
 from etl_assets_tests.conftest import PgSchema
 from etl_assets_tests.sample_tables import create_pg_readings
@@ -20,7 +20,7 @@ UTC = timezone.utc
 
 
 def source(url: str, **fields: object) -> SqlSource:
-    spec = SourceSpec(connection={"url": "sqlite://"}, **fields)  # type: ignore[arg-type]
+    spec = SqlSourceSpec(connection={"url": "sqlite://"}, **fields)  # type: ignore[arg-type]
     return SqlSource("readings", spec, url)
 
 
@@ -118,10 +118,10 @@ def test_errors_name_the_source_and_column(pg: PgSchema) -> None:
 MEMORY_PROBE = textwrap.dedent("""
     import resource, sys
     from etl_assets.sources.sql.source import SqlSource
-    from etl_assets.spec import SourceSpec
+    from etl_assets.sources.sql.spec import SqlSourceSpec
     from etl_assets.watermark import Window
     url, table, hi = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    spec = SourceSpec(connection={"url": "sqlite://"}, table=table, cursor="id", chunk_rows=2000)
+    spec = SqlSourceSpec(connection={"url": "sqlite://"}, table=table, cursor="id", chunk_rows=2000)
     rows = sum(b.num_rows for b in SqlSource("s", spec, url).extract(Window(0, hi)))
     assert rows == hi, rows
     print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)

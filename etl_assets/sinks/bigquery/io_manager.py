@@ -10,17 +10,13 @@ metadata; the next run of the sink loads the kept chunks first, and the sink's r
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-from dagster import (
-    ConfigurableIOManager,
-    InputContext,
-    OpExecutionContext,
-    OutputContext,
-)
+from dagster import OpExecutionContext, OutputContext
 from google.api_core.client_options import ClientOptions
 from google.auth.credentials import AnonymousCredentials, Credentials
 from google.cloud import bigquery
@@ -29,8 +25,9 @@ from etl_assets.batches import RecordBatchStream
 from etl_assets.dead_letters import DeadLetterStore, ReplayReport
 from etl_assets.home import expand_vars
 from etl_assets.progress import ProgressLog
-from etl_assets.retries import RetryPolicy
 from etl_assets.secrets import mask_text, masked_errors, masked_log
+from etl_assets.sinks.base import SinkIOManager
+from etl_assets.sinks.bigquery.spec import BigQuerySinkSpec
 from etl_assets.sinks.bigquery.writer import (
     BigQueryLoadFailed,
     BigQuerySinkError,
@@ -40,78 +37,59 @@ from etl_assets.sinks.bigquery.writer import (
 from etl_assets.watermark import Window
 
 
-class BigQuerySinkIOManager(ConfigurableIOManager):
-    """Loads a sink asset's batches into ``project.dataset.table`` (created when missing).
+class BigQuerySinkIOManager(SinkIOManager[BigQuerySinkSpec]):
+    """Loads a sink asset's batches into ``project.dataset.table`` (created when missing); see
+    :class:`~etl_assets.sinks.bigquery.spec.BigQuerySinkSpec` for what each setting does.
 
-    ``write``: append, replace_partition (the partition's slice of ``cursor_column`` is
-    replaced), replace_table (the run's rows become the table) or merge (on ``primary_key``;
-    ``conflict: newest`` updates a row only with one whose ``cursor_column`` is not older).
-    ``credentials_path``: a service-account JSON file (pass it with ``EnvVar``; the env var's
-    name, ``credentials_env``, is what errors show); empty: application default credentials,
-    or none at all for a plain ``http://`` ``api_endpoint`` (an emulator). ``chunk_rows``: rows
-    per load job. ``retries`` more attempts on transient errors (backoff from ``retry_delay_s``
-    up to ``max_retry_delay_s`` seconds) before a chunk goes to the dead letters under
-    ``dead_letter_root``.
+    Credentials: the service-account JSON file named by ``$<credentials_env>``; without
+    ``credentials_env``, application default credentials, or none at all for a plain
+    ``http://`` ``api_endpoint`` (an emulator).
     """
-
-    project: str
-    dataset: str
-    table: str
-    location: str | None = None
-    write: str = "append"
-    primary_key: list[str] = []
-    cursor_column: str | None = None
-    conflict: str = "newest"
-    credentials_path: str = ""
-    credentials_env: str = ""
-    api_endpoint: str = ""
-    chunk_rows: int = 500_000
-    retries: int = 3
-    retry_delay_s: float = 2.0
-    max_retry_delay_s: float = 30.0
-    request_timeout_s: float = 300.0
-    dead_letter_root: str = "${ETL_ASSETS_HOME}/dead_letters"
 
     # -- connection ----------------------------------------------------------------------
 
     def client(self, where: str) -> bigquery.Client:
         """A client for ``project``: service account, ADC, or anonymous for an emulator."""
-        endpoint = expand_vars(self.api_endpoint) if self.api_endpoint else ""
+        spec = self.spec
+        endpoint = expand_vars(spec.api_endpoint) if spec.api_endpoint else ""
         options = ClientOptions(api_endpoint=endpoint) if endpoint else None
         credentials: Credentials | None = None
-        if self.credentials_path:
+        if spec.credentials_env:
             from google.oauth2 import service_account
 
-            path = Path(expand_vars(self.credentials_path))
+            variable = spec.credentials_env
+            if not os.environ.get(variable):
+                raise BigQuerySinkError(f"{where}: credentials_env names ${variable}, which is "
+                                        f"not set")
+            path = Path(expand_vars(os.environ[variable]))
             if not path.is_file():
                 raise BigQuerySinkError(f"{where}: the service-account file named by "
-                                        f"${self.credentials_env or 'credentials'} does not "
-                                        f"exist")
+                                        f"${variable} does not exist")
             try:
                 credentials = service_account.Credentials.from_service_account_file(str(path))
             except ValueError as exc:
-                raise BigQuerySinkError(f"{where}: the file named by "
-                                        f"${self.credentials_env or 'credentials'} is not a "
+                raise BigQuerySinkError(f"{where}: the file named by ${variable} is not a "
                                         f"service-account key: {exc}") from None
         elif endpoint.startswith("http://"):
             credentials = AnonymousCredentials()
-        return bigquery.Client(project=self.project, credentials=credentials,
-                               client_options=options, location=self.location)
+        return bigquery.Client(project=spec.project, credentials=credentials,
+                               client_options=options, location=spec.location)
 
     def target(self) -> BigQueryTarget:
-        return BigQueryTarget(self.project, self.dataset, self.table, self.location)
+        return BigQueryTarget(self.spec.project, self.spec.dataset, self.spec.table,
+                              self.spec.location)
 
     def dead_letter_store(self) -> DeadLetterStore:
-        return DeadLetterStore(self.dead_letter_root)
+        return DeadLetterStore(self.setup.dead_letter_root)
 
     def writer(self, client: bigquery.Client, mode: str, staging_id: str,
                window: Window | None, log: Any) -> BigQueryTableWriter:
         return BigQueryTableWriter(
-            client, self.target(), mode, self.primary_key, staging_id=staging_id,
-            slice_column=self.cursor_column, window=window,
-            newest_by=self.cursor_column if self.conflict == "newest" else None,
-            retry=RetryPolicy(self.retries, self.retry_delay_s, self.max_retry_delay_s),
-            request_timeout_s=self.request_timeout_s, log=masked_log(log))
+            client, self.target(), mode, self.setup.primary_key, staging_id=staging_id,
+            slice_column=self.setup.cursor_column, window=window,
+            newest_by=self.setup.cursor_column if self.spec.conflict == "newest" else None,
+            retry=self.spec.retry_policy(), request_timeout_s=self.spec.request_timeout_s,
+            log=masked_log(log))
 
     # -- writing -------------------------------------------------------------------------
 
@@ -120,15 +98,15 @@ class BigQuerySinkIOManager(ConfigurableIOManager):
         asset = context.asset_key.to_user_string()
         partition = context.partition_key if context.has_partition_key else None
         target = self.target()
-        label = f"{asset} [{partition}] -> {target.table_id} ({self.write})"
+        label = f"{asset} [{partition}] -> {target.table_id} ({self.spec.write})"
         window = _window(partition)
-        if self.write == "replace_partition" and window is None:
+        if self.spec.write == "replace_partition" and window is None:
             raise BigQuerySinkError(f"{label}: write mode replace_partition needs a window "
                                     f"partition, got {partition!r}")
         client = self.client(f"sink {asset}")
         store = self.dead_letter_store()
         replayed = self._replay(client, context.log, asset, context.run_id)
-        writer = self.writer(client, self.write, target.staging_id(asset, partition,
+        writer = self.writer(client, self.spec.write, target.staging_id(asset, partition,
                                                                      context.run_id),
                              window, context.log)
         progress = ProgressLog(context.log, label)
@@ -142,7 +120,7 @@ class BigQuerySinkIOManager(ConfigurableIOManager):
                 if not exc.transient:
                     raise
                 unreachable = exc  # keep every chunk of this run for a later replay
-            for chunk in _chunks(obj, self.chunk_rows):
+            for chunk in _chunks(obj, self.spec.chunk_rows):
                 try:
                     if unreachable is not None:
                         raise unreachable
@@ -165,7 +143,7 @@ class BigQuerySinkIOManager(ConfigurableIOManager):
             store.supersede(asset, partition, obj.version, context.log)
         context.add_output_metadata({
             "table": target.table_id,
-            "write": self.write,
+            "write": self.spec.write,
             "dagster/row_count": progress.rows - failed,
             "rows_failed": failed,
             "dead_letters_replayed": replayed.replayed,
@@ -176,11 +154,6 @@ class BigQuerySinkIOManager(ConfigurableIOManager):
             **store.metadata(asset, partition),
             **({"dead_letter_error": mask_text(last_error)} if last_error else {}),
         })
-
-    @masked_errors()
-    def load_input(self, context: InputContext) -> RecordBatchStream:
-        raise NotImplementedError(f"{context.asset_key.to_user_string()} is a sink; read "
-                                  f"{self.target().table_id} from BigQuery")
 
     # -- dead letters --------------------------------------------------------------------
 
@@ -198,7 +171,7 @@ class BigQuerySinkIOManager(ConfigurableIOManager):
         replayed = failing = 0
         for file in files:
             letters = store.read(file)
-            mode = "merge" if self.write == "merge" else "append"
+            mode = "merge" if self.spec.write == "merge" else "append"
             writer = self.writer(client, mode, self.target().staging_id(
                 asset, f"replay-{file.path.name}", run_id), None, log)
             try:

@@ -10,11 +10,7 @@ a newer cursor stays (``conflict: newest``).
 
 from __future__ import annotations
 
-from typing import Any
-
 from dagster import (
-    ConfigurableIOManager,
-    InputContext,
     MetadataValue,
     OpExecutionContext,
     OutputContext,
@@ -23,54 +19,39 @@ from dagster import (
 from etl_assets.batches import RecordBatchStream
 from etl_assets.dead_letters import DeadLetterStore, ReplayReport
 from etl_assets.progress import ProgressLog
-from etl_assets.retries import RetryPolicy
+from etl_assets.retries import Log
 from etl_assets.secrets import mask_text, masked_errors, masked_log
+from etl_assets.sinks.base import SinkIOManager
 from etl_assets.sinks.files.formats import file_format
+from etl_assets.sinks.files.spec import ParquetSinkSpec
+from etl_assets.sinks.files.status import folder_status
 from etl_assets.sinks.files.target import FileTarget
 from etl_assets.sinks.files.writer import FileSink, FileSinkError
 
 
-class ParquetSinkIOManager(ConfigurableIOManager):
-    """Writes a sink asset's batches as files under ``path`` (a local folder, ``${VAR}``
-    expanded, or an fsspec URL such as ``s3://bucket/prefix``).
-
-    ``mode``: ``shard`` (a file per partition, replaced by a re-run), ``update`` (one dataset
-    merged by ``primary_key``, the latest row wins) or ``replace`` (each run's rows are the
-    dataset). ``format``: parquet, json (lines) or csv. ``drop_duplicates``: keep a run's last
-    row per key in shard and replace modes. ``storage_options``: fsspec options without secrets
-    (credentials come from the environment). ``conflict``: ``newest`` keeps, per key, the row
-    whose ``cursor_column`` value is the newest (update mode, drop_duplicates); ``last_write``:
-    the last row written wins. ``retries`` more attempts (backoff from ``retry_delay_s`` up to
-    ``max_retry_delay_s`` seconds) before rows go to the dead letters under
-    ``dead_letter_root``.
-    """
-
-    path: str
-    mode: str = "shard"
-    format: str = "parquet"
-    primary_key: list[str] = []
-    drop_duplicates: bool = False
-    storage_options: dict[str, Any] = {}
-    conflict: str = "newest"
-    cursor_column: str | None = None
-    retries: int = 3
-    retry_delay_s: float = 1.0
-    max_retry_delay_s: float = 30.0
-    dead_letter_root: str = "${ETL_ASSETS_HOME}/dead_letters"
+class ParquetSinkIOManager(SinkIOManager[ParquetSinkSpec]):
+    """Writes a sink asset's batches as files under the sink's ``path``; see
+    :class:`~etl_assets.sinks.files.spec.ParquetSinkSpec` for what each setting does."""
 
     def target(self) -> FileTarget:
-        return FileTarget(self.path, self.storage_options)
+        return FileTarget(self.spec.path, self.spec.storage_options)
 
     def dead_letter_store(self) -> DeadLetterStore:
-        return DeadLetterStore(self.dead_letter_root)
+        return DeadLetterStore(self.setup.dead_letter_root)
 
-    def file_sink(self, where: str, log: Any) -> FileSink:
-        return FileSink(self.target(), file_format(self.format), self.mode,  # type: ignore[arg-type]
-                        primary_key=self.primary_key, drop_duplicates=self.drop_duplicates,
-                        newest_by=self.cursor_column if self.conflict == "newest" else None,
-                        retry=RetryPolicy(self.retries, self.retry_delay_s,
-                                          self.max_retry_delay_s),
-                        where=where, log=log, dead_letters=self.dead_letter_store())
+    def file_sink(self, where: str, log: Log) -> FileSink:
+        spec = self.spec
+        return FileSink(self.target(), file_format(spec.format), spec.mode,
+                        primary_key=self.setup.primary_key, drop_duplicates=spec.drop_duplicates,
+                        newest_by=self.setup.cursor_column if spec.conflict == "newest" else None,
+                        retry=spec.retry_policy(), where=where, log=log,
+                        dead_letters=self.dead_letter_store())
+
+    def status(self) -> str:
+        files = folder_status(self.spec.path, self.spec.format, self.spec.storage_options)
+        return (f"sink {self.setup.name}: {files.rows:,} rows in {files.files} "
+                f"{self.spec.format} file(s) under {files.location} ({self.spec.mode}, "
+                f"{files.bytes:,} bytes)")
 
     @masked_errors()
     def handle_output(self, context: OutputContext, obj: RecordBatchStream) -> None:
@@ -80,15 +61,16 @@ class ParquetSinkIOManager(ConfigurableIOManager):
         asset = context.asset_key.to_user_string()
         partition = context.partition_key if context.has_partition_key else None
         sink = self.file_sink(f"sink {asset}", masked_log(context.log))
-        label = f"{asset} [{partition}] -> {sink.target.display} ({self.mode}, {self.format})"
+        label = (f"{asset} [{partition}] -> {sink.target.display} ({self.spec.mode}, "
+                 f"{self.spec.format})")
         progress = ProgressLog(context.log, label)
         written = sink.write(obj.schema, obj, partition=partition, run_id=context.run_id,
                              asset=asset, progress=progress, version=obj.version)
         progress.done()
         context.add_output_metadata({
             "path": MetadataValue.path(written.location),
-            "mode": self.mode,
-            "format": self.format,
+            "mode": self.spec.mode,
+            "format": self.spec.format,
             "dagster/row_count": written.rows,
             "rows_in_file": written.rows_total,
             "rows_kept_newer": written.kept_newer,
@@ -99,11 +81,6 @@ class ParquetSinkIOManager(ConfigurableIOManager):
             "dead_letters_superseded": written.superseded,
             **({"dead_letter_error": mask_text(written.error)} if written.error else {}),
         })
-
-    @masked_errors()
-    def load_input(self, context: InputContext) -> RecordBatchStream:
-        raise NotImplementedError(f"{context.asset_key.to_user_string()} is a sink; read its "
-                                  f"files under {self.target().display}")
 
     @masked_errors()
     def replay_dead_letters(self, context: OpExecutionContext, asset: str) -> ReplayReport:

@@ -23,12 +23,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from dagster import (
-    ConfigurableIOManager,
-    InputContext,
-    OpExecutionContext,
-    OutputContext,
-)
+from dagster import OpExecutionContext, OutputContext
 
 from etl_assets.batches import RecordBatchStream
 from etl_assets.dead_letters import DeadLetterStore, ReplayReport
@@ -37,7 +32,6 @@ from etl_assets.home import expand_vars
 from etl_assets.json_documents import dumps, json_lines
 from etl_assets.newest_wins import missing_cursor
 from etl_assets.progress import ProgressLog
-from etl_assets.retries import RetryPolicy
 from etl_assets.secrets import (
     has_user_info,
     mask_url,
@@ -45,9 +39,11 @@ from etl_assets.secrets import (
     remember_secret,
     remember_secrets_in,
 )
+from etl_assets.sinks.base import SinkIOManager
 from etl_assets.sinks.http.bulk import RequestShape, with_field
 from etl_assets.sinks.http.client import HttpClient
 from etl_assets.sinks.http.sender import DocumentGroup, DocumentSender, SendReport
+from etl_assets.sinks.http.spec import HttpSinkSpec
 from etl_assets.transforms import load_transform
 
 _FAILURES_LOGGED = 5
@@ -57,56 +53,24 @@ class HttpSinkError(EtlAssetsError):
     """Documents the API refused, or a sink that cannot run as configured (named)."""
 
 
-class HttpApiIOManager(ConfigurableIOManager):
-    """Posts a sink asset's rows as JSON documents to ``url`` (``${VAR}`` expanded).
-
-    ``format``: single (``method`` POST or PUT, ``{id}`` in the URL is the document's id),
-    ndjson_bulk or json_array_bulk (``bulk_docs`` documents a request). ``wrap``: the key
-    the document (single) or array (bulk) goes under, with ``body_extra`` beside it
-    (datasette: ``wrap: rows, body_extra: {replace: true}``). ``id_key``: a field the id is
-    put into (CouchDB: ``_id``); ``couchdb_revisions``: a conflicting document is sent again
-    with its current ``_rev``, and with ``conflict: newest`` only when the stored document's
-    ``cursor_column`` field is not newer. ``concurrency``: requests in flight. ``retries``
-    more attempts on connection errors, timeouts, 5xx and 429, ``retry_delay_s`` doubling up
-    to ``max_retry_delay_s`` (full jitter; Retry-After honoured); ``timeout_s`` per request.
-    """
-
-    url: str
-    format: str = "single"
-    method: str = "POST"
-    wrap: str | None = None
-    body_extra: dict[str, Any] = {}
-    primary_key: list[str] = []
-    id_key: str | None = None
-    couchdb_revisions: bool = False
-    conflict: str = "last_write"
-    cursor_column: str | None = None
-    concurrency: int = 16
-    bulk_docs: int = 1000
-    retries: int = 5
-    retry_delay_s: float = 0.5
-    max_retry_delay_s: float = 30.0
-    timeout_s: float = 30.0
-    on_error: str = "fail"
-    headers: dict[str, str] = {}
-    headers_from_env: dict[str, str] = {}
-    ca_file: str | None = None
-    transform: str | None = None
-    dead_letter_root: str = "${ETL_ASSETS_HOME}/dead_letters"
+class HttpApiIOManager(SinkIOManager[HttpSinkSpec]):
+    """Posts a sink asset's rows as JSON documents to the sink's ``url`` (``${VAR}``
+    expanded); see :class:`~etl_assets.sinks.http.spec.HttpSinkSpec` for what each setting
+    does."""
 
     # -- configuration -------------------------------------------------------------------
 
     def target_url(self) -> str:
         """``url`` expanded; its secrets (user info, token parameters) are remembered so that
         they are masked wherever they show up."""
-        url = expand_vars(self.url)
+        url = expand_vars(self.spec.url)
         remember_secrets_in(url)
         return url
 
     def request_headers(self, where: str) -> dict[str, str]:
         """Plain headers plus those whose values are in env vars (never logged)."""
-        values = dict(self.headers)
-        for header, variable in self.headers_from_env.items():
+        values = dict(self.spec.headers)
+        for header, variable in self.spec.headers_from_env.items():
             value = os.environ.get(variable)
             if value is None:
                 raise HttpSinkError(f"{where}: header {header} comes from ${variable}, "
@@ -121,24 +85,26 @@ class HttpApiIOManager(ConfigurableIOManager):
         return values
 
     def dead_letter_store(self) -> DeadLetterStore:
-        return DeadLetterStore(self.dead_letter_root)
+        return DeadLetterStore(self.setup.dead_letter_root)
 
     def _sender(self, client: HttpClient) -> DocumentSender:
         url = self.target_url()
         revisions = None
-        if self.couchdb_revisions:
-            revisions = url.split("/{id}")[0] if self.format == "single" else \
+        if self.spec.couchdb_revisions:
+            revisions = url.split("/{id}")[0] if self.spec.format == "single" else \
                 url.removesuffix("/").removesuffix("/_bulk_docs")
-        newest = self.cursor_column if self.conflict == "newest" and revisions else None
-        return DocumentSender(client, RequestShape(self.format, url, wrap=self.wrap,
-                                                   body_extra=self.body_extra),
-                              self.bulk_docs, stop_on_failure=self.on_error == "fail",
-                              method=self.method, revisions_url=revisions, newest_field=newest)
+        spec = self.spec
+        newest = self.setup.cursor_column if spec.conflict_rule == "newest" and revisions else None
+        return DocumentSender(client, RequestShape(spec.format, url, wrap=spec.wrap,
+                                                   body_extra=spec.body_extra),
+                              spec.bulk_docs, stop_on_failure=spec.on_error == "fail",
+                              method=spec.method, revisions_url=revisions, newest_field=newest)
 
     def _client(self, where: str) -> HttpClient:
-        return HttpClient(self.concurrency, self.timeout_s, self.request_headers(where),
-                          RetryPolicy(self.retries, self.retry_delay_s, self.max_retry_delay_s),
-                          ca_file=expand_vars(self.ca_file) if self.ca_file else None)
+        spec = self.spec
+        return HttpClient(spec.concurrency, spec.timeout_s, self.request_headers(where),
+                          spec.retry_policy(),
+                          ca_file=expand_vars(spec.ca_file) if spec.ca_file else None)
 
     # -- documents -----------------------------------------------------------------------
 
@@ -156,30 +122,30 @@ class HttpApiIOManager(ConfigurableIOManager):
         else:
             bodies = json_lines(batch).split(b"\n")[:-1]
             ids = self._ids_of(batch, where)
-        if self.id_key:
-            bodies = [with_field(b, self.id_key, i) if i is not None else b
+        if self.spec.id_key:
+            bodies = [with_field(b, self.spec.id_key, i) if i is not None else b
                       for b, i in zip(bodies, ids, strict=True)]
         return ids, bodies
 
     def _ids_of(self, batch: pa.RecordBatch, where: str) -> list[str | None]:
-        if not self.primary_key:
+        if not self.setup.primary_key:
             return [None] * batch.num_rows
-        missing = [k for k in self.primary_key if k not in batch.schema.names]
+        missing = [k for k in self.setup.primary_key if k not in batch.schema.names]
         if missing:
             raise HttpSinkError(f"{where}: primary key column(s) {', '.join(missing)} not in "
                                 f"the data (columns: {', '.join(batch.schema.names)})")
-        if len(self.primary_key) == 1:
-            column = batch.column(self.primary_key[0])
+        if len(self.setup.primary_key) == 1:
+            column = batch.column(self.setup.primary_key[0])
             if pa.types.is_integer(column.type) or pa.types.is_string(column.type):
                 return pc.cast(column, pa.string()).to_pylist()  # ~7x faster than str() a row
-        columns = [batch.column(k).to_pylist() for k in self.primary_key]
+        columns = [batch.column(k).to_pylist() for k in self.setup.primary_key]
         return [_joined(values) for values in zip(*columns, strict=True)]
 
     def _id_of(self, document: dict[str, Any], where: str) -> str | None:
-        if not self.primary_key:
+        if not self.setup.primary_key:
             return None
         try:
-            return _joined(tuple(document[k] for k in self.primary_key))
+            return _joined(tuple(document[k] for k in self.setup.primary_key))
         except KeyError as exc:
             raise HttpSinkError(f"{where}: a document of the transform has no {exc} field "
                                 f"(the primary key)") from None
@@ -191,11 +157,12 @@ class HttpApiIOManager(ConfigurableIOManager):
         asset = context.asset_key.to_user_string()
         partition = context.partition_key if context.has_partition_key else None
         where = f"sink {asset}"
-        label = f"{asset} [{partition}] -> {mask_url(self.target_url())} ({self.format})"
-        transform = load_transform(self.transform, where) if self.transform else None
-        if transform is None and self.conflict == "newest" and self.cursor_column and \
-                self.cursor_column not in obj.schema.names:
-            raise HttpSinkError(missing_cursor(where, self.cursor_column, obj.schema.names))
+        label = f"{asset} [{partition}] -> {mask_url(self.target_url())} ({self.spec.format})"
+        transform = load_transform(self.spec.transform, where) if self.spec.transform else None
+        cursor = self.setup.cursor_column
+        if transform is None and self.spec.conflict_rule == "newest" and \
+                cursor not in obj.schema.names:
+            raise HttpSinkError(missing_cursor(where, cursor, obj.schema.names))
         progress = ProgressLog(context.log, label)
 
         def groups() -> Iterator[DocumentGroup]:
@@ -212,9 +179,9 @@ class HttpApiIOManager(ConfigurableIOManager):
             context.log.warning(
                 f"{label}: {report.split} bulk request(s) were too large for the server "
                 f"(HTTP 413) and went again in halves, the smallest of "
-                f"{report.smallest_split} document(s); bulk_docs is {self.bulk_docs}: "
+                f"{report.smallest_split} document(s); bulk_docs is {self.spec.bulk_docs}: "
                 f"lower it to save the round trips")
-        if report.failed and self.on_error == "fail":
+        if report.failed and self.spec.on_error == "fail":
             first = report.failed[0]
             raise HttpSinkError(
                 f"{label}: {len(report.failed)} document(s) refused; first: id {first.id!r}, "
@@ -230,7 +197,7 @@ class HttpApiIOManager(ConfigurableIOManager):
                              f"holds newer versions of them")
         context.add_output_metadata({
             "url": mask_url(self.target_url()),
-            "format": self.format,
+            "format": self.spec.format,
             "dagster/row_count": report.sent,
             "documents_failed": len(report.failed),
             "documents_kept_newer": report.kept_newer,
@@ -257,11 +224,6 @@ class HttpApiIOManager(ConfigurableIOManager):
                       f"{failure.answer}; document: {failure.body[:300].decode(errors='replace')}")
         if len(report.failed) > _FAILURES_LOGGED:
             log.error(f"{label}: ... and {len(report.failed) - _FAILURES_LOGGED} more")
-
-    @masked_errors()
-    def load_input(self, context: InputContext) -> RecordBatchStream:
-        raise NotImplementedError(f"{context.asset_key.to_user_string()} is a sink; read it "
-                                  f"from {mask_url(self.target_url())}")
 
     # -- dead letters --------------------------------------------------------------------
 

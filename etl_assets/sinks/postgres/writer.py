@@ -1,4 +1,4 @@
-"""PostgreSQL sink IO manager: COPY each batch into a staging table, then upsert.
+"""The PostgreSQL upsert writer: COPY each batch into a staging table, then upsert.
 
 Per batch, in one transaction: in-batch duplicate keys are resolved (last row wins), the
 batch is written by COPY (CSV made by pyarrow) into a temporary table named for the partition
@@ -26,19 +26,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import sqlalchemy as sa
-from dagster import ConfigurableIOManager, InputContext, OutputContext
 from psycopg import sql
 
-from etl_assets.batches import RecordBatchStream, last_row_per_key
-from etl_assets.connections import libpq_url
-from etl_assets.embedded_postgres import embedded_postgres_url
+from etl_assets.batches import last_row_per_key
 from etl_assets.newest_wins import CONFLICT_RULES, missing_cursor
-from etl_assets.progress import ProgressLog
 from etl_assets.retries import RetryPolicy, describe, is_transient
-from etl_assets.secrets import mask_url, masked_errors, masked_log
+from etl_assets.secrets import mask_url
 from etl_assets.sinks.postgres.column_types import csv_ready, postgres_type
 from etl_assets.sinks.postgres.declared import (
-    load_declared_table,
     resolve_declared_table,
 )
 from etl_assets.sinks.postgres.delete_all import (
@@ -52,7 +47,6 @@ from etl_assets.sinks.postgres.swap import Log
 from etl_assets.sinks.postgres.table import ColumnDef, TableDef, existing_table
 from etl_assets.sinks.postgres.watermark import WatermarkTarget, record_watermark
 from etl_assets.table_names import TableName
-from etl_assets.watermark import Window
 
 T = TypeVar("T")
 
@@ -479,96 +473,7 @@ def staging_table_name(asset: str, partition: str | None, run_id: str) -> str:
     return f"etl_stage_{digest}"
 
 
-class PostgresUpsertIOManager(ConfigurableIOManager):
-    """Upserts a sink asset's batches into a PostgreSQL table (created when missing).
-
-    ``url`` is a PostgreSQL URL (pass it with ``EnvVar``); empty means the embedded server
-    (database ``embedded_database``). ``table`` is ``schema.table``. ``primary_key`` empty:
-    append, replacing the partition's slice of ``watermark_column`` when ``replace_slice``.
-    ``watermark_column`` is the source's cursor: each batch advances the watermark kept in the
-    table's COMMENT. ``delete``: ``off`` keeps the table's other rows; ``all`` makes this
-    run's rows the table's whole content (the first batch loads into a replacement swapped in
-    after it commits, so readers never see an empty table; a run without rows leaves the table
-    as it is). ``terminate_blockers_after_s``: how long a migration or swap waits for other
-    sessions to release the table before terminating them (None: wait). ``conflict``:
-    ``newest`` replaces a stored row only with one whose ``watermark_column`` value is not
-    older; ``last_write`` lets the last run win. ``retries`` more attempts of a batch after a
-    transient error, the backoff starting at ``retry_delay_s`` and capped at
-    ``max_retry_delay_s`` seconds.
-    """
-
-    url: str = ""
-    embedded_database: str = "etl_assets"
-    table: str
-    primary_key: list[str] = []
-    watermark_column: str | None = None
-    replace_slice: bool = True
-    table_definition: str | None = None
-    delete: str = "off"
-    terminate_blockers_after_s: float | None = None
-    conflict: str = "newest"
-    retries: int = 5
-    retry_delay_s: float = 1.0
-    max_retry_delay_s: float = 30.0
-
-    def conninfo(self) -> str:
-        if not self.url:
-            return embedded_postgres_url(self.embedded_database)
-        return libpq_url(self.url, f"sink table {self.table}")
-
-    @masked_errors()
-    def handle_output(self, context: OutputContext, obj: RecordBatchStream) -> None:
-        partition = context.partition_key if context.has_partition_key else None
-        asset = context.asset_key.to_user_string()
-        label = f"{asset} [{partition}] -> {self.table}"
-        changed = 0
-        staging = staging_table_name(asset, partition, context.run_id)
-        watermark = self._watermark_target(partition)
-        declared = (load_declared_table(self.table_definition, f"sink {asset!r}")
-                    if self.table_definition else None)
-        with PostgresUpsertWriter(self.conninfo(), self.table, self.primary_key, staging,
-                                  watermark=watermark, replace_slice=self.replace_slice,
-                                  declared_table=declared,
-                                  declared_reference=self.table_definition or "",
-                                  delete=self.delete, log=masked_log(context.log),
-                                  terminate_blockers_after_s=self.terminate_blockers_after_s,
-                                  conflict=self.conflict, cursor_column=self.watermark_column,
-                                  retry=RetryPolicy(self.retries, self.retry_delay_s,
-                                                    self.max_retry_delay_s)) as writer:
-            for action in writer.prepare(obj.schema):
-                context.log.info(f"{label}: {action}")
-            progress = ProgressLog(context.log, label)
-            for batch, final in _with_last(obj):
-                changed += writer.write(batch, final=final)
-                progress.add(batch.num_rows)
-            writer.finish()
-        progress.done()
-        context.add_output_metadata({
-            "table": self.table,
-            "dagster/row_count": progress.rows,
-            "rows_changed": changed,
-            "batches": progress.batches,
-            "seconds": round(progress.seconds, 3),
-            "rows_per_second": round(progress.rows_per_second),
-        })
-
-    def _watermark_target(self, partition: str | None) -> WatermarkTarget | None:
-        if not self.watermark_column or partition is None:
-            return None
-        try:
-            window = Window.from_key(partition)
-        except ValueError:
-            return None  # a partition added by hand, not a window: nothing to record
-        return WatermarkTarget(self.watermark_column, window, partition)
-
-    @masked_errors()
-    def load_input(self, context: InputContext) -> RecordBatchStream:
-        raise NotImplementedError(
-            f"{context.asset_key.to_user_string()} is a sink; read {self.table} from PostgreSQL"
-        )
-
-
-def _with_last(batches: Iterable[pa.RecordBatch]) -> Iterator[tuple[pa.RecordBatch, bool]]:
+def with_last(batches: Iterable[pa.RecordBatch]) -> Iterator[tuple[pa.RecordBatch, bool]]:
     """Each batch with whether it is the last one (one batch of look-ahead)."""
     iterator = iter(batches)
     previous = next(iterator, None)

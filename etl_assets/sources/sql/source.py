@@ -13,16 +13,18 @@ import sqlalchemy as sa
 from etl_assets.arrow_types import arrow_field, fallback_converter, infer_field, value_converter
 from etl_assets.batches import RecordBatchStream
 from etl_assets.connections import libpq_url, sqlalchemy_url
+from etl_assets.errors import EtlAssetsError
 from etl_assets.secrets import mask_url
+from etl_assets.sources.base import CursorType
 from etl_assets.sources.sql.postgres_copy import copy_batches, copy_supported
-from etl_assets.spec import SourceSpec
+from etl_assets.sources.sql.spec import SqlSourceSpec
 from etl_assets.watermark import Bound, Window
 
 _INT_RANGE = (-(2**63) + 1, 2**63 - 1)
 _TS_RANGE = (datetime(1, 1, 2), datetime(9999, 12, 30))
 
 
-class SourceError(RuntimeError):
+class SourceError(EtlAssetsError):
     """A source that cannot be read as declared; the message names the source."""
 
 
@@ -35,7 +37,7 @@ class SqlSource:
     :mod:`etl_assets.sources.sql.postgres_copy`).
     """
 
-    def __init__(self, name: str, spec: SourceSpec, url: str) -> None:
+    def __init__(self, name: str, spec: SqlSourceSpec, url: str) -> None:
         self.name = name
         self.spec = spec
         self.url = url
@@ -50,6 +52,9 @@ class SqlSource:
         if engine.dialect.driver == "psycopg":
             sa.event.listen(engine, "connect", _json_as_text)
         return engine
+
+    def location(self) -> str:
+        return mask_url(self.url)
 
     def dispose(self) -> None:
         if "engine" in self.__dict__:
@@ -74,7 +79,7 @@ class SqlSource:
         return table
 
     @cached_property
-    def cursor_type(self) -> str:
+    def cursor_type(self) -> CursorType:
         """``timestamp`` or ``integer``."""
         if self.spec.cursor_type:
             return self.spec.cursor_type

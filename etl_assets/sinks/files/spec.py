@@ -1,0 +1,58 @@
+"""The spec of a file sink: what ``kind: parquet`` accepts (parquet, JSON lines or CSV)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from etl_assets.settings import (
+    CONFLICT_DESCRIPTION,
+    SECRET_OPTION,
+    Conflict,
+    KeyedSinkSettings,
+    RetrySettings,
+    secrets_from_env_only,
+    without_secrets,
+)
+from etl_assets.sinks.base import SinkSetup, SinkSpecBase
+
+
+class ParquetSinkSpec(SinkSpecBase, RetrySettings, KeyedSinkSettings):
+    """Parquet, JSON lines or CSV files in a local folder or behind any fsspec URL."""
+
+    kind: Literal["parquet"]
+    path: str = Field(description="a folder: a local path (${VAR} expanded) or an fsspec URL "
+                                  "such as s3://bucket/prefix")
+    mode: Literal["shard", "update", "replace"] = Field(
+        "shard", description="shard: a file per partition (a re-run replaces it); update: one "
+                             "dataset merged by primary key, the latest row wins; replace: each "
+                             "run's rows are the dataset")
+    format: Literal["parquet", "json", "csv"] = Field(
+        "parquet", description="parquet, json (one document a line) or csv (with a header)")
+    primary_key: list[str] | None = Field(
+        None, description="default: the source's primary key; update mode needs one")
+    drop_duplicates: bool = Field(
+        False, description="keep only the last row per primary key of a run (shard, replace)")
+    storage_options: dict[str, Any] = Field(
+        default_factory=dict, description="fsspec options such as endpoint_url or region; "
+                                          "credentials only through the environment")
+    conflict: Conflict = Field("newest", description=CONFLICT_DESCRIPTION + " (update mode and "
+                                                     "drop_duplicates)")
+
+    _path_secrets = field_validator("path")(secrets_from_env_only)
+
+    @field_validator("storage_options")
+    @classmethod
+    def _no_secrets(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return without_secrets(value, SECRET_OPTION, "look like secrets; give credentials "
+                                "through the environment (e.g. AWS_ACCESS_KEY_ID), not the spec")
+
+    def describe_target(self) -> str:
+        return self.path
+
+    def check_in_pipeline(self, setup: SinkSetup[SinkSpecBase]) -> None:
+        if (self.mode == "update" or self.drop_duplicates) and not setup.primary_key:
+            what = "mode update" if self.mode == "update" else "drop_duplicates"
+            raise ValueError(f"{what} needs a primary_key (on the sink or its source "
+                             f"{self.source!r})")

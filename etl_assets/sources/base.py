@@ -1,0 +1,86 @@
+"""What every source kind is made of: its spec model (``SourceSpecBase``: the cursor and how
+new rows are cut into windows, shared by all kinds) and the ``Source`` it opens, which reads
+the cursor's range and extracts one window as record batches.
+
+A source kind is a package under ``etl_assets/sources/`` holding a ``spec.py`` (a subclass of
+``SourceSpecBase`` with a ``kind`` literal whose ``open`` makes its ``Source``) and the modules
+that read it, plus one line in :mod:`etl_assets.sources.registry`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Protocol
+
+from pydantic import Field, field_validator
+
+from etl_assets.batches import RecordBatchStream
+from etl_assets.settings import RetrySettings, Step, check_step
+from etl_assets.watermark import Bound, Window
+
+CursorType = Literal["timestamp", "integer"]
+
+
+class SourceSpecBase(RetrySettings):
+    """The settings every source has: its cursor, its key and how windows are cut."""
+
+    kind: str
+    cursor: str = Field(description="timestamp or integer column; a window is lo < cursor <= hi")
+    cursor_type: CursorType | None = Field(
+        None, description="found from the source when omitted (required where it cannot be)"
+    )
+    primary_key: list[str] = Field(default_factory=list)
+    lookback: Step = Field(0, description="overlap of each new window with the previous one")
+    min_window: Step = Field(0, description="a window is cut when at least this wide ...")
+    max_delay: str = Field("1h", description="... or when this long has passed since the last cut")
+    max_window: Step | None = Field(
+        None, description="widest window (default 1d or 1,000,000 ids)"
+    )
+    start: str | int | None = Field(
+        None, description="exclusive lower bound of the first window (default: before the oldest)"
+    )
+    sensor_interval_seconds: int = Field(60, gt=0, description="seconds between sensor ticks")
+    sensor_running: bool = Field(False, description="start the watermark sensor when loaded")
+
+    _steps = field_validator("lookback", "min_window", "max_window")(check_step)
+
+    @field_validator("max_delay")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        check_step(value)
+        return value
+
+    def describe(self) -> str:
+        """What the source reads, for descriptions and logs (never holds a secret)."""
+        return self.kind
+
+    def open(self, name: str) -> Source:
+        """The source named ``name``, ready to read (resolving its connection now)."""
+        raise NotImplementedError(f"source {name!r}: kind {self.kind} cannot be opened")
+
+
+class Source(Protocol):
+    """An open source: its cursor's range and one window's rows. ``dispose`` releases it."""
+
+    name: str
+    spec: SourceSpecBase
+
+    @property
+    def cursor_type(self) -> CursorType:
+        """``timestamp`` or ``integer``: the spec's, or found from the source."""
+        ...
+
+    def location(self) -> str:
+        """Where the source is, masked (for logs)."""
+        ...
+
+    def cursor_range(self) -> tuple[Bound | None, Bound | None]:
+        """The oldest and newest cursor values (None, None for no rows)."""
+        ...
+
+    def extract(self, window: Window) -> RecordBatchStream:
+        """The rows whose cursor is in ``window`` (lo < cursor <= hi), in batches."""
+        ...
+
+    def dispose(self) -> None:
+        """Release connections."""
+        ...

@@ -1,0 +1,47 @@
+"""The spec of a SQL source: what ``kind: sql`` (the default kind) accepts."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from etl_assets.settings import ConnectionSpec, TableSettings, check_table
+from etl_assets.sources.base import Source, SourceSpecBase
+
+
+class SqlSourceSpec(SourceSpecBase, TableSettings):
+    """A SQL table (or query) read incrementally by a timestamp or integer cursor column."""
+
+    kind: Literal["sql"] = "sql"
+    connection: ConnectionSpec
+    table: str | None = Field(None, description="table or schema.table to read; quote a part "
+                                                "that holds a dot: '\"my.schema\".\"t.x\"'")
+    query: str | None = Field(None, description="SELECT with :lo and :hi bind parameters")
+    chunk_rows: int = Field(50_000, gt=0, description="rows per extracted batch")
+
+    _table = field_validator("table")(check_table)
+
+    @model_validator(mode="after")
+    def _table_or_query(self) -> SqlSourceSpec:
+        if bool(self.table) == bool(self.query):
+            raise ValueError("give exactly one of `table` or `query`")
+        if self.query and self.db_schema:
+            raise ValueError("`schema` goes with `table`, not `query`")
+        if self.query:
+            missing = [p for p in (":lo", ":hi") if not re.search(rf"{p}\b", self.query)]
+            if missing:
+                raise ValueError(f"`query` must use the bind parameters {', '.join(missing)}")
+            if self.cursor_type is None:
+                raise ValueError("`cursor_type` (timestamp or integer) is required with `query`")
+        return self
+
+    def describe(self) -> str:
+        return self.table_name.display if self.table else "a query"
+
+    def open(self, name: str) -> Source:
+        from etl_assets.connections import resolve_url
+        from etl_assets.sources.sql.source import SqlSource
+
+        return SqlSource(name, self, resolve_url(self.connection, f"source {name!r}"))
