@@ -18,12 +18,13 @@ import logging
 import os
 import sys
 
-from etl_assets.code_location import load_pipeline_spec, spec_path
 from etl_assets.errors import EtlAssetsError
 from etl_assets.secrets import mask_text
 from etl_assets.sensors import highest_partition_hi, plan_next_windows
 from etl_assets.sinks.registry import sink_io_manager
+from etl_assets.sources.registry import open_source
 from etl_assets.spec import SpecError
+from etl_assets.spec_in_use import load_pipeline_spec, spec_path
 from etl_assets.watermark import encode_bound
 
 
@@ -43,7 +44,7 @@ def _add_partitions(source_name: str) -> int:
     partitions_name = f"{source_name}_windows"
     with DagsterInstance.get() as instance:
         requested_hi = highest_partition_hi(instance, partitions_name)
-        source = source_spec.open(source_name)
+        source = open_source(source_name, source_spec)
         try:
             # retries are logged as warnings, which reach stderr without logging set up
             plan = plan_next_windows(source, requested_hi, log=logging.getLogger("etl_assets"))

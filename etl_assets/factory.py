@@ -37,6 +37,7 @@ from etl_assets.sinks.base import SinkIOManager, SinkSpecBase
 from etl_assets.sinks.registry import sink_io_manager
 from etl_assets.sources.base import Source, SourceSpecBase
 from etl_assets.sources.extraction import Extraction
+from etl_assets.sources.registry import open_source
 from etl_assets.spec import PipelineSpec
 from etl_assets.staging.io_manager import ParquetStagingIOManager
 from etl_assets.transforms import code_of, load_transform
@@ -74,7 +75,7 @@ def build_source_asset(name: str, spec: SourceSpecBase,
         register_run_worker(context)  # so that run monitoring can tell when the run is killed
         with masked_errors():  # the rows are read later, by the staging IO manager
             window = Window.from_key(context.partition_key)
-            source = spec.open(name)
+            source = open_source(name, spec)
             context.log.info(f"{name}: extracting {spec.cursor} in {window} from {where} at "
                              f"{source.location()}")
 

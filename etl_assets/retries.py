@@ -9,16 +9,18 @@ table, a refused password) fails at once: another attempt would fail the same wa
 
 from __future__ import annotations
 
+import asyncio
 import random
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from etl_assets.secrets import mask_text
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 # PostgreSQL SQLSTATEs worth another attempt (class 08 = connection exceptions, see below).
 PG_TRANSIENT_SQLSTATES = frozenset({
@@ -96,6 +98,27 @@ class RetryPolicy:
                 time.sleep(wait)
                 number += 1
                 last = exc
+
+
+    async def call_async(self, attempt: Callable[[], Awaitable[R]], *,
+                         should_retry: Callable[[R], bool],
+                         retry_after_s: Callable[[R], float | None] = lambda _: None,
+                         on_retry: Callable[[R, float], None] | None = None) -> R:
+        """``await attempt()``, awaited again while ``should_retry(result)`` and retries are
+        left: the async form of :meth:`call` for protocols whose failures come back as
+        results (an HTTP answer with status 503 or 429 and its Retry-After,
+        ``retry_after_s``). ``on_retry(result, wait_s)`` runs before each wait; the last
+        result is returned."""
+        number = 0
+        while True:
+            result = await attempt()
+            if number >= self.retries or not should_retry(result):
+                return result
+            wait = self.wait_s(number, retry_after_s(result))
+            if on_retry is not None:
+                on_retry(result, wait)
+            await asyncio.sleep(wait)
+            number += 1
 
 
 def retry_after_of(error: BaseException) -> float | None:

@@ -37,6 +37,7 @@ from etl_assets.errors import TransientError
 from etl_assets.retries import Log, describe, is_transient
 from etl_assets.secrets import masked_errors
 from etl_assets.sources.base import Source, SourceSpecBase
+from etl_assets.sources.registry import open_source
 from etl_assets.watermark import (
     Bound,
     Plan,
@@ -139,7 +140,7 @@ def build_watermark_sensor(
                     context.log.info(f"{source_name}: starting after the watermark its sinks "
                                      f"committed: {encode_bound(requested_hi)}")
         since = None if state.cut_at is None else timedelta(seconds=time.time() - state.cut_at)
-        source = spec.open(source_name)
+        source = open_source(source_name, spec)
         try:
             plan = plan_next_windows(source, requested_hi, since, log=context.log)
         finally:

@@ -51,7 +51,8 @@ if TYPE_CHECKING:
     SourceSpec = SourceSpecBase
     SinkSpec = SinkSpecBase
 else:
-    SourceSpec = _tagged_union(SOURCE_KINDS, DEFAULT_SOURCE_KIND)
+    SourceSpec = _tagged_union({kind: k.spec for kind, k in SOURCE_KINDS.items()},
+                               DEFAULT_SOURCE_KIND)
     SinkSpec = _tagged_union({kind: k.spec for kind, k in SINK_KINDS.items()}, None)
 
 

@@ -12,12 +12,9 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from etl_assets.settings import DURATION_PATTERN, Step
-
-if TYPE_CHECKING:
-    from etl_assets.sources.base import SourceSpecBase
 
 Bound = datetime | int
 """A cursor value: an integer id or a timestamp (naive, or aware in any zone)."""
@@ -101,6 +98,21 @@ class Window:
         return f"({self.lo}, {self.hi}]"
 
 
+class WindowSettings(Protocol):
+    """A source spec's settings that cut windows (see ``SourceSpecBase``)."""
+
+    @property
+    def lookback(self) -> Step: ...
+    @property
+    def min_window(self) -> Step: ...
+    @property
+    def max_delay(self) -> str: ...
+    @property
+    def max_window(self) -> Step | None: ...
+    @property
+    def start(self) -> str | int | None: ...
+
+
 @dataclass(frozen=True)
 class WindowPolicy:
     """How a source's new rows are cut into windows.
@@ -118,7 +130,7 @@ class WindowPolicy:
     start: Bound | None = None
 
     @classmethod
-    def from_spec(cls, spec: SourceSpecBase, cursor_type: str) -> WindowPolicy:
+    def from_spec(cls, spec: WindowSettings, cursor_type: str) -> WindowPolicy:
         def size(step: Step | None, default: Size) -> Size:
             if step is None:
                 return default

@@ -3,9 +3,9 @@
 
 from dagster import Definitions, OpExecutionContext, job, op
 
-from etl_assets.code_location import load_pipeline_spec
 from etl_assets.connections import resolve_url
 from etl_assets.demo.sample_source import add_sample_changes
+from etl_assets.spec_in_use import load_pipeline_spec
 
 
 @op(description="Updates 20 sensors and adds 5 in the demo's source database.")

@@ -3,8 +3,8 @@ new rows are cut into windows, shared by all kinds) and the ``Source`` it opens,
 the cursor's range and extracts one window as record batches.
 
 A source kind is a package under ``etl_assets/sources/`` holding a ``spec.py`` (a subclass of
-``SourceSpecBase`` with a ``kind`` literal whose ``open`` makes its ``Source``) and the modules
-that read it, plus one line in :mod:`etl_assets.sources.registry`.
+``SourceSpecBase`` with a ``kind`` literal) and a function that opens its ``Source``, plus one
+line in :mod:`etl_assets.sources.registry`.
 """
 
 from __future__ import annotations
@@ -52,10 +52,6 @@ class SourceSpecBase(RetrySettings):
     def describe(self) -> str:
         """What the source reads, for descriptions and logs (never holds a secret)."""
         return self.kind
-
-    def open(self, name: str) -> Source:
-        """The source named ``name``, ready to read (resolving its connection now)."""
-        raise NotImplementedError(f"source {name!r}: kind {self.kind} cannot be opened")
 
 
 class Source(Protocol):

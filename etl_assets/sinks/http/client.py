@@ -92,14 +92,14 @@ class HttpClient:
 
     async def send(self, method: str, url: str, body: bytes, content_type: str) -> Answer:
         """Send, retrying connection errors, timeouts, 5xx and 429; the last answer."""
-        attempt = 0
-        while True:
-            answer = await self.send_once(method, url, body, content_type)
-            if not answer.retryable or attempt >= self.policy.retries:
-                return answer
+
+        def counted(_answer: Answer, _wait_s: float) -> None:
             self.retried += 1
-            await asyncio.sleep(self.policy.wait_s(attempt, answer.retry_after_s))
-            attempt += 1
+
+        return await self.policy.call_async(
+            lambda: self.send_once(method, url, body, content_type),
+            should_retry=lambda answer: answer.retryable,
+            retry_after_s=lambda answer: answer.retry_after_s, on_retry=counted)
 
     async def get_json(self, method: str, url: str, body: bytes | None = None) -> Any:
         """A small JSON call (with retries); raises on an error status."""

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from etl_assets.arrow_types import arrow_field, fallback_converter, infer_field, value_converter
 from etl_assets.batches import RecordBatchStream
-from etl_assets.connections import libpq_url, sqlalchemy_url
+from etl_assets.connections import libpq_url, resolve_url, sqlalchemy_url
 from etl_assets.errors import EtlAssetsError
 from etl_assets.secrets import mask_url
 from etl_assets.sources.base import CursorType
@@ -26,6 +26,11 @@ _TS_RANGE = (datetime(1, 1, 2), datetime(9999, 12, 30))
 
 class SourceError(EtlAssetsError):
     """A source that cannot be read as declared; the message names the source."""
+
+
+def open_sql_source(name: str, spec: SqlSourceSpec) -> SqlSource:
+    """Source ``name`` of ``spec``, its connection resolved now."""
+    return SqlSource(name, spec, resolve_url(spec.connection, f"source {name!r}"))
 
 
 class SqlSource:

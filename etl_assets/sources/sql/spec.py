@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from etl_assets.settings import ConnectionSpec, TableSettings, check_table
-from etl_assets.sources.base import Source, SourceSpecBase
+from etl_assets.sources.base import SourceSpecBase
 
 
 class SqlSourceSpec(SourceSpecBase, TableSettings):
@@ -39,9 +39,3 @@ class SqlSourceSpec(SourceSpecBase, TableSettings):
 
     def describe(self) -> str:
         return self.table_name.display if self.table else "a query"
-
-    def open(self, name: str) -> Source:
-        from etl_assets.connections import resolve_url
-        from etl_assets.sources.sql.source import SqlSource
-
-        return SqlSource(name, self, resolve_url(self.connection, f"source {name!r}"))
