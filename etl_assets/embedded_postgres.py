@@ -32,7 +32,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from etl_assets.errors import EtlAssetsError
+from etl_assets.errors import ConfigurationError
 from etl_assets.home import etl_home
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ _thread_locks: dict[Path, threading.Lock] = {}
 _thread_locks_guard = threading.Lock()
 
 
-class EmbeddedPostgresError(EtlAssetsError):
+class EmbeddedPostgresError(ConfigurationError):
     """The embedded PostgreSQL server cannot start; the message says where and what to do."""
 
 

@@ -3,8 +3,9 @@ and a server's ``Retry-After`` honoured; and which errors are worth another atte
 
 Transient: refused, reset or timed-out connections, a database shutting down or restarting
 (PostgreSQL ``57P01``..``57P03``, MySQL "server has gone away"), serialization failures and
-deadlocks, too many connections, HTTP 5xx and 429. Everything else (a bad value, a missing
-table, a refused password) fails at once: another attempt would fail the same way.
+deadlocks, too many connections, HTTP 5xx and 429, and our :class:`TransientError`. Everything
+else (a bad value, a missing table, a refused password, any other error of ours) fails at once:
+another attempt would fail the same way.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
+from etl_assets.errors import EtlAssetsError, TransientError
 from etl_assets.secrets import mask_text
 
 T = TypeVar("T")
@@ -112,11 +114,14 @@ def describe(error: BaseException) -> str:
 
 def is_transient(error: BaseException) -> bool:
     """Whether another attempt may succeed (see the module docstring); follows ``__cause__``
-    and SQLAlchemy's wrapped driver error."""
+    and SQLAlchemy's wrapped driver error. An error of ours has been classified where it was
+    raised: only :class:`TransientError` is transient, its cause is not looked at."""
     seen: set[int] = set()
     current: BaseException | None = error
     while current is not None and id(current) not in seen:
         seen.add(id(current))
+        if isinstance(current, EtlAssetsError):
+            return isinstance(current, TransientError)
         if _transient_itself(current):
             return True
         current = getattr(current, "orig", None) or current.__cause__

@@ -7,8 +7,10 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
+from etl_assets.errors import ConfigurationError
 
-class TransformError(ImportError):
+
+class TransformError(ConfigurationError, ImportError):
     """A reference that does not name what it should (a callable, a table)."""
 
 

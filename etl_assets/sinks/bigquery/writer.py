@@ -32,7 +32,7 @@ from google.cloud import bigquery
 from google.cloud.bigquery.retry import DEFAULT_RETRY
 
 from etl_assets.batches import last_row_per_key
-from etl_assets.errors import EtlAssetsError
+from etl_assets.errors import ConfigurationError, EtlAssetsError
 from etl_assets.newest_wins import missing_cursor
 from etl_assets.retries import RetryPolicy, describe, is_transient
 from etl_assets.secrets import mask_text
@@ -44,7 +44,7 @@ T = TypeVar("T")
 Log = logging.Logger | Any
 
 
-class BigQuerySinkError(EtlAssetsError):
+class BigQuerySinkError(ConfigurationError):
     """A BigQuery sink that cannot run as configured (named in the message)."""
 
 

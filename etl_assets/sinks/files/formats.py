@@ -18,6 +18,7 @@ import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
+from etl_assets.errors import DataError
 from etl_assets.json_documents import documents, json_lines, json_values
 from etl_assets.sinks.files.run_keys import MergeKeyError, RunKeys
 from etl_assets.sinks.files.spilled_rows import ROW
@@ -30,7 +31,7 @@ MERGE_BATCH_ROWS = 262_144
 ROW_GROUP_ROWS = 262_144
 
 
-class FileFormatError(ValueError):
+class FileFormatError(DataError, ValueError):
     """Data a format cannot hold, or an existing file it cannot read."""
 
 

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from etl_assets.arrow_types import arrow_field, fallback_converter, infer_field, value_converter
 from etl_assets.batches import RecordBatchStream
 from etl_assets.connections import libpq_url, sqlalchemy_url
+from etl_assets.errors import EtlAssetsError
 from etl_assets.secrets import mask_url
 from etl_assets.sources.sql.postgres_copy import copy_batches, copy_supported
 from etl_assets.spec import SourceSpec
@@ -22,7 +23,7 @@ _INT_RANGE = (-(2**63) + 1, 2**63 - 1)
 _TS_RANGE = (datetime(1, 1, 2), datetime(9999, 12, 30))
 
 
-class SourceError(RuntimeError):
+class SourceError(EtlAssetsError):
     """A source that cannot be read as declared; the message names the source."""
 
 
