@@ -286,7 +286,7 @@ def masked_exception(exc: BaseException, _seen: set[int] | None = None) -> BaseE
         exc.__context__ = masked_exception(exc.__context__, seen)
     notes = getattr(exc, "__notes__", None)
     if isinstance(notes, list):
-        exc.__notes__ = [mask_text(str(note)) for note in notes]
+        notes[:] = [mask_text(str(note)) for note in notes]  # exc.__notes__, in place
     text = _text_of(exc)
     shown = mask_text(text)
     if shown == text:

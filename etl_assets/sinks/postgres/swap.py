@@ -223,7 +223,8 @@ class TableSwap:
     def copy(self, live_columns: Sequence[str], live_types: dict[str, str]) -> int:
         """Copy the live table's rows into the replacement, casting columns whose type changed;
         returns the rows copied. ``live_columns``: the live table's columns to carry over."""
-        targets, values = [], []
+        targets: list[sql.Identifier] = []
+        values: list[sql.Composable] = []
         for name in live_columns:
             column = self.desired.column(name)
             if column is None:
@@ -315,7 +316,7 @@ class TableSwap:
     def _recreate(self, view: _View, grants: list[sql.Composed]) -> None:
         conn = self.conn
         name = sql.Identifier(view.schema, view.name)
-        options = sql.SQL("")
+        options: sql.Composable = sql.SQL("")
         if view.options:
             options = sql.SQL(" WITH ({})").format(sql.SQL(", ").join(
                 sql.SQL(o) for o in view.options))

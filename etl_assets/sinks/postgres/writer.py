@@ -337,7 +337,7 @@ class PostgresUpsertWriter:
 
         # newest wins: a stored row is replaced only by one whose cursor is not older (a
         # stored NULL is the oldest), so partitions give the same table in any order.
-        newest = sql.SQL("")
+        newest: sql.Composable = sql.SQL("")
         if self._newest_by is not None:
             newest = sql.SQL("(t.{0} IS NULL OR t.{0} <= EXCLUDED.{0}) AND ").format(
                 sql.Identifier(self._newest_by))

@@ -92,7 +92,8 @@ class SqlSource:
     def _cursor_is_aware(self) -> bool | None:
         if self.table is None or self.cursor_type != "timestamp":
             return None
-        return bool(self.table.c[self.spec.cursor].type.timezone)
+        sql_type = self.table.c[self.spec.cursor].type
+        return isinstance(sql_type, sa.DateTime) and bool(sql_type.timezone)
 
     def _bound(self, value: Bound) -> Bound:
         """``value`` with the cursor column's time zone awareness."""
@@ -124,6 +125,7 @@ class SqlSource:
 
     def cursor_range(self) -> tuple[Bound | None, Bound | None]:
         """The oldest and newest cursor values in the source (None, None when it is empty)."""
+        stmt: sa.Executable
         if self.table is not None:
             cursor = self.table.c[self.spec.cursor]
             stmt = sa.select(sa.func.min(cursor), sa.func.max(cursor))
