@@ -15,9 +15,10 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import TypeVar
 
 from etl_assets.errors import EtlAssetsError, TransientError
+from etl_assets.logs import Log
 from etl_assets.secrets import mask_text
 
 T = TypeVar("T")
@@ -51,10 +52,6 @@ _PG_FATAL_TRANSIENT = re.compile(r"starting up|shutting down|in recovery mode|to
                                  r"connection slots are reserved|terminating connection",
                                  re.IGNORECASE)
 RETRYABLE_HTTP_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
-
-
-class Log(Protocol):
-    def warning(self, msg: str) -> Any: ...
 
 
 @dataclass(frozen=True)

@@ -105,7 +105,7 @@ class RequestShape:
             return [DocumentResult(False, answer.status, short)] * count
         return [DocumentResult(True, answer.status)] * count
 
-    def _bulk_items(self, parsed: Any, answer: Answer, count: int) -> list[DocumentResult]:
+    def _bulk_items(self, parsed: object, answer: Answer, count: int) -> list[DocumentResult]:
         if isinstance(parsed, dict) and parsed.get("errors") is False:
             # Elasticsearch/OpenSearch: no item failed, whatever the items say
             return [DocumentResult(True, answer.status)] * count
@@ -139,7 +139,7 @@ def _json_string(text: str) -> bytes:
     return encode_string(text).encode()
 
 
-def _array_item(item: Any, status: int) -> DocumentResult:
+def _array_item(item: object, status: int) -> DocumentResult:
     if isinstance(item, dict) and "error" in item:
         return DocumentResult(False, status, json.dumps(item)[:_ANSWER_CHARS],
                               conflict=item.get("error") == "conflict")

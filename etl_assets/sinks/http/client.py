@@ -101,7 +101,8 @@ class HttpClient:
             await asyncio.sleep(self.policy.wait_s(attempt, answer.retry_after_s))
             attempt += 1
 
-    async def get_json(self, method: str, url: str, body: bytes | None = None) -> Any:
+    async def get_json(self, method: str, url: str,
+                       body: bytes | None = None) -> Any:  # noqa: ANN401 -- parsed JSON answer
         """A small JSON call (with retries); raises on an error status."""
         answer = await self.send(method, url, body or b"", "application/json")
         if answer.status is None or answer.status >= 400:

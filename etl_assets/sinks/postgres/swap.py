@@ -25,20 +25,16 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import psycopg
 from psycopg import sql
 
+from etl_assets.logs import Log
 from etl_assets.sinks.postgres.errors import PostgresSinkError
 from etl_assets.sinks.postgres.table import TableDef
 
 QUERY_SHOWN = 60  # characters of a terminated backend's query put in the log
-
-
-class Log(Protocol):
-    def info(self, msg: str) -> Any: ...
-    def warning(self, msg: str) -> Any: ...
 
 
 @dataclass(frozen=True)

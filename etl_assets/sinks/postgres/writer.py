@@ -32,6 +32,7 @@ from psycopg import sql
 from etl_assets.batches import RecordBatchStream, last_row_per_key
 from etl_assets.connections import libpq_url
 from etl_assets.embedded_postgres import embedded_postgres_url
+from etl_assets.logs import Log
 from etl_assets.newest_wins import CONFLICT_RULES, missing_cursor
 from etl_assets.progress import ProgressLog
 from etl_assets.retries import RetryPolicy, describe, is_transient
@@ -48,7 +49,6 @@ from etl_assets.sinks.postgres.delete_all import (
 )
 from etl_assets.sinks.postgres.errors import PostgresSinkError
 from etl_assets.sinks.postgres.migrations import migrate
-from etl_assets.sinks.postgres.swap import Log
 from etl_assets.sinks.postgres.table import ColumnDef, TableDef, existing_table
 from etl_assets.sinks.postgres.watermark import WatermarkTarget, record_watermark
 from etl_assets.table_names import TableName

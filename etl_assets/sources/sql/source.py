@@ -7,8 +7,10 @@ from datetime import datetime, timezone
 from functools import cached_property
 from typing import Any
 
+import psycopg
 import pyarrow as pa
 import sqlalchemy as sa
+from sqlalchemy.pool import ConnectionPoolEntry
 
 from etl_assets.arrow_types import arrow_field, fallback_converter, infer_field, value_converter
 from etl_assets.batches import RecordBatchStream
@@ -140,7 +142,7 @@ class SqlSource:
             oldest, newest = conn.execute(stmt).one()
         return self._checked(oldest), self._checked(newest)
 
-    def _checked(self, value: Any) -> Bound | None:
+    def _checked(self, value: object) -> Bound | None:
         if value is None:
             return None
         if isinstance(value, bool) or not isinstance(value, int | datetime):
@@ -203,8 +205,10 @@ class SqlSource:
         return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
-def _json_as_text(dbapi_connection: Any, _record: Any) -> None:
-    """Make psycopg return json/jsonb as the server's text instead of parsed objects."""
+def _json_as_text(dbapi_connection: psycopg.Connection[Any],
+                  _record: ConnectionPoolEntry) -> None:
+    """Make psycopg return json/jsonb as the server's text instead of parsed objects (a
+    ``connect`` listener of engines with the psycopg driver)."""
     from psycopg.types.string import TextLoader
 
     for name in ("json", "jsonb"):
@@ -216,7 +220,7 @@ def _chain(first: pa.RecordBatch, rest: Iterator[pa.RecordBatch]) -> Iterator[pa
     yield from rest
 
 
-def _first_bad_value(values: Sequence[Any], arrow_type: pa.DataType) -> Any:
+def _first_bad_value(values: Sequence[object], arrow_type: pa.DataType) -> object:
     for value in values:
         try:
             pa.array([value], type=arrow_type)
