@@ -49,8 +49,10 @@ stop-demo: install
 test: install
 	$(BIN)/pytest
 
+# ruff, then mypy (configured in pyproject.toml: etl_assets and bench)
 lint: install
 	$(BIN)/ruff check etl_assets etl_assets_tests bench
+	$(BIN)/mypy
 
 bench: install
 	$(BIN)/python bench/load_1m.py

@@ -87,21 +87,21 @@ def arrow_field(column: sa.Column[Any], dialect: str) -> pa.Field:
     return pa.field(name, arrow, nullable)
 
 
-def _json_text(value: Any) -> Any:
+def _json_text(value: object) -> str | None:
     if value is None or isinstance(value, str):
         return value
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
-def _text(value: Any) -> Any:
+def _text(value: object) -> str | None:
     return value if value is None or isinstance(value, str) else str(value)
 
 
-def _to_bytes(value: Any) -> Any:
+def _to_bytes(value: object) -> object:
     return bytes(value) if isinstance(value, memoryview | bytearray) else value
 
 
-def value_converter(field: pa.Field) -> Callable[[Any], Any] | None:
+def value_converter(field: pa.Field) -> Callable[[object], object] | None:
     """A per-value function that makes a driver's value acceptable to ``pa.array``, or None
     where the driver's values go in as they are (see :func:`fallback_converter`)."""
     logical = logical_type_of(field)
@@ -114,7 +114,7 @@ def value_converter(field: pa.Field) -> Callable[[Any], Any] | None:
     return None
 
 
-def fallback_converter(field: pa.Field) -> Callable[[Any], Any]:
+def fallback_converter(field: pa.Field) -> Callable[[object], object]:
     """What to try when a driver's values did not go in as they are (a driver that returns an
     enum object for a text column, say): text for text columns, bytes for binary ones."""
     return _to_bytes if pa.types.is_binary(field.type) else _text

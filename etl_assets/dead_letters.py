@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -32,6 +32,7 @@ from dagster import (
 )
 
 from etl_assets.home import expand_vars
+from etl_assets.logs import Log
 
 ERROR = "_dl_error"
 ATTEMPTS = "_dl_attempts"
@@ -42,6 +43,7 @@ RUN_ID = "_dl_run_id"
 VERSION = "_dl_version"
 META_COLUMNS = (ERROR, ATTEMPTS, FIRST_FAILED_AT, LAST_FAILED_AT, RUN_ID, VERSION)
 ALL_PARTITIONS = "__all__"
+V = TypeVar("V", str, int)
 _TS = pa.timestamp("us", tz="UTC")
 
 
@@ -205,7 +207,7 @@ class DeadLetterStore:
         return failing
 
     def supersede(self, asset: str, partition: str | None, version: int | None,
-                  log: Any = None) -> int:
+                  log: Log | None = None) -> int:
         """Drop the dead letters of ``partition`` that came from a staged version older than
         ``version``: a run just wrote a later extraction of the same window, which holds
         them or newer versions of them. Returns the rows dropped (letters of unknown version
@@ -253,7 +255,8 @@ class DeadLetterStore:
         }
 
 
-def _per_row(value: Any, rows: int) -> list[Any]:
+def _per_row(value: Sequence[V] | V, rows: int) -> list[V]:
+    """One value per row: ``value`` repeated, or ``value`` itself when it has one per row."""
     if isinstance(value, str | int):
         return [value] * rows
     values = list(value)

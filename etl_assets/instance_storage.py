@@ -51,8 +51,9 @@ class PostgresOrSqliteStorage(DagsterStorage, ConfigurableClass):
         return {}
 
     @classmethod
-    def from_config_value(cls, inst_data: ConfigurableClassData | None,
-                          config_value: Mapping[str, Any]) -> DagsterStorage:
+    def from_config_value(  # type: ignore[override]  # a factory of two other classes, not Self
+            cls, inst_data: ConfigurableClassData | None,
+            config_value: Mapping[str, Any]) -> DagsterStorage:
         url = postgres_url_from_env()
         if url:
             return DagsterPostgresStorage(postgres_url=url, inst_data=inst_data)

@@ -35,7 +35,7 @@ def _float(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _plain(value: Any) -> Any:
+def _plain(value: object) -> object:
     """A Python value from ``to_pylist`` -> a value ``json.dumps`` writes as intended."""
     if isinstance(value, datetime):
         return _iso_datetime(value)
@@ -56,7 +56,7 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _parsed_json(value: str | None) -> Any:
+def _parsed_json(value: str | None) -> object:
     return None if value is None else json.loads(value)
 
 
@@ -90,7 +90,7 @@ def iter_json_lines(batch: pa.RecordBatch | pa.Table) -> Iterator[bytes]:
         yield dumps(document) + b"\n"
 
 
-def dumps(document: Any) -> bytes:
+def dumps(document: object) -> bytes:
     """Compact UTF-8 JSON; NaN is refused (use :func:`documents` first)."""
     return json.dumps(document, separators=(",", ":"), ensure_ascii=False,
                       allow_nan=False).encode()

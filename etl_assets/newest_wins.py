@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timezone
-from typing import Any
 
 CONFLICT_RULES = ("newest", "last_write")
 
@@ -21,21 +20,25 @@ def missing_cursor(where: str, column: str, columns: Sequence[str]) -> str:
             f"column that holds it with cursor_column, or set conflict: last_write")
 
 
-def is_newer(stored: Any, ours: Any) -> bool:
+def is_newer(stored: object, ours: object) -> bool:
     """Whether a stored cursor value is strictly newer than ours, as JSON documents hold them:
     numbers, or ISO 8601 text (a zoned time compared as its UTC instant). Null is the oldest;
-    values of different kinds cannot be compared and ours wins."""
+    values of different kinds (or neither numbers nor text) cannot be compared and ours wins."""
     if stored is None:
         return False
     if ours is None:
         return True
     left, right = _comparable(stored), _comparable(ours)
-    if type(left) is not type(right):
-        return False
-    return bool(left > right)
+    if isinstance(left, datetime) and isinstance(right, datetime):
+        return left > right
+    if isinstance(left, float) and isinstance(right, float):
+        return left > right
+    if isinstance(left, str) and isinstance(right, str):
+        return left > right
+    return False
 
 
-def _comparable(value: Any) -> Any:
+def _comparable(value: object) -> object:
     if isinstance(value, str):
         try:  # Python 3.10's fromisoformat does not read a trailing Z
             moment = datetime.fromisoformat(value[:-1] + "+00:00" if value.endswith("Z")

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import logging
 import time
-from typing import Any
+
+from etl_assets.logs import Log
 
 
 class ProgressLog:
     """Counts rows and logs ``label: N rows (R rows/s)`` every ``every_seconds``."""
 
-    def __init__(self, log: logging.Logger | Any, label: str, every_seconds: float = 10.0) -> None:
+    def __init__(self, log: Log, label: str, every_seconds: float = 10.0) -> None:
         self.log = log
         self.label = label
         self.every = every_seconds

@@ -3,8 +3,9 @@ and a server's ``Retry-After`` honoured; and which errors are worth another atte
 
 Transient: refused, reset or timed-out connections, a database shutting down or restarting
 (PostgreSQL ``57P01``..``57P03``, MySQL "server has gone away"), serialization failures and
-deadlocks, too many connections, HTTP 5xx and 429. Everything else (a bad value, a missing
-table, a refused password) fails at once: another attempt would fail the same way.
+deadlocks, too many connections, HTTP 5xx and 429, and our :class:`TransientError`. Everything
+else (a bad value, a missing table, a refused password, any other error of ours) fails at once:
+another attempt would fail the same way.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import TypeVar
 
+from etl_assets.errors import EtlAssetsError, TransientError
+from etl_assets.logs import Log
 from etl_assets.secrets import mask_text
 
 T = TypeVar("T")
@@ -51,10 +54,6 @@ _PG_FATAL_TRANSIENT = re.compile(r"starting up|shutting down|in recovery mode|to
                                  r"connection slots are reserved|terminating connection",
                                  re.IGNORECASE)
 RETRYABLE_HTTP_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
-
-
-class Log(Protocol):
-    def warning(self, msg: str) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -135,11 +134,14 @@ def describe(error: BaseException) -> str:
 
 def is_transient(error: BaseException) -> bool:
     """Whether another attempt may succeed (see the module docstring); follows ``__cause__``
-    and SQLAlchemy's wrapped driver error."""
+    and SQLAlchemy's wrapped driver error. An error of ours has been classified where it was
+    raised: only :class:`TransientError` is transient, its cause is not looked at."""
     seen: set[int] = set()
     current: BaseException | None = error
     while current is not None and id(current) not in seen:
         seen.add(id(current))
+        if isinstance(current, EtlAssetsError):
+            return isinstance(current, TransientError)
         if _transient_itself(current):
             return True
         current = getattr(current, "orig", None) or current.__cause__

@@ -29,6 +29,7 @@ from typing import Any
 from urllib.parse import unquote, unquote_plus
 
 from etl_assets.errors import EtlAssetsError
+from etl_assets.logs import Log
 
 MASK = "***"
 DEFAULT_PARAMETERS = frozenset({"password", "sslpassword", "pwd", "secret", "token", "api_key",
@@ -231,26 +232,26 @@ class MaskedLog:
     """A logger (Dagster's ``context.log`` or any ``logging.Logger``) whose messages are
     masked with :func:`mask_text`; give it to code that logs other libraries' errors."""
 
-    def __init__(self, log: Any) -> None:
+    def __init__(self, log: Log) -> None:
         self._log = log
 
-    def debug(self, msg: object, *args: Any, **kwargs: Any) -> Any:
-        return self._log.debug(mask_text(str(msg)), *args, **kwargs)
+    def debug(self, msg: object) -> None:
+        self._log.debug(mask_text(str(msg)))
 
-    def info(self, msg: object, *args: Any, **kwargs: Any) -> Any:
-        return self._log.info(mask_text(str(msg)), *args, **kwargs)
+    def info(self, msg: object) -> None:
+        self._log.info(mask_text(str(msg)))
 
-    def warning(self, msg: object, *args: Any, **kwargs: Any) -> Any:
-        return self._log.warning(mask_text(str(msg)), *args, **kwargs)
+    def warning(self, msg: object) -> None:
+        self._log.warning(mask_text(str(msg)))
 
-    def error(self, msg: object, *args: Any, **kwargs: Any) -> Any:
-        return self._log.error(mask_text(str(msg)), *args, **kwargs)
+    def error(self, msg: object) -> None:
+        self._log.error(mask_text(str(msg)))
 
-    def __getattr__(self, name: str) -> Any:
+    def __getattr__(self, name: str) -> Any:  # noqa: ANN401 -- wrapped logger attributes
         return getattr(self._log, name)
 
 
-def masked_log(log: Any) -> MaskedLog:
+def masked_log(log: Log) -> MaskedLog:
     """``log`` with its messages masked (a MaskedLog stays as it is)."""
     return log if isinstance(log, MaskedLog) else MaskedLog(log)
 
@@ -286,7 +287,7 @@ def masked_exception(exc: BaseException, _seen: set[int] | None = None) -> BaseE
         exc.__context__ = masked_exception(exc.__context__, seen)
     notes = getattr(exc, "__notes__", None)
     if isinstance(notes, list):
-        exc.__notes__ = [mask_text(str(note)) for note in notes]
+        notes[:] = [mask_text(str(note)) for note in notes]  # exc.__notes__, in place
     text = _text_of(exc)
     shown = mask_text(text)
     if shown == text:

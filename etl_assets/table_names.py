@@ -14,10 +14,12 @@ from dataclasses import dataclass
 
 from psycopg import sql
 
+from etl_assets.errors import ConfigurationError
+
 _PLAIN = re.compile(r"[^\s.\"]+")  # a part shown without quotes
 
 
-class TableNameError(ValueError):
+class TableNameError(ConfigurationError, ValueError):
     """A table name that cannot be read; the message says why."""
 
 

@@ -7,12 +7,14 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
+from etl_assets.errors import ConfigurationError
 
-class TransformError(ImportError):
+
+class TransformError(ConfigurationError, ImportError):
     """A reference that does not name what it should (a callable, a table)."""
 
 
-def import_reference(reference: str, owner: str, what: str = "transform") -> Any:
+def import_reference(reference: str, owner: str, what: str = "transform") -> object:
     """The object ``reference`` names; ``owner`` names the sink and ``what`` the field."""
     module_name, _, attribute = reference.partition(":")
     try:

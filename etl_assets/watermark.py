@@ -31,6 +31,54 @@ _UNITS = {"us": timedelta(microseconds=1), "ms": timedelta(milliseconds=1),
 DEFAULT_MAX_WINDOW: dict[str, Size] = {"timestamp": timedelta(days=1), "integer": 1_000_000}
 
 
+# Arithmetic on cursor values: a timestamp goes with a timedelta, an id with an int. Mixing
+# kinds raises TypeError, as the operators themselves would.
+
+def before(a: Bound, b: Bound) -> bool:
+    """``a < b`` for two cursor values of one kind."""
+    if isinstance(a, datetime) and isinstance(b, datetime):
+        return a < b
+    if isinstance(a, int) and isinstance(b, int):
+        return a < b
+    raise TypeError(f"cannot compare cursor values {a!r} and {b!r}")
+
+
+def distance(lo: Bound, hi: Bound) -> Size:
+    """``hi - lo`` for two cursor values of one kind."""
+    if isinstance(lo, datetime) and isinstance(hi, datetime):
+        return hi - lo
+    if isinstance(lo, int) and isinstance(hi, int):
+        return hi - lo
+    raise TypeError(f"cannot subtract cursor value {lo!r} from {hi!r}")
+
+
+def shifted(value: Bound, step: Size, times: int = 1) -> Bound:
+    """``value + step * times`` (``times`` < 0: back), for a step of ``value``'s kind."""
+    if isinstance(value, datetime) and isinstance(step, timedelta):
+        return value + step * times
+    if isinstance(value, int) and isinstance(step, int):
+        return value + step * times
+    raise TypeError(f"cannot move cursor value {value!r} by {step!r}")
+
+
+def narrower(a: Size, b: Size) -> bool:
+    """``a < b`` for two sizes of one kind."""
+    if isinstance(a, timedelta) and isinstance(b, timedelta):
+        return a < b
+    if isinstance(a, int) and isinstance(b, int):
+        return a < b
+    raise TypeError(f"cannot compare sizes {a!r} and {b!r}")
+
+
+def _steps(size: Size, step: Size) -> float:
+    """``size / step`` for two sizes of one kind."""
+    if isinstance(size, timedelta) and isinstance(step, timedelta):
+        return size / step
+    if isinstance(size, int) and isinstance(step, int):
+        return size / step
+    raise TypeError(f"cannot divide size {size!r} by {step!r}")
+
+
 def parse_duration(text: str) -> timedelta:
     """``"90s"``, ``"10m"``, ``"6h"``, ``"7d"`` -> timedelta."""
     match = DURATION_PATTERN.match(text)
@@ -80,7 +128,7 @@ class Window:
     hi: Bound
 
     def __post_init__(self) -> None:
-        if type(self.lo) is not type(self.hi) or not self.lo < self.hi:
+        if type(self.lo) is not type(self.hi) or not before(self.lo, self.hi):
             raise ValueError(f"a window needs lo < hi of one type, got ({self.lo!r}, {self.hi!r}]")
 
     @property
@@ -159,9 +207,9 @@ class WindowPolicy:
             max_delay=parse_duration(spec.max_delay),
             start=start,
         )
-        if not policy.max_window > zero:
+        if not narrower(zero, policy.max_window):
             raise ValueError("max_window must be greater than zero")
-        if policy.min_window > policy.max_window:
+        if narrower(policy.max_window, policy.min_window):
             raise ValueError("min_window is wider than max_window")
         return policy
 
@@ -172,12 +220,14 @@ def _floor(value: Bound, step: Size) -> Bound:
         assert isinstance(step, int)
         return (value // step) * step
     assert isinstance(step, timedelta)
-    for unit, fields in ((timedelta(days=1), dict(hour=0, minute=0, second=0, microsecond=0)),
-                         (timedelta(hours=1), dict(minute=0, second=0, microsecond=0)),
-                         (timedelta(minutes=1), dict(second=0, microsecond=0)),
-                         (timedelta(seconds=1), dict(microsecond=0))):
-        if step >= unit:
-            return value.replace(**fields)
+    if step >= timedelta(days=1):
+        return value.replace(hour=0, minute=0, second=0, microsecond=0)
+    if step >= timedelta(hours=1):
+        return value.replace(minute=0, second=0, microsecond=0)
+    if step >= timedelta(minutes=1):
+        return value.replace(second=0, microsecond=0)
+    if step >= timedelta(seconds=1):
+        return value.replace(microsecond=0)
     return value
 
 
@@ -188,7 +238,7 @@ def first_lo(oldest: Bound, policy: WindowPolicy) -> Bound:
     one: Size = 1 if isinstance(oldest, int) else timedelta(microseconds=1)
     if isinstance(oldest, datetime) and oldest.tzinfo is not None:
         oldest = oldest.astimezone(timezone.utc)  # round in UTC, where keys are written
-    return _floor(oldest - one, policy.max_window)
+    return _floor(shifted(oldest, one, -1), policy.max_window)
 
 
 def _coerce_like(value: Bound, like: Bound) -> Bound:
@@ -204,10 +254,10 @@ def _coerce_like(value: Bound, like: Bound) -> Bound:
 def split(lo: Bound, hi: Bound, max_window: Size) -> list[Window]:
     """``(lo, hi]`` cut into consecutive windows no wider than ``max_window``."""
     windows = []
-    count = math.ceil((hi - lo) / max_window)
+    count = math.ceil(_steps(distance(lo, hi), max_window))
     for i in range(count):
-        upper = min(lo + max_window * (i + 1), hi)
-        windows.append(Window(lo + max_window * i, upper))
+        upper = shifted(lo, max_window, i + 1)
+        windows.append(Window(shifted(lo, max_window, i), upper if before(upper, hi) else hi))
     return windows
 
 
@@ -240,15 +290,15 @@ def plan_windows(
         return Plan([], "the source has no rows")
     if requested_hi is None:
         lo = first_lo(oldest if oldest is not None else newest, policy)
-        if newest <= lo:
+        if not before(lo, newest):
             return Plan([], f"no rows after the start {encode_bound(lo)}")
         return Plan(split(lo, newest, policy.max_window), "first windows (backfill)")
     requested_hi = _coerce_like(requested_hi, newest)
-    if newest <= requested_hi:
+    if not before(requested_hi, newest):
         return Plan([], f"no rows after the high watermark {encode_bound(requested_hi)}")
     waited = since_last_cut is not None and since_last_cut >= policy.max_delay
-    if newest - requested_hi < policy.min_window and not waited:
+    if narrower(distance(requested_hi, newest), policy.min_window) and not waited:
         return Plan([], f"new rows up to {encode_bound(newest)} make a window narrower than "
                         f"min_window; waiting up to max_delay")
-    lo = requested_hi - policy.lookback
+    lo = shifted(requested_hi, policy.lookback, -1)
     return Plan(split(lo, newest, policy.max_window), "new rows")

@@ -4,13 +4,25 @@ from __future__ import annotations
 
 import socket
 import threading
+from collections.abc import Callable
 
 import psycopg
+import pyarrow as pa
 import pymysql
 import pytest
 import sqlalchemy as sa
 
+from etl_assets.connections import UnresolvedConnection, resolve_url
+from etl_assets.errors import ConfigurationError, DataError, EtlAssetsError, TransientError
 from etl_assets.retries import RetryPolicy, is_transient
+from etl_assets.sinks.bigquery.column_types import UnsupportedBigQueryType, bigquery_type
+from etl_assets.sinks.files.formats import FileFormatError, file_format
+from etl_assets.sinks.files.writer import FileSinkError
+from etl_assets.sinks.postgres.column_types import UnsupportedType, postgres_type
+from etl_assets.sources.extraction import Extraction
+from etl_assets.spec import ConnectionSpec
+from etl_assets.table_names import TableName, TableNameError
+from etl_assets.transforms import TransformError, import_reference
 from etl_assets_tests.conftest import MYSQL, PgSchema
 from etl_assets_tests.io_managers.local_servers import free_port
 from etl_assets_tests.log_lines import LogLines
@@ -148,3 +160,59 @@ def test_socket_errors_are_transient() -> None:
     assert is_transient(refused.value)
     assert not is_transient(FileNotFoundError("x"))
     assert not is_transient(KeyError("x"))
+
+
+def _raised(call: Callable[[], object]) -> EtlAssetsError:
+    with pytest.raises(EtlAssetsError) as raised:
+        call()
+    return raised.value
+
+
+def _refused() -> None:
+    socket.create_connection(("127.0.0.1", free_port()), timeout=3)
+
+
+def test_only_our_transient_branch_is_transient_and_the_others_are_not() -> None:
+    # transient: a source that stayed unreachable after every retry
+    gave_up = _raised(lambda: Extraction("source 'x' window 0..1", _refused,
+                                         RetryPolicy(retries=0, delay_s=0.0)))
+    assert isinstance(gave_up, TransientError) and is_transient(gave_up)
+    # configuration: fix the spec or the environment
+    configuration = [
+        _raised(lambda: resolve_url(ConnectionSpec(env="ETL_ASSETS_TEST_UNSET"), "source x")),
+        _raised(lambda: TableName.parse('"a.b')),
+        _raised(lambda: import_reference("json:no_such_name", "sink x")),
+    ]
+    assert [type(e) for e in configuration] == [UnresolvedConnection, TableNameError,
+                                                TransformError]
+    # data (terminal): the value, column or file at fault is named
+    data = [
+        _raised(lambda: postgres_type(pa.field("x", pa.month_day_nano_interval()))),
+        _raised(lambda: bigquery_type(pa.field("x", pa.month_day_nano_interval()))),
+        _raised(lambda: file_format("xlsx")),
+    ]
+    assert [type(e) for e in data] == [UnsupportedType, UnsupportedBigQueryType,
+                                       FileFormatError]
+    for error in configuration:
+        assert isinstance(error, ConfigurationError) and not is_transient(error)
+    for error in data:
+        assert isinstance(error, DataError) and not is_transient(error)
+    # the builtin bases older callers catch are kept
+    assert isinstance(configuration[1], ValueError) and isinstance(configuration[2], ImportError)
+    assert isinstance(data[0], TypeError) and isinstance(data[2], ValueError)
+
+
+def test_an_error_of_ours_is_not_transient_even_with_a_transient_cause() -> None:
+    def sink_gave_up() -> None:
+        try:
+            _refused()
+        except OSError as exc:
+            raise FileSinkError("sink x: writing data.parquet failed") from exc
+
+    error = _raised(sink_gave_up)
+    assert is_transient(error.__cause__)
+    assert not is_transient(error)
+    # ... but a foreign error caused by our TransientError is
+    wrapped = RuntimeError("step failed")
+    wrapped.__cause__ = TransientError("source x: gave up")
+    assert is_transient(wrapped)

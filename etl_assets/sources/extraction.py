@@ -12,17 +12,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any, Protocol, TypeVar
+from typing import TypeVar
 
 from etl_assets.batches import RecordBatchStream
 from etl_assets.errors import TransientError
+from etl_assets.logs import Log
 from etl_assets.retries import RetryPolicy, describe, is_transient, retry_after_of
 
 T = TypeVar("T")
-
-
-class Log(Protocol):
-    def warning(self, msg: str) -> Any: ...
 
 
 class Extraction(RecordBatchStream):

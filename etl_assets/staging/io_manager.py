@@ -17,7 +17,6 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Protocol
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -25,6 +24,7 @@ from dagster import InputContext, IOManager, MetadataValue, OutputContext
 
 from etl_assets.batches import RecordBatchStream
 from etl_assets.home import expand_vars
+from etl_assets.logs import Log
 from etl_assets.progress import ProgressLog
 from etl_assets.secrets import masked_errors
 from etl_assets.sources.extraction import Extraction
@@ -38,10 +38,6 @@ from etl_assets.staging.versions import (
 
 __all__ = ["MANIFEST", "ParquetStagingIOManager", "StagedManifest", "StagingError",
            "read_staged", "staged_manifest", "write_staged"]
-
-
-class Log(Protocol):
-    def info(self, msg: str) -> Any: ...
 
 
 @dataclass

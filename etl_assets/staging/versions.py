@@ -27,9 +27,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
 
 from etl_assets.errors import EtlAssetsError
+from etl_assets.logs import Log
 
 VERSIONS = ".versions"
 MANIFEST = "_manifest.json"
@@ -42,10 +42,6 @@ LINK_TEMP = ".link-"  # temporary links: <asset>/.<partition>.link-<version fold
 
 class StagingError(EtlAssetsError):
     """Staged data that is missing or unreadable."""
-
-
-class Log(Protocol):
-    def info(self, msg: str) -> Any: ...
 
 
 def _lock_file(path: Path) -> int:

@@ -8,6 +8,7 @@ import pyarrow.compute as pc
 from google.cloud.bigquery import SchemaField
 
 from etl_assets.arrow_types import logical_type_of
+from etl_assets.errors import DataError
 from etl_assets.json_documents import json_values
 
 # NUMERIC holds 38 digits with 9 after the point; wider decimals need BIGNUMERIC (76.76).
@@ -15,7 +16,7 @@ _NUMERIC_SCALE, _NUMERIC_INTEGER_DIGITS = 9, 29
 _BIGNUMERIC = pa.decimal256(76, 38)
 
 
-class UnsupportedBigQueryType(TypeError):
+class UnsupportedBigQueryType(DataError, TypeError):
     """An Arrow type no BigQuery column holds."""
 
 

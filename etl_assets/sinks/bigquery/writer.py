@@ -23,28 +23,30 @@ import io
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from datetime import datetime
+from typing import TypeVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 from google.api_core import exceptions as api_errors
+from google.api_core.retry import Retry
 from google.cloud import bigquery
 from google.cloud.bigquery.retry import DEFAULT_RETRY
 
 from etl_assets.batches import last_row_per_key
-from etl_assets.errors import EtlAssetsError
+from etl_assets.errors import ConfigurationError, EtlAssetsError
+from etl_assets.logs import Log
 from etl_assets.newest_wins import missing_cursor
 from etl_assets.retries import RetryPolicy, describe, is_transient
 from etl_assets.secrets import mask_text
 from etl_assets.sinks.bigquery.column_types import bigquery_schema, loadable
-from etl_assets.watermark import Window
+from etl_assets.watermark import Bound, Window
 
 WRITE_MODES = ("append", "replace_partition", "replace_table", "merge")
 T = TypeVar("T")
-Log = logging.Logger | Any
 
 
-class BigQuerySinkError(EtlAssetsError):
+class BigQuerySinkError(ConfigurationError):
     """A BigQuery sink that cannot run as configured (named in the message)."""
 
 
@@ -195,8 +197,10 @@ class BigQueryTableWriter:
         else:
             kind = "TIMESTAMP"
 
-        def value(bound: Any) -> Any:
-            return bound.replace(tzinfo=None) if kind == "DATETIME" else bound
+        def value(bound: Bound) -> Bound:
+            if kind == "DATETIME" and isinstance(bound, datetime):
+                return bound.replace(tzinfo=None)
+            return bound
 
         return [bigquery.ScalarQueryParameter("lo", kind, value(self.window.lo)),
                 bigquery.ScalarQueryParameter("hi", kind, value(self.window.hi))]
@@ -303,7 +307,7 @@ class BigQueryTableWriter:
 
         return self._call(statement.split(" ", 1)[0], run)
 
-    def _retry(self) -> Any:
+    def _retry(self) -> Retry:
         return DEFAULT_RETRY.with_deadline(self.timeout)
 
     def _call(self, what: str, call: Callable[[], T]) -> T:

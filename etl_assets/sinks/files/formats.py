@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import BinaryIO, Literal, Protocol
+from typing import IO, Literal, Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -18,6 +18,7 @@ import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
+from etl_assets.errors import DataError
 from etl_assets.json_documents import documents, json_lines, json_values
 from etl_assets.sinks.files.run_keys import MergeKeyError, RunKeys
 from etl_assets.sinks.files.spilled_rows import ROW
@@ -30,7 +31,7 @@ MERGE_BATCH_ROWS = 262_144
 ROW_GROUP_ROWS = 262_144
 
 
-class FileFormatError(ValueError):
+class FileFormatError(DataError, ValueError):
     """Data a format cannot hold, or an existing file it cannot read."""
 
 
@@ -45,13 +46,13 @@ class FileFormat(Protocol):
     name: FormatName
     suffix: str
 
-    def writer(self, out: BinaryIO, schema: pa.Schema, existing: BinaryIO | None = None
+    def writer(self, out: IO[bytes], schema: pa.Schema, existing: IO[bytes] | None = None
                ) -> RowWriter:
         """A writer of ``schema``'s rows to ``out``; with ``existing`` (update mode), its
         schema also holds the existing file's columns."""
         ...
 
-    def copy_rows_kept(self, existing: BinaryIO, keys: RunKeys, writer: RowWriter) -> int:
+    def copy_rows_kept(self, existing: IO[bytes], keys: RunKeys, writer: RowWriter) -> int:
         """Copy the rows of ``existing`` that stay beside the run's rows (``keys``: those
         whose key the run does not bring, or which hold a newer version) to ``writer``;
         returns rows copied."""
@@ -114,14 +115,14 @@ class ParquetFormat:
     name: FormatName = "parquet"
     suffix = ".parquet"
 
-    def writer(self, out: BinaryIO, schema: pa.Schema, existing: BinaryIO | None = None
+    def writer(self, out: IO[bytes], schema: pa.Schema, existing: IO[bytes] | None = None
                ) -> RowWriter:
         if existing is not None:
             schema = merged_schema(schema, pq.read_schema(existing))
             existing.seek(0)
         return _ParquetWriter(out, schema)
 
-    def copy_rows_kept(self, existing: BinaryIO, keys: RunKeys, writer: RowWriter) -> int:
+    def copy_rows_kept(self, existing: IO[bytes], keys: RunKeys, writer: RowWriter) -> int:
         copied = 0
         for batch in pq.ParquetFile(existing).iter_batches(batch_size=MERGE_BATCH_ROWS):
             kept = kept_part(batch, keys)
@@ -134,7 +135,7 @@ class _ParquetWriter:
     """Batches gathered into row groups of about ``ROW_GROUP_ROWS`` (fewer, larger groups
     write faster and compress better than one per incoming batch)."""
 
-    def __init__(self, out: BinaryIO, schema: pa.Schema) -> None:
+    def __init__(self, out: IO[bytes], schema: pa.Schema) -> None:
         self.schema = schema
         self._writer = pq.ParquetWriter(out, schema)
         self._pending: list[pa.RecordBatch] = []
@@ -164,11 +165,11 @@ class JsonLinesFormat:
     name: FormatName = "json"
     suffix = ".jsonl"
 
-    def writer(self, out: BinaryIO, schema: pa.Schema, existing: BinaryIO | None = None
+    def writer(self, out: IO[bytes], schema: pa.Schema, existing: IO[bytes] | None = None
                ) -> RowWriter:
         return _JsonLinesWriter(out)
 
-    def copy_rows_kept(self, existing: BinaryIO, keys: RunKeys, writer: RowWriter) -> int:
+    def copy_rows_kept(self, existing: IO[bytes], keys: RunKeys, writer: RowWriter) -> int:
         """Lines are read in blocks; only their key (and cursor) fields are parsed (by Arrow's
         JSON reader; keys compared as the file holds them, as JSON values), and kept lines are
         copied as they are."""
@@ -208,7 +209,7 @@ def _as_json_keys(keys: RunKeys) -> RunKeys:
     return keys.with_table(pa.table(columns))
 
 
-def _line_blocks(source: BinaryIO, size: int = 8 << 20) -> Iterator[bytes]:
+def _line_blocks(source: IO[bytes], size: int = 8 << 20) -> Iterator[bytes]:
     """``source`` in blocks of whole lines (about ``size`` bytes each)."""
     rest = b""
     while True:
@@ -227,7 +228,7 @@ def _line_blocks(source: BinaryIO, size: int = 8 << 20) -> Iterator[bytes]:
 
 
 class _JsonLinesWriter:
-    def __init__(self, out: BinaryIO) -> None:
+    def __init__(self, out: IO[bytes]) -> None:
         self.out = out
 
     def write(self, batch: pa.RecordBatch) -> None:
@@ -280,7 +281,7 @@ def csv_ready(batch: pa.RecordBatch) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(columns, schema=csv_schema(batch.schema))
 
 
-def csv_header(source: BinaryIO) -> list[str]:
+def csv_header(source: IO[bytes]) -> list[str]:
     """The column names of a CSV file (``source`` is rewound)."""
     names = pacsv.open_csv(source, read_options=pacsv.ReadOptions(block_size=1 << 16),
                            parse_options=_CSV_PARSE).schema.names
@@ -288,7 +289,7 @@ def csv_header(source: BinaryIO) -> list[str]:
     return list(names)
 
 
-def read_csv(source: BinaryIO, types: dict[str, pa.DataType]) -> pacsv.CSVStreamingReader:
+def read_csv(source: IO[bytes], types: dict[str, pa.DataType]) -> pacsv.CSVStreamingReader:
     """A CSV file as the file sink writes it, in batches: columns typed by ``types`` (others
     inferred), an empty field null, ``""`` an empty string."""
     return pacsv.open_csv(
@@ -303,7 +304,7 @@ class CsvFormat:
     name: FormatName = "csv"
     suffix = ".csv"
 
-    def writer(self, out: BinaryIO, schema: pa.Schema, existing: BinaryIO | None = None
+    def writer(self, out: IO[bytes], schema: pa.Schema, existing: IO[bytes] | None = None
                ) -> RowWriter:
         schema = csv_schema(schema)
         if existing is not None:
@@ -312,7 +313,7 @@ class CsvFormat:
             schema = pa.schema(list(schema) + extra, metadata=schema.metadata)
         return _CsvWriter(out, schema)
 
-    def copy_rows_kept(self, existing: BinaryIO, keys: RunKeys, writer: RowWriter) -> int:
+    def copy_rows_kept(self, existing: IO[bytes], keys: RunKeys, writer: RowWriter) -> int:
         assert isinstance(writer, _CsvWriter)
         copied = 0
         for batch in read_csv(existing, {f.name: f.type for f in writer.schema}):
@@ -323,7 +324,7 @@ class CsvFormat:
 
 
 class _CsvWriter:
-    def __init__(self, out: BinaryIO, schema: pa.Schema) -> None:
+    def __init__(self, out: IO[bytes], schema: pa.Schema) -> None:
         self.schema = schema
         self._writer = pacsv.CSVWriter(out, schema)
 

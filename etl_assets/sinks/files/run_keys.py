@@ -15,13 +15,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from etl_assets.errors import DataError
 from etl_assets.sinks.files.spilled_rows import ROW
 
 _EXISTING_ROW = "__etl_existing_row"
 _RUN_CURSOR = "__etl_run_cursor"
 
 
-class MergeKeyError(ValueError):
+class MergeKeyError(DataError, ValueError):
     """An existing file whose keys or cursor cannot be compared with the run's."""
 
 

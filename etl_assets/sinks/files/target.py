@@ -17,7 +17,7 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any, BinaryIO
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
@@ -100,7 +100,7 @@ class FileTarget:
             out.write(json.dumps({"version": version}).encode())
 
     @contextlib.contextmanager
-    def writing(self, name: str, temp_dir: str | None = None) -> Iterator[BinaryIO]:
+    def writing(self, name: str, temp_dir: str | None = None) -> Iterator[IO[bytes]]:
         """A file to write ``name`` into; it replaces ``name`` when the block ends without an
         error, and is removed when it raises. ``temp_dir``: where object-store uploads are
         prepared (default: the system's temp folder)."""
@@ -118,7 +118,7 @@ class FileTarget:
                 temp.unlink(missing_ok=True)
             return
         with tempfile.NamedTemporaryFile(prefix="etl_assets_upload_", dir=temp_dir) as out:
-            yield out  # type: ignore[misc]
+            yield out
             out.flush()
             self.upload(out.name, name)
 

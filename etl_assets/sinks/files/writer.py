@@ -29,12 +29,13 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import pyarrow as pa
 
 from etl_assets.dead_letters import DeadLetterStore
 from etl_assets.errors import EtlAssetsError
+from etl_assets.logs import Log
 from etl_assets.newest_wins import missing_cursor
 from etl_assets.progress import ProgressLog
 from etl_assets.retries import RetryPolicy
@@ -87,7 +88,7 @@ class FileSink:
     def __init__(self, target: FileTarget, fmt: FileFormat, mode: Mode, *,
                  primary_key: Sequence[str] = (), drop_duplicates: bool = False,
                  newest_by: str | None = None, retry: RetryPolicy | None = None,
-                 where: str = "file sink", log: logging.Logger | Any = None,
+                 where: str = "file sink", log: Log | None = None,
                  dead_letters: DeadLetterStore | None = None,
                  temp_dir: str | None = None) -> None:
         if mode not in MODES:

@@ -67,10 +67,7 @@ class RequestShape:
             return [Request(self._url_for(ids[p]), self._wrapped(bodies[p]), "application/json",
                             [p]) for p in positions]
         if self.format == "ndjson_bulk":
-            body = b"".join(
-                (b'{"index":{"_id":%s}}\n%s\n' % (_json_string(ids[p]), bodies[p])
-                 if ids[p] is not None else b'{"index":{}}\n%s\n' % bodies[p])
-                for p in positions)
+            body = b"".join(_ndjson_entry(ids[p], bodies[p]) for p in positions)
             return [Request(self.url, body, "application/x-ndjson", list(positions))]
         array = b"[" + b",".join(bodies[p] for p in positions) + b"]"
         return [Request(self.url, self._wrapped(array), "application/json", list(positions))]
@@ -108,7 +105,7 @@ class RequestShape:
             return [DocumentResult(False, answer.status, short)] * count
         return [DocumentResult(True, answer.status)] * count
 
-    def _bulk_items(self, parsed: Any, answer: Answer, count: int) -> list[DocumentResult]:
+    def _bulk_items(self, parsed: object, answer: Answer, count: int) -> list[DocumentResult]:
         if isinstance(parsed, dict) and parsed.get("errors") is False:
             # Elasticsearch/OpenSearch: no item failed, whatever the items say
             return [DocumentResult(True, answer.status)] * count
@@ -119,7 +116,7 @@ class RequestShape:
                                    f"{answer.text[:_ANSWER_CHARS]}")] * count
         results = []
         for item in items:
-            action = next(iter(item.values()), {}) if isinstance(item, dict) and item else {}
+            action: Any = next(iter(item.values()), {}) if isinstance(item, dict) and item else {}
             status = action.get("status") if isinstance(action, dict) else None
             if isinstance(status, int) and 200 <= status < 300 and "error" not in action:
                 results.append(DocumentResult(True, status))
@@ -131,11 +128,18 @@ class RequestShape:
         return results
 
 
+def _ndjson_entry(doc_id: str | None, body: bytes) -> bytes:
+    """The action line (with the id when there is one) and the document of a ``_bulk`` body."""
+    if doc_id is None:
+        return b'{"index":{}}\n%s\n' % body
+    return b'{"index":{"_id":%s}}\n%s\n' % (_json_string(doc_id), body)
+
+
 def _json_string(text: str) -> bytes:
     return encode_string(text).encode()
 
 
-def _array_item(item: Any, status: int) -> DocumentResult:
+def _array_item(item: object, status: int) -> DocumentResult:
     if isinstance(item, dict) and "error" in item:
         return DocumentResult(False, status, json.dumps(item)[:_ANSWER_CHARS],
                               conflict=item.get("error") == "conflict")

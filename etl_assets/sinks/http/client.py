@@ -101,7 +101,8 @@ class HttpClient:
             should_retry=lambda answer: answer.retryable,
             retry_after_s=lambda answer: answer.retry_after_s, on_retry=counted)
 
-    async def get_json(self, method: str, url: str, body: bytes | None = None) -> Any:
+    async def get_json(self, method: str, url: str,
+                       body: bytes | None = None) -> Any:  # noqa: ANN401 -- parsed JSON answer
         """A small JSON call (with retries); raises on an error status."""
         answer = await self.send(method, url, body or b"", "application/json")
         if answer.status is None or answer.status >= 400:

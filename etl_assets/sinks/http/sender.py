@@ -182,7 +182,7 @@ class DocumentSender:
             bodies.append(with_field(_without_rev(body), "_rev", revision) if revision else body)
         return _Job(kept_ids, bodies, job.attempt, revised=True)
 
-    def _stored_is_newer(self, stored: Any, body: bytes, document_id: str | None) -> bool:
+    def _stored_is_newer(self, stored: object, body: bytes, document_id: str | None) -> bool:
         """Whether the stored document's ``newest_field`` is newer than ours (ours lacking the
         field is an error: the rule cannot be applied)."""
         assert self.newest_field is not None

@@ -9,6 +9,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from etl_assets.arrow_types import logical_type_of
+from etl_assets.errors import DataError
 
 _SIMPLE: dict[pa.DataType, str] = {
     pa.bool_(): "boolean",
@@ -35,7 +36,7 @@ _SIMPLE: dict[pa.DataType, str] = {
 _LOGICAL = {"json": "jsonb", "uuid": "uuid", "numeric": "numeric"}
 
 
-class UnsupportedType(TypeError):
+class UnsupportedType(DataError, TypeError):
     """An Arrow type with no PostgreSQL column type."""
 
 

@@ -24,7 +24,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from etl_assets.sinks.postgres.swap import Log, TableSwap
+from etl_assets.logs import Log
+from etl_assets.sinks.postgres.swap import TableSwap
 from etl_assets.sinks.postgres.table import existing_table
 
 DELETE_MODES = ("off", "all")

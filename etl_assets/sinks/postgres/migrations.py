@@ -24,8 +24,9 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from etl_assets.logs import Log
 from etl_assets.sinks.postgres.errors import PostgresSinkError
-from etl_assets.sinks.postgres.swap import Log, TableSwap, lock_exclusively
+from etl_assets.sinks.postgres.swap import TableSwap, lock_exclusively
 from etl_assets.sinks.postgres.table import ColumnDef, TableDef, existing_table
 
 

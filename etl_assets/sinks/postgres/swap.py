@@ -25,20 +25,16 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import psycopg
 from psycopg import sql
 
+from etl_assets.logs import Log
 from etl_assets.sinks.postgres.errors import PostgresSinkError
 from etl_assets.sinks.postgres.table import TableDef
 
 QUERY_SHOWN = 60  # characters of a terminated backend's query put in the log
-
-
-class Log(Protocol):
-    def info(self, msg: str) -> Any: ...
-    def warning(self, msg: str) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -223,7 +219,8 @@ class TableSwap:
     def copy(self, live_columns: Sequence[str], live_types: dict[str, str]) -> int:
         """Copy the live table's rows into the replacement, casting columns whose type changed;
         returns the rows copied. ``live_columns``: the live table's columns to carry over."""
-        targets, values = [], []
+        targets: list[sql.Identifier] = []
+        values: list[sql.Composable] = []
         for name in live_columns:
             column = self.desired.column(name)
             if column is None:
@@ -315,7 +312,7 @@ class TableSwap:
     def _recreate(self, view: _View, grants: list[sql.Composed]) -> None:
         conn = self.conn
         name = sql.Identifier(view.schema, view.name)
-        options = sql.SQL("")
+        options: sql.Composable = sql.SQL("")
         if view.options:
             options = sql.SQL(" WITH ({})").format(sql.SQL(", ").join(
                 sql.SQL(o) for o in view.options))

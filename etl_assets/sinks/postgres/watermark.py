@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 from psycopg import sql
 
 from etl_assets.table_names import TableName
-from etl_assets.watermark import Bound, Window, decode_bound, encode_bound
+from etl_assets.watermark import Bound, Window, before, decode_bound, encode_bound
 
 COMMENT_KEY = "etl_assets"
 _ONE_STEP: dict[type, Any] = {int: 1, datetime: timedelta(microseconds=1)}
@@ -88,7 +88,8 @@ def record_watermark(conn: psycopg.Connection[Any], table: sql.Identifier, targe
                        (table.as_string(conn),)).fetchone()
     data = _comment_data(row[0] if row else None)
     current = _stored(data)
-    if current is not None and (target.window.lo > current or candidate <= current):
+    if current is not None and (before(current, target.window.lo)
+                                or not before(current, candidate)):
         return current
     data[COMMENT_KEY] = {
         "high_watermark": encode_bound(candidate),

@@ -29,6 +29,7 @@ import sqlalchemy as sa
 from psycopg import sql
 
 from etl_assets.batches import last_row_per_key
+from etl_assets.logs import Log
 from etl_assets.newest_wins import CONFLICT_RULES, missing_cursor
 from etl_assets.retries import RetryPolicy, describe, is_transient
 from etl_assets.secrets import mask_url
@@ -43,7 +44,6 @@ from etl_assets.sinks.postgres.delete_all import (
 )
 from etl_assets.sinks.postgres.errors import PostgresSinkError
 from etl_assets.sinks.postgres.migrations import migrate
-from etl_assets.sinks.postgres.swap import Log
 from etl_assets.sinks.postgres.table import ColumnDef, TableDef, existing_table
 from etl_assets.sinks.postgres.watermark import WatermarkTarget, record_watermark
 from etl_assets.table_names import TableName
@@ -331,7 +331,7 @@ class PostgresUpsertWriter:
 
         # newest wins: a stored row is replaced only by one whose cursor is not older (a
         # stored NULL is the oldest), so partitions give the same table in any order.
-        newest = sql.SQL("")
+        newest: sql.Composable = sql.SQL("")
         if self._newest_by is not None:
             newest = sql.SQL("(t.{0} IS NULL OR t.{0} <= EXCLUDED.{0}) AND ").format(
                 sql.Identifier(self._newest_by))

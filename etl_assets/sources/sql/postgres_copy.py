@@ -8,13 +8,13 @@ the generic path in :mod:`etl_assets.sources.sql.source`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterable, Iterator
 
 import psycopg
 import pyarrow as pa
 import pyarrow.csv as pacsv
 from psycopg import sql
+from psycopg.abc import Buffer
 
 from etl_assets.arrow_types import logical_type_of
 from etl_assets.table_names import TableName
@@ -39,7 +39,7 @@ def copy_supported(schema: pa.Schema) -> bool:
     return all(ok(field) for field in schema)
 
 
-def _csv_blocks(copy: Any, block_bytes: int) -> Iterator[bytes]:
+def _csv_blocks(copy: Iterable[Buffer], block_bytes: int) -> Iterator[bytes]:
     """The COPY output in blocks of about ``block_bytes``, cut between rows.
 
     PostgreSQL sends one CopyData message per row, so joining whole messages never splits a
@@ -47,7 +47,7 @@ def _csv_blocks(copy: Any, block_bytes: int) -> Iterator[bytes]:
     calling thread: handing pyarrow a Python file instead makes its IO threads allocate the
     row buffers, which fragments glibc's per-thread arenas (up to +100 MB RSS on 300 MB).
     """
-    parts: list[Any] = []
+    parts: list[Buffer] = []
     size = 0
     for message in copy:
         parts.append(message)

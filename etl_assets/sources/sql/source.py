@@ -7,8 +7,10 @@ from datetime import datetime, timezone
 from functools import cached_property
 from typing import Any
 
+import psycopg
 import pyarrow as pa
 import sqlalchemy as sa
+from sqlalchemy.pool import ConnectionPoolEntry
 
 from etl_assets.arrow_types import arrow_field, fallback_converter, infer_field, value_converter
 from etl_assets.batches import RecordBatchStream
@@ -101,7 +103,8 @@ class SqlSource:
     def _cursor_is_aware(self) -> bool | None:
         if self.table is None or self.cursor_type != "timestamp":
             return None
-        return bool(self.table.c[self.spec.cursor].type.timezone)
+        sql_type = self.table.c[self.spec.cursor].type
+        return isinstance(sql_type, sa.DateTime) and bool(sql_type.timezone)
 
     def _bound(self, value: Bound) -> Bound:
         """``value`` with the cursor column's time zone awareness."""
@@ -133,6 +136,7 @@ class SqlSource:
 
     def cursor_range(self) -> tuple[Bound | None, Bound | None]:
         """The oldest and newest cursor values in the source (None, None when it is empty)."""
+        stmt: sa.Executable
         if self.table is not None:
             cursor = self.table.c[self.spec.cursor]
             stmt = sa.select(sa.func.min(cursor), sa.func.max(cursor))
@@ -147,7 +151,7 @@ class SqlSource:
             oldest, newest = conn.execute(stmt).one()
         return self._checked(oldest), self._checked(newest)
 
-    def _checked(self, value: Any) -> Bound | None:
+    def _checked(self, value: object) -> Bound | None:
         if value is None:
             return None
         if isinstance(value, bool) or not isinstance(value, int | datetime):
@@ -210,8 +214,10 @@ class SqlSource:
         return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
-def _json_as_text(dbapi_connection: Any, _record: Any) -> None:
-    """Make psycopg return json/jsonb as the server's text instead of parsed objects."""
+def _json_as_text(dbapi_connection: psycopg.Connection[Any],
+                  _record: ConnectionPoolEntry) -> None:
+    """Make psycopg return json/jsonb as the server's text instead of parsed objects (a
+    ``connect`` listener of engines with the psycopg driver)."""
     from psycopg.types.string import TextLoader
 
     for name in ("json", "jsonb"):
@@ -223,7 +229,7 @@ def _chain(first: pa.RecordBatch, rest: Iterator[pa.RecordBatch]) -> Iterator[pa
     yield from rest
 
 
-def _first_bad_value(values: Sequence[Any], arrow_type: pa.DataType) -> Any:
+def _first_bad_value(values: Sequence[object], arrow_type: pa.DataType) -> object:
     for value in values:
         try:
             pa.array([value], type=arrow_type)
