@@ -46,7 +46,7 @@ from etl_assets.watermark import Bound, Window
 STAGING_IO_MANAGER = "staging_io_manager"
 
 
-def _version(*parts: Any) -> str:
+def _version(*parts: object) -> str:
     text = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

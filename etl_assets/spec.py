@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Union
 
 import yaml
 from pydantic import Discriminator, Field, Tag, ValidationError, model_validator
+from pydantic_core import ErrorDetails
 
 from etl_assets.errors import ConfigurationError
 from etl_assets.settings import NAME_PATTERN, StrictModel, env_var_names, refuse_secrets
@@ -30,12 +31,12 @@ class SpecError(ConfigurationError, ValueError):
     """A spec that cannot be used; the message names the file, the pipeline and the field."""
 
 
-def _kind_of(value: Any, default: str | None) -> str | None:
+def _kind_of(value: object, default: str | None) -> str | None:
     kind = value.get("kind", default) if isinstance(value, dict) else getattr(value, "kind", None)
     return kind if isinstance(kind, str) else None
 
 
-def _tagged_union(models: dict[str, type[Any]], default: str | None) -> Any:
+def _tagged_union(models: dict[str, type[Any]], default: str | None) -> Any:  # noqa: ANN401 (a typing form)
     """The models as one union that ``kind`` picks from (``default`` when it is missing)."""
     if len(models) == 1:
         return next(iter(models.values()))  # its `kind` literal refuses any other kind
@@ -127,7 +128,7 @@ class PipelineSpec(StrictModel):
         return found
 
 
-def _format_error(origin: str, error: dict[str, Any]) -> str:
+def _format_error(origin: str, error: ErrorDetails) -> str:
     loc = [str(part) for part in error["loc"]]
     where = []
     if len(loc) >= 2 and loc[0] in ("sources", "sinks"):
@@ -141,10 +142,10 @@ def _format_error(origin: str, error: dict[str, Any]) -> str:
     return f"{origin}: {': '.join([*where, message])}"
 
 
-def parse_spec(data: Any, origin: str = "<spec>") -> PipelineSpec:
+def parse_spec(data: object, origin: str = "<spec>") -> PipelineSpec:
     """Validate a spec given as plain data; ``origin`` names it in errors."""
     for section in ("sources", "sinks"):
-        for name in (data or {}).get(section) or {}:
+        for name in (data.get(section) or {}) if isinstance(data, dict) else {}:
             if not re.match(NAME_PATTERN, str(name)):
                 raise SpecError(
                     f"{origin}: {section[:-1]} {name!r}: a name must be letters, digits and _ "

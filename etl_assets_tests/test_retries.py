@@ -15,12 +15,12 @@ import sqlalchemy as sa
 from etl_assets.connections import UnresolvedConnection, resolve_url
 from etl_assets.errors import ConfigurationError, DataError, EtlAssetsError, TransientError
 from etl_assets.retries import RetryPolicy, is_transient
+from etl_assets.settings import ConnectionSpec
 from etl_assets.sinks.bigquery.column_types import UnsupportedBigQueryType, bigquery_type
 from etl_assets.sinks.files.formats import FileFormatError, file_format
 from etl_assets.sinks.files.writer import FileSinkError
 from etl_assets.sinks.postgres.column_types import UnsupportedType, postgres_type
 from etl_assets.sources.extraction import Extraction
-from etl_assets.spec import ConnectionSpec
 from etl_assets.table_names import TableName, TableNameError
 from etl_assets.transforms import TransformError, import_reference
 from etl_assets_tests.conftest import MYSQL, PgSchema

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from etl_assets.connections import resolve_url, sqlalchemy_url
+from etl_assets.sources.sql.spec import SqlSourceSpec
 from etl_assets.spec import PipelineSpec
 
 SITES = ["Keyworth", "Edinburgh", "Wallingford", "Cardiff", "Belfast", "Lyell Centre"]
@@ -70,6 +71,8 @@ def add_sample_changes(url: str, updated: int = 20, new: int = 5) -> int:
 def ensure_demo_source(spec: PipelineSpec) -> None:
     """Generate the demo's SQLite source database unless it exists."""
     for name, source in spec.sources.items():
+        if not isinstance(source, SqlSourceSpec):
+            continue
         url = resolve_url(source.connection, f"source {name!r}")
         parsed = make_url(url)
         if parsed.get_backend_name() != "sqlite" or not parsed.database:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pyarrow as pa
 from dagster import OpExecutionContext, OutputContext
@@ -24,6 +23,7 @@ from google.cloud import bigquery
 from etl_assets.batches import RecordBatchStream
 from etl_assets.dead_letters import DeadLetterStore, ReplayReport
 from etl_assets.home import expand_vars
+from etl_assets.logs import Log
 from etl_assets.progress import ProgressLog
 from etl_assets.secrets import mask_text, masked_errors, masked_log
 from etl_assets.sinks.base import SinkIOManager
@@ -83,7 +83,7 @@ class BigQuerySinkIOManager(SinkIOManager[BigQuerySinkSpec]):
         return DeadLetterStore(self.setup.dead_letter_root)
 
     def writer(self, client: bigquery.Client, mode: str, staging_id: str,
-               window: Window | None, log: Any) -> BigQueryTableWriter:
+               window: Window | None, log: Log) -> BigQueryTableWriter:
         return BigQueryTableWriter(
             client, self.target(), mode, self.setup.primary_key, staging_id=staging_id,
             slice_column=self.setup.cursor_column, window=window,
@@ -162,7 +162,7 @@ class BigQuerySinkIOManager(SinkIOManager[BigQuerySinkSpec]):
         """Load every dead letter of ``asset`` again; those that load are removed."""
         return self._replay(self.client(f"sink {asset}"), context.log, asset, context.run_id)
 
-    def _replay(self, client: bigquery.Client, log: Any, asset: str,
+    def _replay(self, client: bigquery.Client, log: Log, asset: str,
                 run_id: str) -> ReplayReport:
         """Kept chunks, oldest first, through merge (merge sinks) or append (the others: a
         replaced slice or table was replaced when they failed, their rows belong after)."""

@@ -30,6 +30,7 @@ from etl_assets.dead_letters import DeadLetterStore, ReplayReport
 from etl_assets.errors import EtlAssetsError
 from etl_assets.home import expand_vars
 from etl_assets.json_documents import dumps, json_lines
+from etl_assets.logs import Log
 from etl_assets.newest_wins import missing_cursor
 from etl_assets.progress import ProgressLog
 from etl_assets.secrets import (
@@ -218,7 +219,7 @@ class HttpApiIOManager(SinkIOManager[HttpSinkSpec]):
         return asyncio.run(main())
 
     @staticmethod
-    def _log_failures(log: Any, label: str, report: SendReport) -> None:
+    def _log_failures(log: Log, label: str, report: SendReport) -> None:
         for failure in report.failed[:_FAILURES_LOGGED]:
             log.error(f"{label}: document {failure.id!r} refused: HTTP {failure.status}: "
                       f"{failure.answer}; document: {failure.body[:300].decode(errors='replace')}")
