@@ -40,8 +40,9 @@ import pyarrow.parquet as pq
 
 from etl_assets.json_documents import iter_json_lines
 from etl_assets.sinks.files.formats import file_format
+from etl_assets.sinks.files.spec import FileMode
 from etl_assets.sinks.files.target import FileTarget
-from etl_assets.sinks.files.writer import FileSink, Mode
+from etl_assets.sinks.files.writer import FileSink
 
 BATCH_ROWS = 50_000
 
@@ -110,7 +111,8 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def sink(folder: Path, fmt: str, mode: Mode = "shard", drop_duplicates: bool = False) -> FileSink:
+def sink(folder: Path, fmt: str, mode: FileMode = "shard",
+         drop_duplicates: bool = False) -> FileSink:
     return FileSink(FileTarget(str(folder)), file_format(fmt), mode, primary_key=["id"],
                     drop_duplicates=drop_duplicates, where="bench")
 

@@ -31,6 +31,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 import numpy as np
 import psycopg
@@ -41,6 +42,9 @@ import sqlalchemy as sa
 from psycopg import sql
 from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.engine import make_url
+
+if TYPE_CHECKING:
+    from etl_assets.settings import Conflict
 
 ADMIN_URL = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 CONTENDERS = ("ours", "ours-last-write", "hand-written", "pg-bulk-ingest")
@@ -105,7 +109,7 @@ def peak_mb() -> float:
 
 
 def run_ours(url: str, schema: str, batches: Iterator[pa.RecordBatch],
-             conflict: str = "newest") -> None:
+             conflict: Conflict = "newest") -> None:
     from etl_assets.sinks.postgres.watermark import WatermarkTarget
     from etl_assets.sinks.postgres.writer import PostgresUpsertWriter
     from etl_assets.watermark import Window

@@ -9,8 +9,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timezone
 
-CONFLICT_RULES = ("newest", "last_write")
-
 
 def missing_cursor(where: str, column: str, columns: Sequence[str]) -> str:
     """The error for rows that lack the cursor column the rule compares (a transform dropped

@@ -27,7 +27,7 @@ from etl_assets.logs import Log
 from etl_assets.progress import ProgressLog
 from etl_assets.secrets import mask_text, masked_errors, masked_log
 from etl_assets.sinks.base import SinkIOManager
-from etl_assets.sinks.bigquery.spec import BigQuerySinkSpec
+from etl_assets.sinks.bigquery.spec import BigQuerySinkSpec, WriteMode
 from etl_assets.sinks.bigquery.writer import (
     BigQueryLoadFailed,
     BigQuerySinkError,
@@ -82,7 +82,7 @@ class BigQuerySinkIOManager(SinkIOManager[BigQuerySinkSpec]):
     def dead_letter_store(self) -> DeadLetterStore:
         return DeadLetterStore(self.setup.dead_letter_root)
 
-    def writer(self, client: bigquery.Client, mode: str, staging_id: str,
+    def writer(self, client: bigquery.Client, mode: WriteMode, staging_id: str,
                window: Window | None, log: Log) -> BigQueryTableWriter:
         return BigQueryTableWriter(
             client, self.target(), mode, self.setup.primary_key, staging_id=staging_id,
@@ -171,7 +171,7 @@ class BigQuerySinkIOManager(SinkIOManager[BigQuerySinkSpec]):
         replayed = failing = 0
         for file in files:
             letters = store.read(file)
-            mode = "merge" if self.spec.write == "merge" else "append"
+            mode: WriteMode = "merge" if self.spec.write == "merge" else "append"
             writer = self.writer(client, mode, self.target().staging_id(
                 asset, f"replay-{file.path.name}", run_id), None, log)
             try:

@@ -10,6 +10,8 @@ from pydantic import Field, field_validator
 from etl_assets.settings import CONFLICT_DESCRIPTION, Conflict, KeyedSinkSettings, RetrySettings
 from etl_assets.sinks.base import SinkSetup, SinkSpecBase
 
+WriteMode = Literal["append", "replace_partition", "replace_table", "merge"]
+
 
 class BigQuerySinkSpec(SinkSpecBase, RetrySettings, KeyedSinkSettings):
     """A BigQuery table loaded by parquet load jobs (created with its dataset when missing)."""
@@ -19,7 +21,7 @@ class BigQuerySinkSpec(SinkSpecBase, RetrySettings, KeyedSinkSettings):
     dataset: str = Field(description="dataset (created when missing, in `location`)")
     table: str = Field(description="table (created from the data's types when missing)")
     location: str | None = Field(None, description="dataset location such as EU or US")
-    write: Literal["append", "replace_partition", "replace_table", "merge"] = Field(
+    write: WriteMode = Field(
         "append", description="append; replace_partition: the partition's window of the "
                               "source's cursor is replaced; replace_table: each run's rows "
                               "become the table (swapped in by a copy job); merge: MERGE on the "

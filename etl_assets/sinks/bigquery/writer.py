@@ -40,9 +40,9 @@ from etl_assets.newest_wins import missing_cursor
 from etl_assets.retries import RetryPolicy, describe, is_transient
 from etl_assets.secrets import mask_text
 from etl_assets.sinks.bigquery.column_types import bigquery_schema, loadable
+from etl_assets.sinks.bigquery.spec import WriteMode
 from etl_assets.watermark import Bound, Window
 
-WRITE_MODES = ("append", "replace_partition", "replace_table", "merge")
 T = TypeVar("T")
 
 
@@ -86,19 +86,11 @@ def quoted(name: str) -> str:
 class BigQueryTableWriter:
     """Loads chunks into ``target`` in mode ``mode`` (see the module docstring)."""
 
-    def __init__(self, client: bigquery.Client, target: BigQueryTarget, mode: str,
+    def __init__(self, client: bigquery.Client, target: BigQueryTarget, mode: WriteMode,
                  primary_key: Sequence[str], *, staging_id: str,
                  slice_column: str | None = None, window: Window | None = None,
                  newest_by: str | None = None, retry: RetryPolicy | None = None,
                  request_timeout_s: float = 300.0, log: Log | None = None) -> None:
-        if mode not in WRITE_MODES:
-            raise BigQuerySinkError(f"{target.table_id}: write mode {mode!r} is not one of "
-                                    f"{', '.join(WRITE_MODES)}")
-        if mode == "merge" and not primary_key:
-            raise BigQuerySinkError(f"{target.table_id}: write mode merge needs a primary key")
-        if mode == "replace_partition" and (slice_column is None or window is None):
-            raise BigQuerySinkError(f"{target.table_id}: write mode replace_partition needs the "
-                                    f"source's cursor column and a window partition")
         self.client = client
         self.target = target
         self.mode = mode

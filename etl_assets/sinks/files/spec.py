@@ -17,6 +17,8 @@ from etl_assets.settings import (
 )
 from etl_assets.sinks.base import SinkSetup, SinkSpecBase
 
+FileMode = Literal["shard", "update", "replace"]
+
 
 class ParquetSinkSpec(SinkSpecBase, RetrySettings, KeyedSinkSettings):
     """Parquet, JSON lines or CSV files in a local folder or behind any fsspec URL."""
@@ -24,7 +26,7 @@ class ParquetSinkSpec(SinkSpecBase, RetrySettings, KeyedSinkSettings):
     kind: Literal["parquet"]
     path: str = Field(description="a folder: a local path (${VAR} expanded) or an fsspec URL "
                                   "such as s3://bucket/prefix")
-    mode: Literal["shard", "update", "replace"] = Field(
+    mode: FileMode = Field(
         "shard", description="shard: a file per partition (a re-run replaces it); update: one "
                              "dataset merged by primary key, the latest row wins; replace: each "
                              "run's rows are the dataset")

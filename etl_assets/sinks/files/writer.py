@@ -29,7 +29,6 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import pyarrow as pa
 
@@ -41,11 +40,10 @@ from etl_assets.progress import ProgressLog
 from etl_assets.retries import RetryPolicy
 from etl_assets.sinks.files.formats import FileFormat, FileFormatError, closed_at_end
 from etl_assets.sinks.files.run_keys import RunKeys
+from etl_assets.sinks.files.spec import FileMode
 from etl_assets.sinks.files.spilled_rows import SpilledRows
 from etl_assets.sinks.files.target import VERSIONS_FOLDER, FileTarget
 
-Mode = Literal["shard", "update", "replace"]
-MODES: tuple[Mode, ...] = ("shard", "update", "replace")
 DATASET = "data"
 # Failures about the data, not the target: another attempt would fail the same way.
 DATA_ERRORS = (ValueError, TypeError, pa.ArrowException)
@@ -85,18 +83,12 @@ class FileSink:
     the last row written wins). ``retry``: the policy for failures that are not about the
     data."""
 
-    def __init__(self, target: FileTarget, fmt: FileFormat, mode: Mode, *,
+    def __init__(self, target: FileTarget, fmt: FileFormat, mode: FileMode, *,
                  primary_key: Sequence[str] = (), drop_duplicates: bool = False,
                  newest_by: str | None = None, retry: RetryPolicy | None = None,
                  where: str = "file sink", log: Log | None = None,
                  dead_letters: DeadLetterStore | None = None,
                  temp_dir: str | None = None) -> None:
-        if mode not in MODES:
-            raise FileSinkError(f"{where}: mode {mode!r} is not one of {', '.join(MODES)}")
-        if (mode == "update" or drop_duplicates) and not primary_key:
-            what = "update mode" if mode == "update" else "drop_duplicates"
-            raise FileSinkError(f"{where}: {what} needs a primary key (give the sink or its "
-                                f"source a primary_key)")
         self.target = target
         self.fmt = fmt
         self.mode = mode

@@ -28,9 +28,6 @@ from etl_assets.logs import Log
 from etl_assets.sinks.postgres.swap import TableSwap
 from etl_assets.sinks.postgres.table import existing_table
 
-DELETE_MODES = ("off", "all")
-
-
 REPLACEMENT_INFIX = "_etl_new_"
 _LOCK_SPACE = "etl_assets replacement builders"  # the advisory lock's first key
 

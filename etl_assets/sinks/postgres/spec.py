@@ -18,6 +18,8 @@ from etl_assets.settings import (
 )
 from etl_assets.sinks.base import SinkSpecBase
 
+DeleteMode = Literal["off", "all"]
+
 
 class PostgresSinkSpec(SinkSpecBase, RetrySettings, KeyedSinkSettings, TableSettings):
     """Upsert into a PostgreSQL table through COPY and a staging table."""
@@ -36,7 +38,7 @@ class PostgresSinkSpec(SinkSpecBase, RetrySettings, KeyedSinkSettings, TableSett
         "replace_window", description="a table without a primary key: delete the partition's "
                                       "window of the source's cursor, then append (a re-run "
                                       "replaces it), or plain append")
-    delete: Literal["off", "all"] = Field(
+    delete: DeleteMode = Field(
         "off", description="off: keep the table's other rows; all: each run's rows replace the "
                            "table's (loaded into a new table swapped in after the first batch, "
                            "so readers never see it empty; a run without rows leaves it as is)")

@@ -30,20 +30,21 @@ from psycopg import sql
 
 from etl_assets.batches import last_row_per_key
 from etl_assets.logs import Log
-from etl_assets.newest_wins import CONFLICT_RULES, missing_cursor
+from etl_assets.newest_wins import missing_cursor
 from etl_assets.retries import RetryPolicy, describe, is_transient
 from etl_assets.secrets import mask_url
+from etl_assets.settings import Conflict
 from etl_assets.sinks.postgres.column_types import csv_ready, postgres_type
 from etl_assets.sinks.postgres.declared import (
     resolve_declared_table,
 )
 from etl_assets.sinks.postgres.delete_all import (
-    DELETE_MODES,
     ReplaceAll,
     drop_stale_replacements,
 )
 from etl_assets.sinks.postgres.errors import PostgresSinkError
 from etl_assets.sinks.postgres.migrations import migrate
+from etl_assets.sinks.postgres.spec import DeleteMode
 from etl_assets.sinks.postgres.table import ColumnDef, TableDef, existing_table
 from etl_assets.sinks.postgres.watermark import WatermarkTarget, record_watermark
 from etl_assets.table_names import TableName
@@ -60,8 +61,8 @@ class PostgresUpsertWriter:
     def __init__(self, conninfo: str, table: str | TableName, primary_key: Sequence[str],
                  staging_name: str, *, watermark: WatermarkTarget | None = None,
                  replace_slice: bool = True, declared_table: sa.Table | None = None,
-                 declared_reference: str = "", delete: str = "off", log: Log | None = None,
-                 terminate_blockers_after_s: float | None = None, conflict: str = "newest",
+                 declared_reference: str = "", delete: DeleteMode = "off", log: Log | None = None,
+                 terminate_blockers_after_s: float | None = None, conflict: Conflict = "newest",
                  cursor_column: str | None = None, retry: RetryPolicy | None = None) -> None:
         self.conninfo = conninfo
         name = (table if isinstance(table, TableName) else TableName.parse(table)
@@ -84,18 +85,12 @@ class PostgresUpsertWriter:
         self._slice_delete: sql.Composed | None = None
         self._finished = False
         # migrations (postgres_migrations) and delete mode ALL (postgres_delete_all).
-        if delete not in DELETE_MODES:
-            raise PostgresSinkError(f"{self.display}: delete mode {delete!r} is not one of "
-                                    f"{', '.join(DELETE_MODES)}")
         self.delete = delete
         self.log: Log = log or logging.getLogger(__name__)
         self.terminate_blockers_after_s = terminate_blockers_after_s
         self._replace: ReplaceAll | None = None
         self._replace_loaded = False  # a batch has committed into the replacement
         self._write_target = self.target  # the replacement table until it is swapped in
-        if conflict not in CONFLICT_RULES:
-            raise PostgresSinkError(f"{self.display}: conflict {conflict!r} is not one of "
-                                    f"{', '.join(CONFLICT_RULES)}")
         self.conflict = conflict
         # The column newest-wins compares: the given one, else the watermark's (the cursor).
         self.cursor_column = cursor_column or (watermark.cursor if watermark else None)
