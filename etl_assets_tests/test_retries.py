@@ -11,8 +11,8 @@ import pytest
 import sqlalchemy as sa
 
 from etl_assets.retries import RetryPolicy, is_transient
+from etl_assets_testing.servers.loopback import free_port
 from etl_assets_tests.conftest import MYSQL, PgSchema
-from etl_assets_tests.io_managers.local_servers import free_port
 from etl_assets_tests.log_lines import LogLines
 
 

@@ -15,7 +15,7 @@ from etl_assets.dead_letters import DeadLetterStore
 from etl_assets.sinks.bigquery.io_manager import BigQuerySinkIOManager
 from etl_assets.sinks.bigquery.writer import BigQuerySinkError
 from etl_assets.watermark import Window
-from etl_assets_tests.io_managers.bq_emulator import PROJECT, BigQueryEmulator
+from etl_assets_testing.servers.bigquery import PROJECT, BigQueryEmulator
 from etl_assets_tests.io_managers.sink_runs import run_sink
 
 UTC = timezone.utc

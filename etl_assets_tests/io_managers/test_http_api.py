@@ -20,13 +20,10 @@ from etl_assets.dead_letters import DeadLetterStore
 from etl_assets.json_documents import documents
 from etl_assets.sinks.http.io_manager import HttpApiIOManager, HttpSinkError
 from etl_assets.watermark import Window
-from etl_assets_tests.io_managers.http_servers import (
-    Datasette,
-    FaultServer,
-    PouchDB,
-    call,
-    start_fault_server_process,
-)
+from etl_assets_testing.servers.datasette import Datasette
+from etl_assets_testing.servers.fault_http import FaultServer, start_fault_server_process
+from etl_assets_testing.servers.loopback import call
+from etl_assets_testing.servers.pouchdb import PouchDB
 from etl_assets_tests.io_managers.sink_runs import run_sink
 
 UTC = timezone.utc

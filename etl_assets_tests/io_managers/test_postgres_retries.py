@@ -14,11 +14,9 @@ import pytest
 
 from etl_assets.retries import RetryPolicy
 from etl_assets.sinks.postgres.writer import PostgresSinkError, PostgresUpsertWriter
+from etl_assets_testing.servers.postgres import RestartablePostgres
 from etl_assets_tests.conftest import PgSchema
 from etl_assets_tests.log_lines import LogLines
-from etl_assets_tests.restartable_postgres import RestartablePostgres, restartable_pg
-
-__all__ = ["restartable_pg"]
 
 SCHEMA = pa.schema([pa.field("id", pa.int64()), pa.field("name", pa.string()),
                     pa.field("n", pa.float64())])
