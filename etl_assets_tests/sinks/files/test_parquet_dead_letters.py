@@ -15,8 +15,8 @@ from etl_assets.spec import parse_spec
 from etl_assets.watermark import Window
 from etl_assets_testing.servers.s3 import S3Bucket
 from etl_assets_tests.conftest import PgSchema
-from etl_assets_tests.io_managers.file_reading import by_id, rows_of
 from etl_assets_tests.sample_tables import create_pg_readings
+from etl_assets_tests.sinks.files.file_reading import by_id, rows_of
 from etl_assets_tests.test_factory import run_partition
 
 UTC = timezone.utc

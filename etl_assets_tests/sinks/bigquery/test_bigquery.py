@@ -16,7 +16,7 @@ from etl_assets.sinks.bigquery.io_manager import BigQuerySinkIOManager
 from etl_assets.sinks.bigquery.writer import BigQuerySinkError
 from etl_assets.watermark import Window
 from etl_assets_testing.servers.bigquery import PROJECT, BigQueryEmulator
-from etl_assets_tests.io_managers.sink_runs import run_sink
+from etl_assets_tests.sinks.sink_runs import run_sink
 
 UTC = timezone.utc
 DAY = Window(datetime(2024, 3, 1, tzinfo=UTC), datetime(2024, 3, 2, tzinfo=UTC))

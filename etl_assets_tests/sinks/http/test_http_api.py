@@ -24,7 +24,7 @@ from etl_assets_testing.servers.datasette import Datasette
 from etl_assets_testing.servers.fault_http import FaultServer, start_fault_server_process
 from etl_assets_testing.servers.loopback import call
 from etl_assets_testing.servers.pouchdb import PouchDB
-from etl_assets_tests.io_managers.sink_runs import run_sink
+from etl_assets_tests.sinks.sink_runs import run_sink
 
 UTC = timezone.utc
 DAY = Window(datetime(2024, 3, 1, tzinfo=UTC), datetime(2024, 3, 2, tzinfo=UTC))
