@@ -30,6 +30,19 @@ MYSQL = dict(host="127.0.0.1", port=3306, user="root", password="")
 REQUIRE_SERVICES = os.environ.get("ETL_ASSETS_REQUIRE_SERVICES") == "1"
 
 
+# Fixtures that start a server of the session's own (sinks/conftest.py): their tests are
+# marked `servers`. The PostgreSQL on 5432 and MariaDB are always running: not `servers`.
+SERVER_FIXTURES = frozenset({"bq_emulator", "pouchdb", "datasette", "s3_server", "restartable_pg"})
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark `servers` every test that uses a server fixture, directly or through another."""
+    for item in items:
+        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.servers)
+
+
 def _unavailable(what: str, error: Exception) -> NoReturn:
     if REQUIRE_SERVICES:
         pytest.fail(f"{what} is required (ETL_ASSETS_REQUIRE_SERVICES=1) but unavailable: {error}")

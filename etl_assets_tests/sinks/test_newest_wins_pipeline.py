@@ -26,6 +26,8 @@ from etl_assets_tests.conftest import PgSchema
 from etl_assets_tests.sample_tables import create_pg_readings
 from etl_assets_tests.test_factory import run_partition
 
+pytestmark = pytest.mark.slow
+
 UTC = timezone.utc
 FIRST = Window(datetime(2024, 3, 1, tzinfo=UTC), datetime(2024, 3, 1, 2, tzinfo=UTC))
 SECOND = Window(FIRST.hi, datetime(2024, 3, 1, 4, tzinfo=UTC))

@@ -170,6 +170,7 @@ def test_a_chunk_bigquery_refuses_is_kept_as_a_dead_letter_with_the_reason(
     assert bq_emulator.rows(f"{PROJECT}.{bq_dataset}.t") == []
 
 
+@pytest.mark.slow
 def test_bigquery_down_keeps_the_rows_and_the_next_run_loads_them_first(
         bq_emulator: BigQueryEmulator, bq_dataset: str, etl_home: Path) -> None:
     manager = sink(bq_emulator, bq_dataset, etl_home, write="merge", chunk_rows=2)

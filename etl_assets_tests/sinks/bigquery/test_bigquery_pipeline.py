@@ -57,6 +57,7 @@ def target_rows(emulator: BigQueryEmulator, dataset: str) -> dict[int, dict[str,
             for row in emulator.rows(f"{PROJECT}.{dataset}.readings")}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("write", ["merge", "replace_partition"])
 def test_windows_land_with_values_equal_to_the_source_and_a_rerun_changes_nothing(
         pg: PgSchema, instance: DagsterInstance, bq_emulator: BigQueryEmulator, bq_dataset: str,

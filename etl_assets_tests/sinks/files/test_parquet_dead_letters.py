@@ -19,6 +19,8 @@ from etl_assets_tests.sample_tables import create_pg_readings
 from etl_assets_tests.sinks.files.file_reading import by_id, rows_of
 from etl_assets_tests.test_factory import run_partition
 
+pytestmark = pytest.mark.slow
+
 UTC = timezone.utc
 WHOLE = Window(datetime(2024, 3, 1, tzinfo=UTC), datetime(2024, 3, 1, 2, tzinfo=UTC))
 

@@ -34,6 +34,7 @@ def spec_for(source_table: str, url: str, **sink: object) -> dict:
     }
 
 
+@pytest.mark.slow
 def test_documents_from_the_transform_land_by_id_and_the_token_is_never_recorded(
         pg: PgSchema, instance: DagsterInstance, fault_server: FaultServer,
         monkeypatch: pytest.MonkeyPatch) -> None:

@@ -73,6 +73,7 @@ def test_a_session_the_server_ends_is_retried_on_a_new_connection(pg: PgSchema) 
     assert "attempt 2 of 13" in log.warnings[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("delete", ["off", "all"])
 def test_a_server_restart_in_the_middle_of_a_load_is_retried_and_lands_exact(
         restartable_pg: RestartablePostgres, delete: str) -> None:
@@ -103,6 +104,7 @@ def test_a_server_restart_in_the_middle_of_a_load_is_retried_and_lands_exact(
     assert leftovers == []
 
 
+@pytest.mark.slow
 def test_a_server_that_stays_down_fails_with_one_line_naming_the_table(
         restartable_pg: RestartablePostgres) -> None:
     url = restartable_pg.url
