@@ -9,7 +9,7 @@ DEMO_DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 DEMO_HOME ?= $(CURDIR)/.etl_home
 DEMO_ENV := DAGSTER_HOME=$(DEMO_DAGSTER_HOME) ETL_ASSETS_HOME=$(DEMO_HOME)
 
-.PHONY: install demo dev status stop-demo test lint bench bench-pg bench-pg-migrate bench-bigquery bench-http bench-parquet
+.PHONY: install demo dev status stop-demo test test-fast lint bench bench-pg bench-pg-migrate bench-bigquery bench-http bench-parquet
 
 install: $(VENV)/.installed
 
@@ -49,9 +49,13 @@ stop-demo: install
 test: install
 	$(BIN)/pytest
 
+# Under a minute: no end-to-end runs, no servers of the tests' own (PostgreSQL and MariaDB only).
+test-fast: install
+	$(BIN)/pytest -m "not slow and not servers"
+
 # ruff, then mypy (configured in pyproject.toml: etl_assets and bench)
 lint: install
-	$(BIN)/ruff check etl_assets etl_assets_tests bench
+	$(BIN)/ruff check etl_assets etl_assets_testing etl_assets_tests bench
 	$(BIN)/mypy
 
 bench: install

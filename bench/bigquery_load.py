@@ -37,8 +37,8 @@ from etl_assets.sinks.base import SinkSetup
 from etl_assets.sinks.bigquery.io_manager import BigQuerySinkIOManager
 from etl_assets.sinks.bigquery.spec import BigQuerySinkSpec
 from etl_assets.watermark import Window
-from etl_assets_tests.io_managers.bq_emulator import PROJECT, BigQueryEmulator
-from etl_assets_tests.io_managers.local_servers import free_port
+from etl_assets_testing.servers.bigquery import PROJECT, BigQueryEmulator
+from etl_assets_testing.servers.loopback import free_port
 
 UTC = timezone.utc
 WINDOW = Window(datetime(2024, 1, 1, tzinfo=UTC), datetime(2025, 1, 1, tzinfo=UTC))

@@ -57,14 +57,10 @@ from etl_assets.sinks.base import SinkSetup  # noqa: E402
 from etl_assets.sinks.http.io_manager import HttpApiIOManager  # noqa: E402
 from etl_assets.sinks.http.spec import HttpSinkSpec  # noqa: E402
 from etl_assets.watermark import Window  # noqa: E402
-from etl_assets_tests.io_managers.http_servers import (  # noqa: E402
-    Datasette,
-    PouchDB,
-    call,
-    start_datasette,
-    start_fault_server_process,
-    start_pouchdb,
-)
+from etl_assets_testing.servers.datasette import Datasette, start_datasette  # noqa: E402
+from etl_assets_testing.servers.fault_http import start_fault_server_process  # noqa: E402
+from etl_assets_testing.servers.loopback import call  # noqa: E402
+from etl_assets_testing.servers.pouchdb import PouchDB, start_pouchdb  # noqa: E402
 
 UTC = timezone.utc
 WINDOW = Window(datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 1, 2, tzinfo=UTC))

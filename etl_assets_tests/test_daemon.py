@@ -15,6 +15,8 @@ from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 from etl_assets_tests.conftest import PgSchema, project_dagster_home
 from etl_assets_tests.sample_tables import add_pg_readings, create_pg_readings, rows_differing
 
+pytestmark = pytest.mark.slow
+
 PROJECT = Path(__file__).resolve().parents[1]
 DEADLINE_SECONDS = 180
 

@@ -80,6 +80,7 @@ class FileSink(ConfigurableIOManager):
         return ReplayReport(replayed, failing, len(files))
 
 
+@pytest.mark.slow
 def test_replay_job_resends_and_keeps_failures(tmp_path: Path) -> None:
     store = DeadLetterStore(tmp_path / "dl")
     store.add("api", "0..10", docs(1, 2), "503", run_id="r1")

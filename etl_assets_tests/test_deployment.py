@@ -11,6 +11,7 @@ import yaml
 PROJECT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_compose_file_is_valid() -> None:
     if not shutil.which("docker-compose"):
         pytest.skip("docker-compose is not installed (.ci/run installs it)")

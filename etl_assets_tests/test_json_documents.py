@@ -54,7 +54,7 @@ def test_json_lines_round_trip() -> None:
 
 def test_whole_batch_json_lines_equal_the_documents() -> None:
     from etl_assets.json_documents import json_lines
-    from etl_assets_tests.io_managers.test_postgres import EVERY_TYPE, ROWS
+    from etl_assets_tests.sinks.postgres.test_postgres import EVERY_TYPE, ROWS
 
     extra = pa.schema([
         pa.field("ms", pa.timestamp("ms", tz="UTC")), pa.field("sec", pa.timestamp("s")),

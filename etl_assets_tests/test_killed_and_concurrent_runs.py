@@ -19,6 +19,8 @@ from dagster import DagsterInstance
 
 from etl_assets_tests.conftest import PgSchema, project_dagster_home
 
+pytestmark = pytest.mark.slow
+
 ROWS = 300_000
 KEY = f"0..{ROWS}"
 COLUMNS = "id, updated_at, code, note, amount"

@@ -23,8 +23,8 @@ from etl_assets.sinks.postgres.column_types import UnsupportedType, postgres_typ
 from etl_assets.sources.extraction import Extraction
 from etl_assets.table_names import TableName, TableNameError
 from etl_assets.transforms import TransformError, import_reference
+from etl_assets_testing.servers.loopback import free_port
 from etl_assets_tests.conftest import MYSQL, PgSchema
-from etl_assets_tests.io_managers.local_servers import free_port
 from etl_assets_tests.log_lines import LogLines
 
 

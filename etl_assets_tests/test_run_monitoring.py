@@ -103,6 +103,7 @@ def stop(process: subprocess.Popen) -> None:
         process.wait(30)
 
 
+@pytest.mark.slow
 def test_a_killed_run_is_marked_failed_and_a_live_one_is_not(
         project_instance: DagsterInstance, tmp_path: Path) -> None:
     instance = project_instance
@@ -155,6 +156,7 @@ def test_a_reused_pid_or_another_host_is_judged_right(project_instance: DagsterI
     assert health(RunWorker(me.host, gone.pid, started)) == WorkerStatus.NOT_FOUND
 
 
+@pytest.mark.slow
 def test_the_queue_holds_a_second_run_of_a_running_partition(
         project_instance: DagsterInstance, monkeypatch: pytest.MonkeyPatch) -> None:
     instance = project_instance

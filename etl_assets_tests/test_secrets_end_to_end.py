@@ -25,10 +25,12 @@ import pytest
 import yaml
 from sqlalchemy.engine import make_url
 
+from etl_assets_testing.servers.fault_http import start_fault_server_process
+from etl_assets_testing.servers.loopback import free_port
 from etl_assets_tests.conftest import PgSchema, project_dagster_home
-from etl_assets_tests.io_managers.http_servers import start_fault_server_process
-from etl_assets_tests.io_managers.local_servers import free_port
 from etl_assets_tests.sample_tables import create_pg_readings
+
+pytestmark = pytest.mark.slow
 
 PROJECT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

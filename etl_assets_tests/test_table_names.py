@@ -61,6 +61,7 @@ def dotted_schema(pg: PgSchema) -> Iterator[str]:
     pg.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
 
 
+@pytest.mark.slow
 def test_a_table_named_with_a_dot_and_a_space_loads_keeps_its_watermark_and_reports(
         pg: PgSchema, dotted_schema: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:

@@ -13,6 +13,8 @@ import pytest
 
 from etl_assets.embedded_postgres import embedded_postgres_url, stop_embedded_postgres
 
+pytestmark = [pytest.mark.slow, pytest.mark.servers]  # the embedded PostgreSQL
+
 PROJECT = Path(__file__).resolve().parents[2]
 
 

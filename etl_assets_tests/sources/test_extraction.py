@@ -61,6 +61,7 @@ def terminate_copy(pg: PgSchema, table: str) -> int:
     return len(pids)
 
 
+@pytest.mark.slow
 def test_a_copy_terminated_mid_read_is_extracted_again_into_a_fresh_version(
         pg: PgSchema, tmp_path: Path) -> None:
     table = create_events(pg)
@@ -99,6 +100,7 @@ def test_a_copy_terminated_mid_read_is_extracted_again_into_a_fresh_version(
     assert "attempt 2 of 4" in retries[0]
 
 
+@pytest.mark.slow
 def test_the_source_asset_retries_a_terminated_copy_and_stages_every_row(
         pg: PgSchema, instance: DagsterInstance, monkeypatch: pytest.MonkeyPatch,
         etl_home: Path) -> None:

@@ -128,6 +128,7 @@ MEMORY_PROBE = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_peak_memory_does_not_grow_with_the_window(pg: PgSchema) -> None:
     """Reading 10x the rows (about 300 MB of text) must not need more memory."""
     pg.execute(f"CREATE TABLE {pg.table('wide')} AS SELECT g AS id, repeat('x', 600) AS pad "

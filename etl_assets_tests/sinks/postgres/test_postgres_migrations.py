@@ -184,7 +184,7 @@ def test_the_sink_migrates_a_table_to_its_declaration_and_keeps_a_view(pg: PgSch
     import pyarrow as pa
 
     from etl_assets.sinks.postgres.writer import PostgresUpsertWriter
-    from etl_assets_tests.io_managers.declared_tables import readings
+    from etl_assets_tests.sinks.postgres.declared_tables import readings
 
     t = pg.table("target")
     pg.execute(f"CREATE TABLE {t} (code varchar(4) PRIMARY KEY, id integer, amount numeric(10,2), "

@@ -13,8 +13,8 @@ from etl_assets.factory import build_definitions
 from etl_assets.spec import parse_spec
 from etl_assets.watermark import Window
 from etl_assets_tests.conftest import PgSchema
-from etl_assets_tests.io_managers.file_reading import by_id, rows_of
 from etl_assets_tests.sample_tables import create_pg_readings
+from etl_assets_tests.sinks.files.file_reading import by_id, rows_of
 from etl_assets_tests.test_factory import run_partition
 
 UTC = timezone.utc
@@ -39,6 +39,7 @@ def source_rows(pg: PgSchema, table: str) -> dict[int, dict]:
             for row in pg.execute(f"SELECT {COMPARED} FROM {table} ORDER BY id")}
 
 
+@pytest.mark.slow
 def test_windows_land_as_shards_and_merge_into_the_updated_dataset(
         pg: PgSchema, instance: DagsterInstance, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TEST_SOURCE_URL", pg.url)
@@ -79,6 +80,7 @@ def test_windows_land_as_shards_and_merge_into_the_updated_dataset(
     assert docs[5]["updated_at"] == "2024-03-01T00:05:00Z" and docs[2]["amount"] == "2.250"
 
 
+@pytest.mark.slow
 def test_rerunning_a_partition_gives_the_same_files(
         pg: PgSchema, instance: DagsterInstance, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TEST_SOURCE_URL", pg.url)

@@ -175,6 +175,7 @@ write_staged(Path(sys.argv[1]), RecordBatchStream(schema, batches()), run_id="ki
 """
 
 
+@pytest.mark.slow
 def test_the_next_write_of_the_asset_removes_what_a_killed_writer_left(tmp_path: Path) -> None:
     path = tmp_path / "a" / "1..2"
     write_staged(path, stream(1, 5, 10), run_id="good", shard_rows=10)

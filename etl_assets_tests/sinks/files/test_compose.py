@@ -14,7 +14,7 @@ from etl_assets.sinks.files.compose import compose
 from etl_assets.sinks.files.formats import file_format
 from etl_assets.sinks.files.target import FileTarget
 from etl_assets.sinks.files.writer import FileSink
-from etl_assets_tests.io_managers.file_reading import rows_of
+from etl_assets_tests.sinks.files.file_reading import rows_of
 
 
 def write_shards(folder: Path, fmt: str, shards: dict[str, list[dict]]) -> None:

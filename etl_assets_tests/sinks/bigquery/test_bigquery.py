@@ -18,8 +18,8 @@ from etl_assets.sinks.bigquery.io_manager import BigQuerySinkIOManager
 from etl_assets.sinks.bigquery.spec import BigQuerySinkSpec
 from etl_assets.sinks.bigquery.writer import BigQuerySinkError
 from etl_assets.watermark import Window
-from etl_assets_tests.io_managers.bq_emulator import PROJECT, BigQueryEmulator
-from etl_assets_tests.io_managers.sink_runs import run_sink
+from etl_assets_testing.servers.bigquery import PROJECT, BigQueryEmulator
+from etl_assets_tests.sinks.sink_runs import run_sink
 
 UTC = timezone.utc
 DAY = Window(datetime(2024, 3, 1, tzinfo=UTC), datetime(2024, 3, 2, tzinfo=UTC))
@@ -177,6 +177,7 @@ def test_a_chunk_bigquery_refuses_is_kept_as_a_dead_letter_with_the_reason(
     assert bq_emulator.rows(f"{PROJECT}.{bq_dataset}.t") == []
 
 
+@pytest.mark.slow
 def test_bigquery_down_keeps_the_rows_and_the_next_run_loads_them_first(
         bq_emulator: BigQueryEmulator, bq_dataset: str, etl_home: Path) -> None:
     manager = sink(bq_emulator, bq_dataset, etl_home, write="merge", chunk_rows=2)

@@ -122,6 +122,7 @@ def test_delete_all_on_a_table_without_a_key(pg: PgSchema) -> None:
     assert sorted(pg.execute(f"SELECT id, v FROM {pg.table('target')}")) == [(1, "new1"), (2, "new2"), (3, "new3")]
 
 
+@pytest.mark.slow
 def test_a_sink_with_delete_all_holds_only_the_last_runs_rows(pg: PgSchema, instance, monkeypatch) -> None:
     from datetime import datetime, timezone
 

@@ -13,11 +13,13 @@ from etl_assets.dead_letters import DeadLetterStore
 from etl_assets.factory import build_definitions
 from etl_assets.spec import parse_spec
 from etl_assets.watermark import Window
+from etl_assets_testing.servers.s3 import S3Bucket
 from etl_assets_tests.conftest import PgSchema
-from etl_assets_tests.io_managers.file_reading import by_id, rows_of
-from etl_assets_tests.io_managers.s3_server import S3Bucket
 from etl_assets_tests.sample_tables import create_pg_readings
+from etl_assets_tests.sinks.files.file_reading import by_id, rows_of
 from etl_assets_tests.test_factory import run_partition
+
+pytestmark = pytest.mark.slow
 
 UTC = timezone.utc
 WHOLE = Window(datetime(2024, 3, 1, tzinfo=UTC), datetime(2024, 3, 1, 2, tzinfo=UTC))

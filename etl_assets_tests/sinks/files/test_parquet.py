@@ -14,8 +14,8 @@ from etl_assets.sinks.files.formats import file_format
 from etl_assets.sinks.files.target import FileTarget
 from etl_assets.sinks.files.writer import FileSink, FileSinkError
 from etl_assets.spec import SpecError, parse_spec
-from etl_assets_tests.io_managers.file_reading import by_id, rows_of
-from etl_assets_tests.io_managers.test_postgres import EVERY_TYPE, ROWS
+from etl_assets_tests.sinks.files.file_reading import by_id, rows_of
+from etl_assets_tests.sinks.postgres.test_postgres import EVERY_TYPE, ROWS
 
 UTC = timezone.utc
 SUFFIX = {"parquet": ".parquet", "json": ".jsonl", "csv": ".csv"}

@@ -1,8 +1,8 @@
-"""A real BigQuery API for the tests: the `bqemulator` package's server on a free loopback
-port, in its own process, which can be stopped (BigQuery is unreachable) and started again on
-the same port with its data kept (persistent mode, data in a temp folder).
+"""A real BigQuery API: the `bqemulator` package's server on a loopback port, in its own
+process, which can be stopped (BigQuery is unreachable) and started again on the same port
+with its data kept (persistent mode, data in a folder).
 
-Run as a module it is that server: ``python -m etl_assets_tests.io_managers.bq_emulator PORT
+Run as a module it is that server: ``python -m etl_assets_testing.servers.bigquery PORT
 DATA_DIR``. DuckDB's spatial extension (GEOGRAPHY) is switched off: it is downloaded on first
 use and this machine may be offline.
 """
@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pytest
+from etl_assets_testing.servers.loopback import wait_for_answer
 
-from etl_assets_tests.io_managers.local_servers import free_port, wait_for_answer
+if TYPE_CHECKING:
+    from google.cloud import bigquery
 
 PROJECT = "etl-test"
 
@@ -34,11 +33,16 @@ class BigQueryEmulator:
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def running(self) -> bool:
+        return self._process is not None
+
     def start(self) -> None:
         log = open(self.data_dir / "emulator.log", "ab")  # noqa: SIM115 - the process owns it
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "etl_assets_tests.io_managers.bq_emulator", str(self.port),
-             str(self.data_dir / "data")], stdout=log, stderr=subprocess.STDOUT)
+            [sys.executable, "-m", "etl_assets_testing.servers.bigquery", str(self.port),
+             str(self.data_dir / "data")],
+            stdout=log, stderr=subprocess.STDOUT)
         wait_for_answer(f"{self.endpoint}/bigquery/v2/projects/{PROJECT}/datasets",
                         self._process, "bqemulator", self.log_tail)
 
@@ -51,7 +55,8 @@ class BigQueryEmulator:
     def log_tail(self) -> str:
         return (self.data_dir / "emulator.log").read_text()[-2000:]
 
-    def client(self) -> Any:
+    def client(self) -> bigquery.Client:
+        """A google-cloud-bigquery client of this endpoint, anonymous."""
         from google.api_core.client_options import ClientOptions
         from google.auth.credentials import AnonymousCredentials
         from google.cloud import bigquery
@@ -65,23 +70,8 @@ class BigQueryEmulator:
         return [dict(row.items()) for row in job.result()]
 
 
-@pytest.fixture(scope="session")
-def bq_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BigQueryEmulator]:
-    emulator = BigQueryEmulator(free_port(), tmp_path_factory.mktemp("bqemulator"))
-    emulator.start()
-    yield emulator
-    emulator.stop()
-
-
-@pytest.fixture
-def bq_dataset(bq_emulator: BigQueryEmulator) -> str:
-    """A dataset name of its own for each test (the sink creates it)."""
-    if bq_emulator._process is None:  # a test that stopped it failed before starting it again
-        bq_emulator.start()
-    return f"ds_{uuid.uuid4().hex[:10]}"
-
-
-def _serve(port: int, data_dir: str) -> None:
+def serve(port: int, data_dir: str) -> None:
+    """The emulator in this process, until it is killed."""
     from bqemulator.config import PersistenceMode, Settings
     from bqemulator.server import run_forever
     from bqemulator.storage import engine
@@ -93,4 +83,4 @@ def _serve(port: int, data_dir: str) -> None:
 
 
 if __name__ == "__main__":
-    _serve(int(sys.argv[1]), sys.argv[2])
+    serve(int(sys.argv[1]), sys.argv[2])

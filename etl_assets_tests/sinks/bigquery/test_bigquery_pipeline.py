@@ -14,8 +14,8 @@ from dagster import DagsterInstance
 from etl_assets.factory import build_definitions
 from etl_assets.spec import SpecError, parse_spec
 from etl_assets.watermark import Window
+from etl_assets_testing.servers.bigquery import PROJECT, BigQueryEmulator
 from etl_assets_tests.conftest import PgSchema
-from etl_assets_tests.io_managers.bq_emulator import PROJECT, BigQueryEmulator
 from etl_assets_tests.sample_tables import create_pg_readings
 from etl_assets_tests.test_factory import run_partition
 
@@ -57,6 +57,7 @@ def target_rows(emulator: BigQueryEmulator, dataset: str) -> dict[int, dict[str,
             for row in emulator.rows(f"{PROJECT}.{dataset}.readings")}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("write", ["merge", "replace_partition"])
 def test_windows_land_with_values_equal_to_the_source_and_a_rerun_changes_nothing(
         pg: PgSchema, instance: DagsterInstance, bq_emulator: BigQueryEmulator, bq_dataset: str,

@@ -10,8 +10,8 @@ from etl_assets.sinks.files.compose import compose
 from etl_assets.sinks.files.formats import file_format
 from etl_assets.sinks.files.target import FileTarget
 from etl_assets.sinks.files.writer import FileSink
-from etl_assets_tests.io_managers.file_reading import by_id, rows_of
-from etl_assets_tests.io_managers.s3_server import S3Bucket
+from etl_assets_testing.servers.s3 import S3Bucket
+from etl_assets_tests.sinks.files.file_reading import by_id, rows_of
 
 SUFFIX = {"parquet": ".parquet", "json": ".jsonl", "csv": ".csv"}
 

@@ -11,8 +11,8 @@ from dagster import DagsterInstance
 from etl_assets.factory import build_definitions
 from etl_assets.spec import SpecError, parse_spec
 from etl_assets.watermark import Window
+from etl_assets_testing.servers.fault_http import FaultServer
 from etl_assets_tests.conftest import PgSchema
-from etl_assets_tests.io_managers.http_servers import FaultServer
 from etl_assets_tests.sample_tables import create_pg_readings
 from etl_assets_tests.test_factory import run_partition
 
@@ -34,6 +34,7 @@ def spec_for(source_table: str, url: str, **sink: object) -> dict:
     }
 
 
+@pytest.mark.slow
 def test_documents_from_the_transform_land_by_id_and_the_token_is_never_recorded(
         pg: PgSchema, instance: DagsterInstance, fault_server: FaultServer,
         monkeypatch: pytest.MonkeyPatch) -> None:

@@ -22,14 +22,11 @@ from etl_assets.sinks.base import SinkSetup
 from etl_assets.sinks.http.io_manager import HttpApiIOManager, HttpSinkError
 from etl_assets.sinks.http.spec import HttpSinkSpec
 from etl_assets.watermark import Window
-from etl_assets_tests.io_managers.http_servers import (
-    Datasette,
-    FaultServer,
-    PouchDB,
-    call,
-    start_fault_server_process,
-)
-from etl_assets_tests.io_managers.sink_runs import run_sink
+from etl_assets_testing.servers.datasette import Datasette
+from etl_assets_testing.servers.fault_http import FaultServer, start_fault_server_process
+from etl_assets_testing.servers.loopback import call
+from etl_assets_testing.servers.pouchdb import PouchDB
+from etl_assets_tests.sinks.sink_runs import run_sink
 
 UTC = timezone.utc
 DAY = Window(datetime(2024, 3, 1, tzinfo=UTC), datetime(2024, 3, 2, tzinfo=UTC))
@@ -66,6 +63,7 @@ def expected(data: list[pa.RecordBatch]) -> dict[str, dict[str, Any]]:
     return {str(d["id"]): d for b in data for d in documents(b)}
 
 
+@pytest.mark.slow
 def test_single_puts_to_couchdb_by_id_and_a_rerun_updates_instead_of_duplicating(
         pouchdb: PouchDB, etl_home: Path) -> None:
     database = pouchdb.create("single_put")
@@ -104,6 +102,7 @@ def test_a_couchdb_conflict_without_revisions_is_a_dead_letter(pouchdb: PouchDB,
     assert dead.payload.column("id").to_pylist() == ["2"] and "conflict" in dead.errors[0]
 
 
+@pytest.mark.slow
 def test_datasette_bulk_insert_and_single_rows_with_a_token_from_env(
         datasette: Datasette, etl_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TEST_DATASETTE_AUTH", f"Bearer {datasette.token}")
@@ -266,6 +265,7 @@ MEMORY_PROBE = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("format", ["ndjson_bulk", "single"])
 def test_peak_memory_does_not_grow_with_the_documents(format: str) -> None:
     """Posting 10-12x the documents must not need more memory: the peak RSS while writing

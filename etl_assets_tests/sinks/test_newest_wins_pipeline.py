@@ -20,11 +20,13 @@ from dagster import AssetKey, DagsterInstance
 from etl_assets.factory import build_definitions
 from etl_assets.spec import parse_spec
 from etl_assets.watermark import Window
+from etl_assets_testing.servers.bigquery import PROJECT, BigQueryEmulator
+from etl_assets_testing.servers.pouchdb import PouchDB
 from etl_assets_tests.conftest import PgSchema
-from etl_assets_tests.io_managers.bq_emulator import PROJECT, BigQueryEmulator
-from etl_assets_tests.io_managers.http_servers import PouchDB
 from etl_assets_tests.sample_tables import create_pg_readings
 from etl_assets_tests.test_factory import run_partition
+
+pytestmark = pytest.mark.slow
 
 UTC = timezone.utc
 FIRST = Window(datetime(2024, 3, 1, tzinfo=UTC), datetime(2024, 3, 1, 2, tzinfo=UTC))

@@ -1,154 +1,29 @@
-"""Real HTTP targets for the HTTP sink tests, each on a free loopback port:
+"""A fault server of our own (aiohttp) on a loopback port: it stores documents by id but
+answers some requests with 503, 429 + Retry-After, slow answers or dropped connections, and
+can refuse single documents inside a 200 ``_bulk`` answer.
 
-- pouchdb-server (npm, in memory): the CouchDB API, ``PUT /db/{id}`` and ``_bulk_docs``;
-- datasette (pip): its JSON write API (``/-/insert`` with a bearer token);
-- a fault server of our own (aiohttp) that stores documents by id but answers some requests
-  with 503, 429 + Retry-After, slow answers or dropped connections, and can refuse single
-  documents inside a 200 ``_bulk`` answer.
+Run as a module it is that server in a process of its own: ``python -m
+etl_assets_testing.servers.fault_http PORT``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
 import random
-import shutil
-import sqlite3
 import ssl
 import subprocess
 import sys
 import threading
-import urllib.parse
-import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-import pytest
 from aiohttp import web
 
-from etl_assets_tests.io_managers.local_servers import free_port, wait_for_answer
+from etl_assets_testing.servers.loopback import free_port, wait_for_answer
 
 ROOT = Path(__file__).resolve().parents[2]
-POUCHDB_SERVER = ROOT / "node_modules" / ".bin" / "pouchdb-server"
-
-
-def call(method: str, url: str, body: Any = None, headers: dict[str, str] | None = None) -> Any:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method, headers={
-        "Content-Type": "application/json", **(headers or {})})
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.loads(response.read() or b"null")
-
-
-@dataclass
-class PouchDB:
-    url: str
-
-    def create(self, name: str) -> str:
-        call("PUT", f"{self.url}/{name}")
-        return f"{self.url}/{name}"
-
-    def documents(self, database: str) -> dict[str, dict[str, Any]]:
-        """Every document of ``database`` by id, without ``_id`` and ``_rev``."""
-        rows = call("GET", f"{self.url}/{database}/_all_docs?include_docs=true")["rows"]
-        return {row["id"]: {k: v for k, v in row["doc"].items() if k not in ("_id", "_rev")}
-                for row in rows}
-
-    def count(self, database: str) -> int:
-        return int(call("GET", f"{self.url}/{database}")["doc_count"])
-
-
-def start_pouchdb(folder: Path, log: IO[bytes] | int) -> tuple[subprocess.Popen, str]:
-    """pouchdb-server in memory on a free port, its files in ``folder``: the process, its URL."""
-    port = free_port()
-    process = subprocess.Popen([str(POUCHDB_SERVER), "--in-memory", "--host", "127.0.0.1",
-                                "--port", str(port)], cwd=folder, stdout=log,
-                               stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    wait_for_answer(f"{url}/", process, "pouchdb-server")
-    return process, url
-
-
-@pytest.fixture(scope="session")
-def pouchdb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PouchDB]:
-    if not POUCHDB_SERVER.exists():
-        pytest.skip("pouchdb-server is not installed (make install runs npm ci)")
-    folder = tmp_path_factory.mktemp("pouchdb")
-    with open(folder / "pouchdb.log", "wb") as log:
-        process, url = start_pouchdb(folder, log)
-        try:
-            yield PouchDB(url)
-        finally:
-            process.terminate()
-            process.wait(timeout=10)
-
-
-@dataclass
-class Datasette:
-    url: str
-    token: str
-    database: str = "targets"
-
-    @property
-    def auth(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
-
-    def create_table(self, name: str, columns: list[dict[str, str]], pk: str = "id") -> str:
-        call("POST", f"{self.url}/{self.database}/-/create",
-             {"table": name, "columns": columns, "pk": pk}, self.auth)
-        return f"{self.url}/{self.database}/{name}"
-
-    def rows(self, table: str) -> list[dict[str, Any]]:
-        return call("GET", f"{self.url}/{self.database}/{table}.json?_shape=array&_size=max",
-                    headers=self.auth)
-
-    def count(self, table: str) -> int:
-        """Rows in ``table`` (by SQL: the table page's count stops at 10,000)."""
-        query = urllib.parse.urlencode({"sql": f"select count(*) as n from [{table}]",
-                                        "_shape": "array"})
-        return int(call("GET", f"{self.url}/{self.database}.json?{query}",
-                        headers=self.auth)[0]["n"])
-
-
-def datasette_binary() -> str | None:
-    """The datasette command of this Python environment (the dev extra), if installed."""
-    return shutil.which("datasette", path=str(Path(sys.executable).parent))
-
-
-def start_datasette(folder: Path, log: IO[bytes] | int) -> tuple[subprocess.Popen, str, str]:
-    """datasette on a free port serving ``folder``/targets.db (created empty), every
-    permission to the root actor: the process, its URL and a bearer token for root."""
-    binary = datasette_binary()
-    if binary is None:
-        raise FileNotFoundError("datasette is not installed (the dev extra)")
-    sqlite3.connect(folder / "targets.db").close()
-    secret = "test-secret-" + str(random.randrange(10**9))
-    token = subprocess.run([binary, "create-token", "root", "--secret", secret],
-                           capture_output=True, text=True, check=True).stdout.strip()
-    port = free_port()
-    process = subprocess.Popen([binary, "serve", str(folder / "targets.db"), "--port", str(port),
-                                "--root"], env={**os.environ, "DATASETTE_SECRET": secret},
-                               stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    wait_for_answer(f"{url}/-/versions.json", process, "datasette")
-    return process, url, token
-
-
-@pytest.fixture(scope="session")
-def datasette(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Datasette]:
-    if datasette_binary() is None:
-        pytest.skip("datasette is not installed (dev extra)")
-    folder = tmp_path_factory.mktemp("datasette")
-    with open(folder / "datasette.log", "wb") as log:
-        process, url, token = start_datasette(folder, log)
-        try:
-            yield Datasette(url, token)
-        finally:
-            process.terminate()
-            process.wait(timeout=10)
 
 
 @dataclass
@@ -233,7 +108,7 @@ class FaultServer:
         if self.faults.max_body_bytes is not None and len(body) > self.faults.max_body_bytes:
             return web.Response(status=413, text="request entity too large")
         lines = body.decode().strip().split("\n")
-        items = []
+        items: list[dict[str, Any]] = []
         for action_line, document_line in zip(lines[::2], lines[1::2], strict=True):
             document_id = str(json.loads(action_line)["index"]["_id"])
             if document_id in self.faults.refused_ids:
@@ -287,11 +162,11 @@ class FaultServer:
         self._loop.call_soon_threadsafe(self._loop.stop)
 
 
-def start_fault_server_process() -> tuple[subprocess.Popen, str]:
+def start_fault_server_process() -> tuple[subprocess.Popen[bytes], str]:
     """The fault server in a process of its own (what it stores does not count in this
     process's memory, nor its CPU in this one's): the process and its URL."""
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "etl_assets_tests.io_managers.http_servers",
+    process = subprocess.Popen([sys.executable, "-m", "etl_assets_testing.servers.fault_http",
                                 str(port)], cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
     wait_for_answer(f"{url}/_count", process, "the fault server")
@@ -299,19 +174,11 @@ def start_fault_server_process() -> tuple[subprocess.Popen, str]:
 
 
 def serve_forever(port: int) -> None:
-    """The fault server in this process (for bench/, which runs it beside the client's)."""
+    """The fault server in this process, until it is killed."""
     server = FaultServer()
     server.port = port
     server.start()
     threading.Event().wait()
-
-
-@pytest.fixture
-def fault_server() -> Iterator[FaultServer]:
-    server = FaultServer()
-    server.start()
-    yield server
-    server.stop()
 
 
 if __name__ == "__main__":

@@ -14,11 +14,9 @@ import pytest
 
 from etl_assets.retries import RetryPolicy
 from etl_assets.sinks.postgres.writer import PostgresSinkError, PostgresUpsertWriter
+from etl_assets_testing.servers.postgres import RestartablePostgres
 from etl_assets_tests.conftest import PgSchema
 from etl_assets_tests.log_lines import LogLines
-from etl_assets_tests.restartable_postgres import RestartablePostgres, restartable_pg
-
-__all__ = ["restartable_pg"]
 
 SCHEMA = pa.schema([pa.field("id", pa.int64()), pa.field("name", pa.string()),
                     pa.field("n", pa.float64())])
@@ -75,6 +73,7 @@ def test_a_session_the_server_ends_is_retried_on_a_new_connection(pg: PgSchema) 
     assert "attempt 2 of 13" in log.warnings[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("delete", ["off", "all"])
 def test_a_server_restart_in_the_middle_of_a_load_is_retried_and_lands_exact(
         restartable_pg: RestartablePostgres, delete: str) -> None:
@@ -105,6 +104,7 @@ def test_a_server_restart_in_the_middle_of_a_load_is_retried_and_lands_exact(
     assert leftovers == []
 
 
+@pytest.mark.slow
 def test_a_server_that_stays_down_fails_with_one_line_naming_the_table(
         restartable_pg: RestartablePostgres) -> None:
     url = restartable_pg.url

@@ -18,7 +18,7 @@ from etl_assets.sinks.postgres.spec import PostgresSinkSpec
 from etl_assets.sinks.postgres.watermark import read_watermark
 from etl_assets.watermark import Window
 from etl_assets_tests.conftest import PgSchema
-from etl_assets_tests.io_managers.sink_runs import run_sink
+from etl_assets_tests.sinks.sink_runs import run_sink
 
 UTC = timezone.utc
 T0 = datetime(2024, 3, 1, tzinfo=UTC)

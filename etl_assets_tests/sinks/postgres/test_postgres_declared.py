@@ -12,9 +12,9 @@ from etl_assets.sinks.postgres.writer import PostgresSinkError, PostgresUpsertWr
 from etl_assets.spec import parse_spec
 from etl_assets.transforms import TransformError
 from etl_assets_tests.conftest import PgSchema
-from etl_assets_tests.io_managers.declared_tables import readings
+from etl_assets_tests.sinks.postgres.declared_tables import readings
 
-REFERENCE = "etl_assets_tests.io_managers.declared_tables:readings"
+REFERENCE = "etl_assets_tests.sinks.postgres.declared_tables:readings"
 UTC = timezone.utc
 DATA = pa.schema([pa.field("id", pa.int32()), pa.field("code", pa.string()),
                   pa.field("amount", pa.float64()), pa.field("at", pa.timestamp("us", tz="UTC")),
@@ -99,6 +99,6 @@ def test_a_bad_reference_fails_when_the_definitions_load(pg: PgSchema) -> None:
                                    "table": "t", "table_definition": reference}}}
     build_definitions(parse_spec(spec(REFERENCE)))
     with pytest.raises(TransformError, match=r"sink 's_pg': table_definition .*:nowhere: .* has no nowhere"):
-        build_definitions(parse_spec(spec("etl_assets_tests.io_managers.declared_tables:nowhere")))
+        build_definitions(parse_spec(spec("etl_assets_tests.sinks.postgres.declared_tables:nowhere")))
     with pytest.raises(TransformError, match="is a str, not a SQLAlchemy Table"):
-        build_definitions(parse_spec(spec("etl_assets_tests.io_managers.declared_tables:not_a_table")))
+        build_definitions(parse_spec(spec("etl_assets_tests.sinks.postgres.declared_tables:not_a_table")))

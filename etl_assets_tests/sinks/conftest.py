@@ -1,0 +1,106 @@
+"""Servers of the sink tests, one per session unless said otherwise: a real BigQuery API,
+CouchDB (pouchdb-server), datasette, S3 (moto), a fault-injecting HTTP server (per test) and a
+private PostgreSQL that may be restarted (per test). How each starts: etl_assets_testing."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from etl_assets_testing.servers.bigquery import BigQueryEmulator
+from etl_assets_testing.servers.datasette import Datasette, datasette_binary, start_datasette
+from etl_assets_testing.servers.fault_http import FaultServer
+from etl_assets_testing.servers.loopback import free_port
+from etl_assets_testing.servers.postgres import (
+    RestartablePostgres,
+    postgres_binaries,
+    restartable_postgres,
+)
+from etl_assets_testing.servers.pouchdb import POUCHDB_SERVER, PouchDB, start_pouchdb
+from etl_assets_testing.servers.s3 import S3Bucket, S3Server
+from etl_assets_tests.conftest import _unavailable
+
+
+@pytest.fixture(scope="session")
+def bq_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BigQueryEmulator]:
+    emulator = BigQueryEmulator(free_port(), tmp_path_factory.mktemp("bqemulator"))
+    emulator.start()
+    yield emulator
+    emulator.stop()
+
+
+@pytest.fixture
+def bq_dataset(bq_emulator: BigQueryEmulator) -> str:
+    """A dataset name of its own for each test (the sink creates it)."""
+    if not bq_emulator.running:  # a test that stopped it failed before starting it again
+        bq_emulator.start()
+    return f"ds_{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(scope="session")
+def pouchdb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PouchDB]:
+    if not POUCHDB_SERVER.exists():
+        pytest.skip("pouchdb-server is not installed (make install runs npm ci)")
+    folder = tmp_path_factory.mktemp("pouchdb")
+    with open(folder / "pouchdb.log", "wb") as log:
+        process, url = start_pouchdb(folder, log)
+        try:
+            yield PouchDB(url)
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def datasette(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Datasette]:
+    if datasette_binary() is None:
+        pytest.skip("datasette is not installed (dev extra)")
+    folder = tmp_path_factory.mktemp("datasette")
+    with open(folder / "datasette.log", "wb") as log:
+        process, url, token = start_datasette(folder, log)
+        try:
+            yield Datasette(url, token)
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
+
+
+@pytest.fixture
+def fault_server() -> Iterator[FaultServer]:
+    server = FaultServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    server = S3Server(free_port())
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Bucket]:
+    """A new bucket on the running server; credentials only in the environment."""
+    for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
+                        ("AWS_DEFAULT_REGION", "us-east-1")):
+        monkeypatch.setenv(name, value)
+    if not s3_server.running:  # a test that stopped it failed before starting it again
+        s3_server.start()
+    bucket = S3Bucket(s3_server, f"lake-{uuid.uuid4().hex[:10]}")
+    s3_server.client().create_bucket(Bucket=bucket.name)
+    yield bucket
+
+
+@pytest.fixture
+def restartable_pg() -> Iterator[RestartablePostgres]:
+    binaries = postgres_binaries()
+    if binaries is None:
+        _unavailable("PostgreSQL server binaries (/usr/lib/postgresql/*/bin)",
+                     FileNotFoundError("pg_ctl"))
+    with restartable_postgres(binaries) as server:
+        yield server
