@@ -196,3 +196,25 @@ def test_http_urls_and_file_paths_take_secrets_only_from_env(url: str, error: st
         field = "url" if sink["kind"] == "http" else "path"
         assert f"p.yaml: sink 'out': field '{field}': holds a secret ({error}" in \
             str(raised.value)
+
+
+def test_a_source_is_sql_unless_it_names_another_kind(tmp_path: Path) -> None:
+    spec = load_spec(write(tmp_path, GOOD))
+    assert type(spec.sources["sensors"]).__name__ == "SqlSourceSpec"
+    assert spec.sources["sensors"].kind == "sql"
+    assert load_spec(write(tmp_path, GOOD.replace("  sensors:\n", "  sensors:\n    kind: sql\n"))
+                     ) == spec
+    with pytest.raises(SpecError, match=r"source 'sensors': field 'kind': Input should be 'sql'"):
+        load_spec(write(tmp_path, GOOD.replace("  sensors:\n", "  sensors:\n    kind: api\n")))
+
+
+def test_a_sink_gets_its_sources_key_and_cursor_unless_it_names_its_own(tmp_path: Path) -> None:
+    text = GOOD + ("  sensors_lake: {source: sensors, kind: parquet, path: /tmp/lake, "
+                   "primary_key: [code, site], cursor_column: changed}\n")
+    spec = load_spec(write(tmp_path, text))
+    pg, lake = spec.sink_setup("sensors_pg"), spec.sink_setup("sensors_lake")
+    assert (pg.primary_key, pg.cursor_column) == (["code"], "date_updated")
+    assert (lake.primary_key, lake.cursor_column) == (["code", "site"], "changed")
+    assert pg.spec is spec.sinks["sensors_pg"]  # the validated model itself, not a copy
+    assert pg.dead_letter_root == "${ETL_ASSETS_HOME}/dead_letters"
+    assert spec.sinks_of("sensors") == ["sensors_pg", "sensors_lake"]
