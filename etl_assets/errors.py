@@ -6,6 +6,7 @@ The tree, by what to do about an error::
 
     EtlAssetsError (RuntimeError)
     ├── ConfigurationError   fix the spec or the environment, then run again
+    │   ├── SpecError                  (also ValueError) a spec that does not validate
     │   ├── UnresolvedConnection       an unset variable, a bad URL
     │   ├── TableNameError             (also ValueError) a table name that cannot be read
     │   ├── TransformError             (also ImportError) a reference to no callable or table
