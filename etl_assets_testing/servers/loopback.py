@@ -20,8 +20,9 @@ def free_port() -> int:
 
 def wait_for_answer(url: str, process: subprocess.Popen[bytes] | None, what: str,
                     log_tail: Callable[[], str] = lambda: "") -> None:
-    """Return once ``url`` answers (any status); raise when ``process`` exits or 60 s pass,
-    with ``log_tail()`` in the message."""
+    """Return once ``url`` answers with a success status (an error status, like no answer,
+    means not ready yet); raise when ``process`` exits or 60 s pass, with ``log_tail()`` in
+    the message."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
