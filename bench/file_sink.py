@@ -1,7 +1,7 @@
-"""Benchmark: the file sink (ours) beside plain pyarrow / pandas writing the same rows, one run.
+"""Benchmark: the file sink (ours) beside plain pyarrow / pandas writing the same rows.
 
 Rows: generated, 10 columns (ints, text, floats, bools, dates, UTC timestamps, decimals), in
-batches of 50,000 as the staging IO manager hands them over. Cases, each timed once:
+batches of 50,000 as the staging IO manager hands them over. Cases:
 
 - shard parquet: ``FileSink`` (temp file + rename) vs ``pyarrow.parquet.write_table``
 - shard csv:     ``FileSink`` vs ``pyarrow.csv.write_csv``
@@ -13,9 +13,10 @@ batches of 50,000 as the staging IO manager hands them over. Cases, each timed o
 - json lines: ``FileSink`` (whole-batch serialisation) vs pandas ``to_json(lines=True)`` vs
   the row-at-a-time ``iter_json_lines`` (on ``--rows / 5`` rows: it is slow)
 
-Prints seconds, rows/s and ours / peer time ratios (below 1: ours is faster).
+Each timing is the median of ``--repeat`` runs (peak memory: the highest). Prints seconds,
+rows/s and ours / peer time ratios (below 1: ours is faster).
 
-    .venv/bin/python bench/file_sink.py [--rows 1000000] [--update-rows 100000]
+    .venv/bin/python bench/file_sink.py [--rows 1000000] [--update-rows 100000] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -45,6 +47,7 @@ from etl_assets.sinks.files.target import FileTarget
 from etl_assets.sinks.files.writer import FileSink
 
 BATCH_ROWS = 50_000
+REPEAT = 3  # runs a timing is the median of (--repeat)
 
 
 def generated(rows: int, first_id: int = 0) -> pa.Table:
@@ -66,9 +69,13 @@ def generated(rows: int, first_id: int = 0) -> pa.Table:
 
 
 def timed(action: Callable[[], object]) -> float:
-    started = time.perf_counter()
-    action()
-    return time.perf_counter() - started
+    """Median seconds of ``REPEAT`` runs of ``action`` (each must leave the same result)."""
+    seconds = []
+    for _ in range(REPEAT):
+        started = time.perf_counter()
+        action()
+        seconds.append(time.perf_counter() - started)
+    return statistics.median(seconds)
 
 
 def line(case: str, tool: str, rows: int, seconds: float, base: float | None = None,
@@ -80,11 +87,15 @@ def line(case: str, tool: str, rows: int, seconds: float, base: float | None = N
 
 
 def update_in_child(kind: str, folder: Path) -> tuple[float, float]:
-    """Run one update merge in a fresh process: (seconds, peak RSS in MB)."""
-    done = subprocess.run([sys.executable, __file__, "--update-child", kind, str(folder)],
-                          check=True, capture_output=True, text=True)
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    return result["seconds"], result["peak_mb"]
+    """Run one update merge in a fresh process ``REPEAT`` times (the same rows again: the
+    same work): (median seconds, highest peak RSS in MB)."""
+    results = []
+    for _ in range(REPEAT):
+        done = subprocess.run([sys.executable, __file__, "--update-child", kind, str(folder)],
+                              check=True, capture_output=True, text=True)
+        results.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    return (statistics.median(r["seconds"] for r in results),
+            max(r["peak_mb"] for r in results))
 
 
 def update_child(kind: str, folder: Path) -> None:
@@ -118,19 +129,22 @@ def sink(folder: Path, fmt: str, mode: FileMode = "shard",
 
 
 def main() -> None:
+    global REPEAT
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--update-rows", type=int, default=100_000)
+    parser.add_argument("--repeat", type=int, default=REPEAT, help="runs per timing (median)")
     parser.add_argument("--update-child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.update_child:
         update_child(args.update_child[0], Path(args.update_child[1]))
         return
+    REPEAT = args.repeat
     table = generated(args.rows)
     batches = table.to_batches(BATCH_ROWS)
     n = args.rows
-    print(f"{n:,} rows x {table.num_columns} columns, batches of {BATCH_ROWS:,}; "
-          f"ratio = ours / the first peer of each case")
+    print(f"{n:,} rows x {table.num_columns} columns, batches of {BATCH_ROWS:,}, median of "
+          f"{REPEAT}; ratio = ours / the first peer of each case")
     with tempfile.TemporaryDirectory(prefix="bench_file_sink_") as tmp:
         out = Path(tmp)
 
