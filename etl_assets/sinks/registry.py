@@ -42,6 +42,7 @@ class SinkKind:
 
 def kind_of(model: type[SinkSpecBase]) -> str:
     """The ``kind`` literal of a sink spec model."""
+    # a Literal["<kind>"] annotation, which pydantic types as any type form
     kind: str = model.model_fields["kind"].annotation.__args__[0]  # type: ignore[union-attr]
     return kind
 
