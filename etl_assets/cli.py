@@ -101,7 +101,7 @@ def _check(require_env: bool) -> int:
         print(f"  source {name}: {source.describe()} by {source.cursor} -> "
               f"{', '.join(spec.sinks_of(name)) or 'no sinks'}")
     unset = {variable: owners for variable, owners in spec.environment_variables().items()
-             if variable not in os.environ}
+             if not os.environ.get(variable)}  # empty counts as unset, as for `env`
     for variable, owners in sorted(unset.items()):
         print(f"  unset: ${variable} ({'; '.join(owners)})")
     return 1 if unset and require_env else 0

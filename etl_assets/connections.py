@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 
-from dagster import EnvVar
 from sqlalchemy.engine import URL, make_url
 
 from etl_assets.embedded_postgres import embedded_postgres_url
@@ -54,21 +53,6 @@ def expand_url(url: str, owner: str) -> str:
             f"({', '.join(found)}): put the whole URL in an environment variable and name it "
             f"with `env` instead of `url`")
     return value
-
-
-def dagster_url_value(spec: ConnectionSpec, owner: str) -> str | EnvVar:
-    """The value to give a Dagster resource's URL field.
-
-    An env-held URL is passed as ``EnvVar``, so that Dagster resolves it in the run worker and
-    never stores nor shows it (a resource's values are stored with each run's job snapshot);
-    a ``url`` holds no secret (:func:`expand_url`). The embedded server is started only when a
-    run needs it.
-    """
-    if spec.env and (os.environ.get(spec.env) or not spec.embedded):
-        return EnvVar(spec.env)
-    if spec.url:
-        return expand_url(spec.url, owner)
-    return ""  # empty: the resource starts the embedded server
 
 
 def is_keyword_string(url: str) -> bool:

@@ -6,10 +6,10 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 import pytest
-from dagster import DagsterInstance, EnvVar
+from dagster import DagsterInstance
 from sqlalchemy.engine import make_url
 
-from etl_assets.connections import UnresolvedConnection, dagster_url_value, libpq_url
+from etl_assets.connections import UnresolvedConnection, libpq_url, resolve_url
 from etl_assets.factory import build_definitions
 from etl_assets.settings import ConnectionSpec
 from etl_assets.spec import parse_spec
@@ -45,15 +45,20 @@ def test_a_malformed_keyword_string_is_refused_without_showing_it() -> None:
     assert "cret" not in str(error.value)
 
 
-def test_resources_get_an_env_var_or_a_url_without_secrets(
+def test_a_connection_is_an_env_var_or_a_url_without_secrets(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HELD_URL", "postgresql://u:pw@h/db")
-    assert dagster_url_value(ConnectionSpec(env="HELD_URL"), "sink 'x'") == EnvVar("HELD_URL")
+    assert resolve_url(ConnectionSpec(env="HELD_URL"), "sink 'x'") == "postgresql://u:pw@h/db"
     monkeypatch.setenv("DB_HOST", "db.example")
-    assert dagster_url_value(ConnectionSpec(url="postgresql://u@${DB_HOST}/db"),
-                             "sink 'x'") == "postgresql://u@db.example/db"
+    assert resolve_url(ConnectionSpec(url="postgresql://u@${DB_HOST}/db"),
+                       "sink 'x'") == "postgresql://u@db.example/db"
+    monkeypatch.delenv("HELD_URL")
+    with pytest.raises(UnresolvedConnection, match=r"^sink 'x': environment variable HELD_URL is "
+                                                   r"not set$"):
+        resolve_url(ConnectionSpec(env="HELD_URL"), "sink 'x'")
+    monkeypatch.setenv("HELD_URL", "postgresql://u:pw@h/db")
     with pytest.raises(UnresolvedConnection) as error:
-        dagster_url_value(ConnectionSpec(url="${HELD_URL}"), "sink 'x'")
+        resolve_url(ConnectionSpec(url="${HELD_URL}"), "sink 'x'")
     assert str(error.value) == (
         "sink 'x': field 'connection.url' expands to a URL holding a secret (a password in "
         "the user info (user:password@)): put the whole URL in an environment variable and "
