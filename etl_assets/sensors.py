@@ -34,7 +34,8 @@ from dagster._core.definitions.unresolved_asset_job_definition import (
 )
 
 from etl_assets.errors import TransientError
-from etl_assets.retries import Log, describe, is_transient
+from etl_assets.logs import Log
+from etl_assets.retries import describe, is_transient
 from etl_assets.secrets import masked_errors
 from etl_assets.sources.base import Source, SourceSpecBase
 from etl_assets.sources.registry import open_source

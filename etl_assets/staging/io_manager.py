@@ -42,7 +42,7 @@ __all__ = ["MANIFEST", "ParquetStagingIOManager", "StagedManifest", "StagingErro
 
 @dataclass
 class StagedManifest:
-    """What a staged partition holds. ``version``: see :mod:`staging_versions`."""
+    """What a staged partition holds. ``version``: see :mod:`etl_assets.staging.versions`."""
 
     rows: int = 0
     bytes: int = 0

@@ -1,6 +1,6 @@
 """BigQuery sink IO manager: a sink asset's rows loaded into a BigQuery table by parquet load
 jobs of at most ``chunk_rows`` rows, in write mode append, replace_partition, replace_table or
-merge (see ``bigquery_writer``).
+merge (see ``writer``).
 
 A chunk that still fails to load after the retries is kept in the shared dead-letter store
 (api2db's "upload failed" folder): the run goes on and succeeds with the count in its

@@ -1,5 +1,5 @@
 """Parquet / file sink IO manager: a sink asset's rows as parquet, JSON lines or CSV files in a
-local folder or behind any fsspec URL, by mode shard, update or replace (see ``file_sink``).
+local folder or behind any fsspec URL, by mode shard, update or replace (see ``writer``).
 
 Rows the target refuses after the retries (an object store that is down) are kept in the
 shared dead-letter store; the run succeeds and its metadata counts them; the sink's replay job
@@ -18,8 +18,8 @@ from dagster import (
 
 from etl_assets.batches import RecordBatchStream
 from etl_assets.dead_letters import DeadLetterStore, ReplayReport
+from etl_assets.logs import Log
 from etl_assets.progress import ProgressLog
-from etl_assets.retries import Log
 from etl_assets.secrets import mask_text, masked_errors, masked_log
 from etl_assets.sinks.base import SinkIOManager
 from etl_assets.sinks.files.formats import file_format

@@ -7,13 +7,13 @@
   is streamed through, rows whose key the run brings are left out, and the run's rows (one per
   key) are appended; the result replaces the file. With ``newest_by`` (the cursor column,
   ``conflict: newest``) an existing row whose cursor is newer than the run's row of its key
-  stays and that run row is left out (see :mod:`run_keys`); without it the run's rows win.
+  stays and that run row is left out (see :mod:`.run_keys`); without it the run's rows win.
 
 ``drop_duplicates`` keeps one row per key of a run in shard and replace modes (update mode
 always does): the newest by ``newest_by``, else the last. A shard records the staged version
 it was written from (``.versions/<file>.json``, written before the shard): a write from an
 older version than the recorded one (an older extraction, a late replay) is skipped, so the
-newer shard stays. Files appear atomically (see :mod:`file_target`). Writing to an object
+newer shard stays. Files appear atomically (see :mod:`.target`). Writing to an object
 store is retried (:mod:`etl_assets.retries`); when it still fails, the rows are kept in the
 dead-letter store (when one is given) for the sink's replay job, and the run goes on; a run
 that writes a partition drops that partition's dead letters from older versions.

@@ -84,7 +84,7 @@ class PostgresUpsertWriter:
         self.replace_slice = replace_slice
         self._slice_delete: sql.Composed | None = None
         self._finished = False
-        # migrations (postgres_migrations) and delete mode ALL (postgres_delete_all).
+        # migrations (migrations.py) and delete mode ALL (delete_all.py).
         self.delete = delete
         self.log: Log = log or logging.getLogger(__name__)
         self.terminate_blockers_after_s = terminate_blockers_after_s
