@@ -142,6 +142,17 @@ class Window:
             raise ValueError(f"partition key {key!r} is not of the form lo..hi")
         return cls(decode_bound(lo), decode_bound(hi))
 
+    @classmethod
+    def of_partition(cls, key: str | None) -> Window | None:
+        """The window a partition key names; None for no partition or a key added by hand
+        that is no window."""
+        if key is None:
+            return None
+        try:
+            return cls.from_key(key)
+        except ValueError:
+            return None
+
     def __str__(self) -> str:
         return f"({self.lo}, {self.hi}]"
 

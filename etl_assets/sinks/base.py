@@ -15,6 +15,7 @@ from typing import ClassVar, Generic, TypeVar
 from dagster import InputContext, IOManager
 from pydantic import Field, field_validator
 
+from etl_assets.dead_letters import DeadLetterStore
 from etl_assets.settings import StrictModel, check_reference
 from etl_assets.watermark import Bound
 
@@ -91,6 +92,10 @@ class SinkIOManager(IOManager, Generic[S]):
     def load_input(self, context: InputContext) -> object:
         raise NotImplementedError(f"{context.asset_key.to_user_string()} is a sink; read "
                                   f"{self.spec.describe_target()} instead")
+
+    def dead_letter_store(self) -> DeadLetterStore:
+        """Where this sink keeps rows it could not deliver (see :mod:`etl_assets.dead_letters`)."""
+        return DeadLetterStore(self.setup.dead_letter_root)
 
     def status(self) -> str | None:
         """One line on what the target holds, for ``etl-assets status`` (None: not known)."""

@@ -21,7 +21,7 @@ from google.auth.credentials import AnonymousCredentials, Credentials
 from google.cloud import bigquery
 
 from etl_assets.batches import RecordBatchStream
-from etl_assets.dead_letters import DeadLetterStore, ReplayReport
+from etl_assets.dead_letters import ReplayReport
 from etl_assets.home import expand_vars
 from etl_assets.logs import Log
 from etl_assets.progress import ProgressLog
@@ -79,9 +79,6 @@ class BigQuerySinkIOManager(SinkIOManager[BigQuerySinkSpec]):
         return BigQueryTarget(self.spec.project, self.spec.dataset, self.spec.table,
                               self.spec.location)
 
-    def dead_letter_store(self) -> DeadLetterStore:
-        return DeadLetterStore(self.setup.dead_letter_root)
-
     def writer(self, client: bigquery.Client, mode: WriteMode, staging_id: str,
                window: Window | None, log: Log) -> BigQueryTableWriter:
         return BigQueryTableWriter(
@@ -99,7 +96,7 @@ class BigQuerySinkIOManager(SinkIOManager[BigQuerySinkSpec]):
         partition = context.partition_key if context.has_partition_key else None
         target = self.target()
         label = f"{asset} [{partition}] -> {target.table_id} ({self.spec.write})"
-        window = _window(partition)
+        window = Window.of_partition(partition)
         if self.spec.write == "replace_partition" and window is None:
             raise BigQuerySinkError(f"{label}: write mode replace_partition needs a window "
                                     f"partition, got {partition!r}")
@@ -190,15 +187,6 @@ class BigQuerySinkIOManager(SinkIOManager[BigQuerySinkSpec]):
             log.info(f"{asset}: replayed {file.rows:,} dead letter(s) of partition "
                      f"{file.partition} into {self.target().table_id}")
         return ReplayReport(replayed, failing, len(files))
-
-
-def _window(partition: str | None) -> Window | None:
-    if partition is None:
-        return None
-    try:
-        return Window.from_key(partition)
-    except ValueError:
-        return None
 
 
 def _chunks(batches: Iterable[pa.RecordBatch], rows: int) -> Iterator[pa.Table]:

@@ -17,7 +17,7 @@ from dagster import (
 )
 
 from etl_assets.batches import RecordBatchStream
-from etl_assets.dead_letters import DeadLetterStore, ReplayReport
+from etl_assets.dead_letters import ReplayReport
 from etl_assets.logs import Log
 from etl_assets.progress import ProgressLog
 from etl_assets.secrets import mask_text, masked_errors, masked_log
@@ -35,9 +35,6 @@ class ParquetSinkIOManager(SinkIOManager[ParquetSinkSpec]):
 
     def target(self) -> FileTarget:
         return FileTarget(self.spec.path, self.spec.storage_options)
-
-    def dead_letter_store(self) -> DeadLetterStore:
-        return DeadLetterStore(self.setup.dead_letter_root)
 
     def file_sink(self, where: str, log: Log) -> FileSink:
         spec = self.spec

@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 from dagster import OpExecutionContext, OutputContext
 
 from etl_assets.batches import RecordBatchStream
-from etl_assets.dead_letters import DeadLetterStore, ReplayReport
+from etl_assets.dead_letters import ReplayReport
 from etl_assets.errors import EtlAssetsError
 from etl_assets.home import expand_vars
 from etl_assets.json_documents import dumps, json_lines
@@ -84,9 +84,6 @@ class HttpApiIOManager(SinkIOManager[HttpSinkSpec]):
             raise HttpSinkError(f"{where}: the URL holds user info (user:password@) and the "
                                 f"Authorization header is set too: a request takes one of them")
         return values
-
-    def dead_letter_store(self) -> DeadLetterStore:
-        return DeadLetterStore(self.setup.dead_letter_root)
 
     def _sender(self, client: HttpClient) -> DocumentSender:
         url = self.target_url()

@@ -76,12 +76,9 @@ class PostgresUpsertIOManager(SinkIOManager[PostgresSinkSpec]):
         })
 
     def _watermark_target(self, partition: str | None) -> WatermarkTarget | None:
-        if partition is None:
-            return None
-        try:
-            window = Window.from_key(partition)
-        except ValueError:
-            return None  # a partition added by hand, not a window: nothing to record
+        window = Window.of_partition(partition)
+        if window is None or partition is None:
+            return None  # no window, e.g. a partition added by hand: nothing to record
         return WatermarkTarget(self.setup.cursor_column, window, partition)
 
     def committed_watermark(self) -> Bound | None:
