@@ -9,15 +9,19 @@ A sink kind is a package under ``etl_assets/sinks/`` holding a ``spec.py`` (a su
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar, Generic, TypeVar
 
-from dagster import InputContext, IOManager
+import pyarrow as pa
+from dagster import InputContext, IOManager, OutputContext, TableSchema
 from pydantic import Field, field_validator
 
+from etl_assets.batches import RecordBatchStream
 from etl_assets.dead_letters import DeadLetterStore
+from etl_assets.partition_outputs import PartitionOutput, add_partition_metadata, partition_streams
 from etl_assets.settings import StrictModel, check_reference
-from etl_assets.watermark import Bound
+from etl_assets.watermark import Bound, Window
 
 
 class SinkSpecBase(StrictModel):
@@ -38,6 +42,10 @@ class SinkSpecBase(StrictModel):
     def describe_target(self) -> str:
         """Where the rows go, for descriptions and logs (never holds a secret)."""
         return self.kind
+
+    def asset_kinds(self) -> set[str]:
+        """The asset's kinds in the UI: the real format or system (``csv``, ``postgres``)."""
+        return {self.kind}
 
     def check_in_pipeline(self, setup: SinkSetup[SinkSpecBase]) -> None:
         """Raise ValueError when the sink cannot work with what its pipeline gives it (e.g. a
@@ -77,17 +85,80 @@ class SinkSetup(Generic[S]):
         return f"sink {self.name!r}"
 
 
+@dataclass(frozen=True)
+class WindowCount:
+    """What the target holds of one window, for the row-count reconciliation check."""
+
+    rows: int
+    """Target rows whose cursor is in the window (distinct keys for a keyed sink)."""
+    newer: int = 0
+    """Of the keys the run was given, how many the target holds with a cursor past the window's
+    ``hi`` (a later window replaced them: newest wins). 0 for sinks without a key."""
+
+
+Metadata = Mapping[str, object]
+"""Asset metadata: label -> a value Dagster's ``normalize_metadata`` takes."""
+
+
 class SinkIOManager(IOManager, Generic[S]):
     """The IO manager of one sink, built from its ``SinkSetup``: it writes the sink asset's
-    record batches and reads nothing back."""
+    record batches and reads nothing back.
+
+    A subclass implements ``write`` (one partition's rows) and says what its target holds:
+    ``target_metadata`` (Dagster's standard keys), and, where it can, ``count_window`` and
+    ``target_columns`` for the asset checks (``counts_windows`` / ``has_columns`` say so when
+    the definitions are built).
+    """
 
     # True: the sink records a committed high watermark (``committed_watermark``) that a new
     # sensor starts after.
     keeps_watermark: ClassVar[bool] = False
+    # True: ``count_window`` counts a window's rows in the target (reconciliation check).
+    counts_windows: ClassVar[bool] = False
+    # True: ``target_columns`` names the target's columns (schema drift check).
+    has_columns: ClassVar[bool] = False
 
     def __init__(self, setup: SinkSetup[S]) -> None:
         self.setup = setup
         self.spec: S = setup.spec
+
+    def handle_output(self, context: OutputContext, obj: PartitionOutput) -> None:
+        """Write each partition the step materializes (one, or a range in a single-run
+        backfill) in partition order; each partition's materialization gets what ``write``
+        returns, and what the target holds after the last one (``target_metadata``)."""
+        written = [(partition, self.write(context, partition, stream))
+                   for partition, stream in partition_streams(context, obj)]
+        target = self.target_metadata()
+        for partition, metadata in written:
+            add_partition_metadata(context, partition, {**metadata, **target})
+
+    def write(self, context: OutputContext, partition: str | None,
+              stream: RecordBatchStream) -> Metadata:
+        """Write one partition's rows (``partition`` None: unpartitioned); return what the run
+        did to the target: ``rows_written``, ``rows_changed`` where known, timings."""
+        raise NotImplementedError
+
+    def target_metadata(self) -> Metadata:
+        """What the target holds now, under Dagster's standard keys: ``dagster/table_name``
+        (fully qualified) or ``dagster/uri`` (masked), ``dagster/column_schema`` (the
+        target's types, nullability, the key as a constraint), ``dagster/row_count`` (rows in
+        the target: exact where cheap, else the estimate under ``row_count_estimate``)."""
+        return {}
+
+    def declared_column_schema(self) -> TableSchema | None:
+        """The target's columns known before any run (a declared table), for the definition."""
+        return None
+
+    def target_columns(self) -> list[str] | None:
+        """The target's column names now (None: no target yet). Only when ``has_columns``."""
+        return None
+
+    def count_window(self, window: Window, keys: pa.Table | None) -> WindowCount:
+        """What the target holds of ``window`` (lo < cursor <= hi). ``keys``: the key columns
+        of the rows the run was given (None for a sink without a key), for ``newer``. Only
+        when ``counts_windows``."""
+        raise NotImplementedError(f"{self.setup.where}: kind {self.spec.kind} cannot count a "
+                                  f"window's rows")
 
     def load_input(self, context: InputContext) -> object:
         raise NotImplementedError(f"{context.asset_key.to_user_string()} is a sink; read "

@@ -1,0 +1,57 @@
+"""One output per partition, whether a run materializes one partition or a range of them.
+
+A run of one partition passes a ``RecordBatchStream`` between assets. A single-run backfill
+(``backfill: single_run``) materializes a range of partitions in one step: it passes
+``PartitionStreams``, one stream per partition in partition order, so each window is still
+staged, written, counted and checked on its own, and each partition's materialization
+records its own metadata.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+
+from dagster import InputContext, OutputContext
+
+from etl_assets.batches import RecordBatchStream
+
+PartitionStreams = dict[str, RecordBatchStream]
+"""The streams of a range run, by partition key, in partition order."""
+
+PartitionOutput = RecordBatchStream | PartitionStreams
+
+
+def partition_keys(context: OutputContext | InputContext) -> list[str | None]:
+    """The partitions a step writes (output) or reads (input): ``[None]`` when unpartitioned."""
+    return list(context.asset_partition_keys) if context.has_asset_partitions else [None]
+
+
+def partition_streams(context: OutputContext,
+                      obj: PartitionOutput) -> Iterator[tuple[str | None, RecordBatchStream]]:
+    """Each (partition, stream) of ``obj``, which a step gives its IO manager."""
+    where = context.asset_key.to_user_string()
+    if isinstance(obj, RecordBatchStream):
+        keys = partition_keys(context)
+        if len(keys) != 1:
+            raise TypeError(f"{where}: one stream for {len(keys)} partitions")
+        yield keys[0], obj
+        return
+    if not isinstance(obj, dict):
+        raise TypeError(f"{where}: expected a RecordBatchStream or one per partition, got "
+                        f"{type(obj).__name__}")
+    expected = partition_keys(context)
+    if list(obj) != expected:
+        raise TypeError(f"{where}: streams for partitions {list(obj)}, the step writes "
+                        f"{expected}")
+    yield from obj.items()
+
+
+def add_partition_metadata(context: OutputContext, partition: str | None,
+                           metadata: Mapping[str, object]) -> None:
+    """Record ``metadata`` on the materialization of ``partition``: the output's own metadata
+    when the step writes one partition, that partition's alone in a range."""
+    if partition is None or context.has_partition_key:
+        context.add_output_metadata(dict(metadata))  # type: ignore[arg-type]
+        return
+    context.step_context.add_asset_metadata(dict(metadata), asset_key=context.asset_key,
+                                            partition_key=partition)
