@@ -9,7 +9,7 @@ DEMO_DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 DEMO_HOME ?= $(CURDIR)/.etl_home
 DEMO_ENV := DAGSTER_HOME=$(DEMO_DAGSTER_HOME) ETL_ASSETS_HOME=$(DEMO_HOME)
 
-.PHONY: install demo dev status stop-demo test test-fast lint bench bench-pg bench-pg-migrate bench-bigquery bench-http bench-parquet
+.PHONY: install demo dev status stop-demo test test-fast lint bench bench-pg bench-pg-migrate bench-bigquery bench-http bench-parquet bench-backfill
 
 install: $(VENV)/.installed
 
@@ -82,3 +82,8 @@ bench-bigquery: install
 # Posting 20k documents: ours (single, bulk) vs bare aiohttp vs the etlhelper recipe.
 bench-http: install
 	$(BIN)/python bench/http_post.py $(BENCH_ARGS)
+
+# 100 one-hour windows (1M rows) into PostgreSQL: a single-run backfill vs one window vs a run
+# per partition (in process, and `dagster job execute` extrapolated).
+bench-backfill: install
+	$(BIN)/python bench/backfill.py $(BENCH_ARGS)

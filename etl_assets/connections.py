@@ -113,3 +113,23 @@ def libpq_url(url: str, owner: str = "") -> str:
         raise UnresolvedConnection(f"{owner + ': ' if owner else ''}not a PostgreSQL URL: "
                                    f"{mask_url(url)}")
     return parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+# SQLAlchemy dialect names -> the kind Dagster's UI shows an icon for
+_KIND_OF_DIALECT = {"postgresql": "postgres", "mariadb": "mariadb", "mysql": "mysql",
+                    "sqlite": "sqlite", "mssql": "sqlserver", "oracle": "oracle",
+                    "duckdb": "duckdb", "snowflake": "snowflake", "bigquery": "bigquery"}
+
+
+def database_kind(spec: ConnectionSpec) -> str:
+    """The kind of database ``spec`` points at, from its URL's scheme alone (``sql`` when
+    the URL is not known here); the embedded server is ``postgres``."""
+    text = os.environ.get(spec.env, "") if spec.env else ""
+    text = text or spec.url or ""
+    if not text:
+        return "postgres" if spec.embedded else "sql"
+    scheme = text.split("://", 1)[0] if "://" in text else ""
+    if not scheme:  # a libpq keyword string
+        return "postgres"
+    dialect = scheme.split("+", 1)[0].lower()
+    return _KIND_OF_DIALECT.get(dialect, dialect)

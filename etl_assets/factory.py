@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pyarrow as pa
+from dagster import Any as AnyValue
 from dagster import (
     AssetExecutionContext,
     AssetIn,
@@ -22,14 +23,19 @@ from dagster import (
     Definitions,
     DynamicPartitionsDefinition,
     JobDefinition,
+    Output,
     SensorDefinition,
+    TableColumnDep,
+    TableColumnLineage,
     asset,
     define_asset_job,
     in_process_executor,
 )
 
+from etl_assets.asset_checks import Tally, check_specs, evaluations
 from etl_assets.batches import RecordBatchStream
 from etl_assets.dead_letters import build_replay_job
+from etl_assets.partition_outputs import LazyStreams, PartitionOutput
 from etl_assets.run_monitoring import register_run_worker
 from etl_assets.secrets import mask_parameters, mask_text, masked_errors
 from etl_assets.sensors import build_watermark_sensor
@@ -58,7 +64,8 @@ def partitions_for(source_name: str) -> DynamicPartitionsDefinition:
 
 def build_source_asset(name: str, spec: SourceSpecBase,
                        partitions: DynamicPartitionsDefinition) -> AssetsDefinition:
-    """The asset that extracts one window of ``name`` into staging."""
+    """The asset that extracts one window of ``name`` into staging (each window of a range, in
+    turn, in a single-run backfill)."""
     where = spec.describe()
 
     @asset(
@@ -69,22 +76,33 @@ def build_source_asset(name: str, spec: SourceSpecBase,
         code_version=_version(spec.model_dump()),
         description=f"Rows of {where} with {spec.cursor} in the partition's window, staged "
                     f"as parquet.",
-        kinds={spec.kind, "parquet"},
+        kinds=spec.asset_kinds() | {"parquet"},
+        dagster_type=AnyValue,  # Dagster cannot read a union annotation: see PartitionOutput
     )
-    def source_asset(context: AssetExecutionContext) -> RecordBatchStream:
+    def source_asset(context: AssetExecutionContext) -> PartitionOutput:
         register_run_worker(context)  # so that run monitoring can tell when the run is killed
-        with masked_errors():  # the rows are read later, by the staging IO manager
-            window = Window.from_key(context.partition_key)
-            source = open_source(name, spec)
-            context.log.info(f"{name}: extracting {spec.cursor} in {window} from {where} at "
-                             f"{source.location()}")
+        keys = context.partition_keys
 
-        def start() -> RecordBatchStream:
-            stream = source.extract(window)
-            return RecordBatchStream(stream.schema, _disposing(stream, source), stream.version)
+        def extraction(key: str) -> Extraction:
+            with masked_errors():  # the rows are read later, by the staging IO manager
+                window = Window.from_key(key)
+                source = open_source(name, spec)
+                context.log.info(f"{name}: extracting {spec.cursor} in {window} from {where} "
+                                 f"at {source.location()}")
 
-        return Extraction(f"source {name!r} window {context.partition_key}", start,
-                          spec.retry_policy(), context.log)
+            def start() -> RecordBatchStream:
+                stream = source.extract(window)
+                return RecordBatchStream(stream.schema, _disposing(stream, source),
+                                         stream.version)
+
+            return Extraction(f"source {name!r} window {key}", start, spec.retry_policy(),
+                              context.log)
+
+        if context.has_partition_key:
+            return extraction(context.partition_key)
+        context.log.info(f"{name}: extracting {len(keys)} windows, {keys[0]} to {keys[-1]}, "
+                         f"in one run")
+        return LazyStreams(keys, extraction)
 
     return source_asset
 
@@ -97,29 +115,77 @@ def _disposing(stream: RecordBatchStream, source: Source) -> Iterator[pa.RecordB
 
 
 def build_sink_asset(name: str, sink: SinkSpecBase, partitions: DynamicPartitionsDefinition,
-                     io_manager_key: str) -> AssetsDefinition:
-    """The asset that writes the staged rows of ``sink.source`` through ``sink``'s transform."""
+                     io_manager_key: str, io_manager: SinkIOManager[Any],
+                     source_name: str, source: SourceSpecBase) -> AssetsDefinition:
+    """The asset that writes the staged rows of ``sink.source`` through ``sink``'s transform,
+    then checks each partition it wrote (see :mod:`etl_assets.asset_checks`)."""
     transform: Callable[..., Any] | None = (
         load_transform(sink.transform, f"sink {name!r}") if sink.transform else None
     )
+    # A transform that makes documents, not batches, is applied by the sink's IO manager.
+    maps_batches = transform is not None and sink.transform_makes_batches
+    key = AssetKey(name)
+    specs = check_specs(sink.checks, io_manager, key, partitions)
+    declared = io_manager.declared_column_schema()
+
+    def newest_in_source() -> Bound | None:
+        opened = open_source(source_name, source)
+        try:
+            return opened.cursor_range()[1]
+        finally:
+            opened.dispose()
 
     @asset(
         name=name,
         partitions_def=partitions,
         io_manager_key=io_manager_key,
-        ins={"staged": AssetIn(key=AssetKey(sink.source))},
+        ins={"staged": AssetIn(key=AssetKey(sink.source), dagster_type=AnyValue)},
+        dagster_type=AnyValue,
         group_name=sink.source,
         code_version=_version(sink.model_dump(), code_of(transform) if transform else None),
         description=mask_text(f"Rows of {sink.source} written to the {sink.kind} sink "
                               f"{sink.describe_target()}"),
-        kinds={sink.kind},
+        kinds=sink.asset_kinds(),
+        check_specs=specs,
+        metadata={"dagster/column_schema": declared} if declared else None,
     )
-    def sink_asset(context: AssetExecutionContext, staged: RecordBatchStream) -> RecordBatchStream:
+    def sink_asset(context: AssetExecutionContext, staged: PartitionOutput) -> object:
+        """Yields the output, then each check's evaluation (typed ``object``: Dagster reads
+        a generator's annotation as its output type)."""
         register_run_worker(context)
-        # A transform that makes documents, not batches, is applied by the sink's IO manager.
-        return staged.map(transform) if transform and sink.transform_makes_batches else staged
+        tallies = {key: Tally(io_manager.setup.primary_key if io_manager.counts_windows
+                              else []) for key in context.partition_keys}
+
+        def prepared(key: str, stream: RecordBatchStream) -> RecordBatchStream:
+            return tallies[key].counting(stream.map(transform) if maps_batches and transform
+                                         else stream)
+
+        if isinstance(staged, RecordBatchStream):
+            first = staged
+            out: PartitionOutput = prepared(context.partition_key, staged)
+        else:
+            first = staged[context.partition_keys[0]]
+            out = LazyStreams(list(context.partition_keys),
+                              lambda key: prepared(key, staged[key]))
+        lineage = _column_lineage(AssetKey(sink.source), first.schema,
+                                  first.map(transform).schema if maps_batches and transform
+                                  else first.schema)
+        yield Output(out, metadata={"dagster/column_lineage": lineage} if lineage else None)
+        # The IO manager has written every partition: check what the target holds.
+        with masked_errors():
+            yield from evaluations(specs, sink.checks, io_manager, tallies, context.instance,
+                                   newest_in_source)
 
     return sink_asset
+
+
+def _column_lineage(source_key: AssetKey, given: pa.Schema,
+                    written: pa.Schema) -> TableColumnLineage | None:
+    """Each written column that the source gave under the same name comes from that column
+    (a transform that renames or derives a column breaks the link for that column only)."""
+    deps = {column: [TableColumnDep(asset_key=source_key, column_name=column)]
+            for column in written.names if column in given.names}
+    return TableColumnLineage(deps) if deps else None
 
 
 def committed_watermark_reader(
@@ -165,7 +231,7 @@ def build_definitions(spec: PipelineSpec) -> Definitions:
             if hasattr(io_manager, "replay_dead_letters"):
                 jobs.append(build_replay_job(sink_name, io_manager_key))
             assets.append(build_sink_asset(sink_name, spec.sinks[sink_name], partitions,
-                                           io_manager_key))
+                                           io_manager_key, io_manager, source_name, source))
             keys.append(AssetKey(sink_name))
         job = define_asset_job(
             f"{source_name}_job",

@@ -9,16 +9,36 @@ records its own metadata.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 from dagster import InputContext, OutputContext
 
 from etl_assets.batches import RecordBatchStream
 
-PartitionStreams = dict[str, RecordBatchStream]
+PartitionStreams = Mapping[str, RecordBatchStream]
 """The streams of a range run, by partition key, in partition order."""
 
 PartitionOutput = RecordBatchStream | PartitionStreams
+
+
+class LazyStreams(Mapping[str, RecordBatchStream]):
+    """The stream of each of ``keys``, made by ``make(key)`` only when it is looked up, so a
+    range of 100 windows opens one extraction (or pins one staged version) at a time."""
+
+    def __init__(self, keys: list[str], make: Callable[[str], RecordBatchStream]) -> None:
+        self._keys = keys
+        self._make = make
+
+    def __getitem__(self, key: str) -> RecordBatchStream:
+        if key not in self._keys:
+            raise KeyError(key)
+        return self._make(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
 
 
 def partition_keys(context: OutputContext | InputContext) -> list[str | None]:
@@ -36,14 +56,15 @@ def partition_streams(context: OutputContext,
             raise TypeError(f"{where}: one stream for {len(keys)} partitions")
         yield keys[0], obj
         return
-    if not isinstance(obj, dict):
+    if not isinstance(obj, Mapping):
         raise TypeError(f"{where}: expected a RecordBatchStream or one per partition, got "
                         f"{type(obj).__name__}")
-    expected = partition_keys(context)
-    if list(obj) != expected:
-        raise TypeError(f"{where}: streams for partitions {list(obj)}, the step writes "
-                        f"{expected}")
-    yield from obj.items()
+    expected = partition_keys(context)  # in no particular order
+    if set(obj) != set(expected):
+        raise TypeError(f"{where}: streams for partitions {sorted(obj)}, the step writes "
+                        f"{sorted(k for k in expected if k is not None)}")
+    for key in obj:  # the asset's order: the partitions definition's
+        yield key, obj[key]
 
 
 def add_partition_metadata(context: OutputContext, partition: str | None,

@@ -53,7 +53,7 @@ def test_partition_lands_with_values_equal_to_the_source(pg: PgSchema, instance:
     source = create_pg_readings(pg, last=120)  # rows at 00:01 .. 02:00
     defs = build_definitions(parse_spec(readings_spec(pg, source)))
     metadata = run_partition(defs, instance, WHOLE)
-    assert metadata["readings"]["rows"].value == 120
+    assert metadata["readings"]["dagster/row_count"].value == 120
     assert metadata["readings_pg"]["dagster/row_count"].value == 120
     assert rows_differing(pg, source, pg.table("readings_copy")) == 0
 

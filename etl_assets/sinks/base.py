@@ -17,6 +17,7 @@ import pyarrow as pa
 from dagster import InputContext, IOManager, OutputContext, TableSchema
 from pydantic import Field, field_validator
 
+from etl_assets.asset_checks import CheckSettings
 from etl_assets.batches import RecordBatchStream
 from etl_assets.dead_letters import DeadLetterStore
 from etl_assets.partition_outputs import PartitionOutput, add_partition_metadata, partition_streams
@@ -36,6 +37,9 @@ class SinkSpecBase(StrictModel):
     transform: str | None = Field(
         None, description="module:function applied to every batch before it is written"
     )
+
+    checks: CheckSettings = Field(default_factory=CheckSettings,
+                                  description="asset checks run after each write")
 
     _transform_ref = field_validator("transform")(check_reference)
 

@@ -53,6 +53,10 @@ class SourceSpecBase(RetrySettings):
         """What the source reads, for descriptions and logs (never holds a secret)."""
         return self.kind
 
+    def asset_kinds(self) -> set[str]:
+        """The asset's kinds in the UI: the system the rows come from (``postgres``)."""
+        return {self.kind}
+
 
 class Source(Protocol):
     """An open source: its cursor's range and one window's rows. ``dispose`` releases it."""

@@ -25,6 +25,13 @@ from dagster import InputContext, IOManager, MetadataValue, OutputContext
 from etl_assets.batches import RecordBatchStream
 from etl_assets.home import expand_vars
 from etl_assets.logs import Log
+from etl_assets.partition_outputs import (
+    LazyStreams,
+    PartitionOutput,
+    add_partition_metadata,
+    partition_keys,
+    partition_streams,
+)
 from etl_assets.progress import ProgressLog
 from etl_assets.secrets import masked_errors
 from etl_assets.sources.extraction import Extraction
@@ -164,36 +171,47 @@ class ParquetStagingIOManager(IOManager):
         return Path(expand_vars(self.spec.root)).joinpath(*asset_path, partition_key or "__all__")
 
     @masked_errors()
-    def handle_output(self, context: OutputContext, obj: RecordBatchStream) -> None:
-        if not isinstance(obj, RecordBatchStream):
-            raise TypeError(f"{context.asset_key.to_user_string()}: the staging IO manager "
-                            f"stores a RecordBatchStream, got {type(obj).__name__}")
-        partition = context.partition_key if context.has_partition_key else None
+    def handle_output(self, context: OutputContext, obj: PartitionOutput) -> None:
+        """Stage each partition the step materializes (one, or each of a range in turn)."""
+        for partition, stream in partition_streams(context, obj):
+            add_partition_metadata(context, partition, self._stage(context, partition, stream))
+
+    def _stage(self, context: OutputContext, partition: str | None,
+               stream: RecordBatchStream) -> dict[str, object]:
         path = self.partition_path(list(context.asset_key.path), partition)
         path.parent.mkdir(parents=True, exist_ok=True)
         label = f"{context.asset_key.to_user_string()} [{partition}] -> staging"
 
-        def write(stream: RecordBatchStream) -> tuple[StagedManifest, ProgressLog]:
+        def write(attempt: RecordBatchStream) -> tuple[StagedManifest, ProgressLog]:
             progress = ProgressLog(context.log, label)
-            return write_staged(path, stream, run_id=context.run_id,
+            return write_staged(path, attempt, run_id=context.run_id,
                                 shard_rows=self.spec.shard_rows, progress=progress,
                                 log=context.log), progress
 
         # An extraction that fails transiently is written again from the window's beginning.
-        manifest, progress = obj.retrying(write) if isinstance(obj, Extraction) else write(obj)
+        manifest, progress = (stream.retrying(write) if isinstance(stream, Extraction)
+                              else write(stream))
         progress.done()
-        context.add_output_metadata({
-            "rows": manifest.rows,
+        return {
+            "dagster/row_count": manifest.rows,  # the window's rows in the source
             "shards": len(manifest.shards),
             "bytes": manifest.bytes,
             "path": MetadataValue.path(str(path)),
             "rows_per_second": progress.rows_per_second,
             "version": str(manifest.version),
-        })
+        }
 
     @masked_errors()
-    def load_input(self, context: InputContext) -> RecordBatchStream:
-        partition = context.asset_partition_key if context.has_asset_partitions else None
+    def load_input(self, context: InputContext) -> PartitionOutput:
+        """The staged stream of the step's partition; in a range run, one per partition, each
+        pinned when the sink reaches it."""
+        keys = partition_keys(context)
+        if len(keys) == 1 and (keys[0] is None or context.has_partition_key):
+            return self._read(context, keys[0])
+        return LazyStreams([key for key in keys if key is not None],
+                           lambda key: self._read(context, key))
+
+    def _read(self, context: InputContext, partition: str | None) -> RecordBatchStream:
         path = self.partition_path(list(context.asset_key.path), partition)
         try:
             return read_staged(path)

@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from etl_assets.connections import database_kind
 from etl_assets.settings import ConnectionSpec, TableSettings, check_table
 from etl_assets.sources.base import SourceSpecBase
 
@@ -39,3 +40,10 @@ class SqlSourceSpec(SourceSpecBase, TableSettings):
 
     def describe(self) -> str:
         return self.table_name.display if self.table else "a query"
+
+    def asset_kinds(self) -> set[str]:
+        """The database the URL names (``postgres``, ``mysql``, ``sqlite``...), ``sql`` when it
+        cannot be told without a connection (an env var that is unset where the definitions
+        load). Only the URL's scheme is read."""
+        return {database_kind(self.connection)}
+

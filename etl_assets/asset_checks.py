@@ -1,0 +1,237 @@
+"""The asset checks of a sink, evaluated per partition in the run that writes it.
+
+- ``row_count_reconciliation``: the rows the run gave the sink for a window (distinct keys
+  for a keyed sink) against what the target holds of that window, counting keys a later
+  window replaced (newest wins) as held. ERROR severity; ``blocking: true`` fails the run.
+- ``schema_drift``: a column the sink was given that the target lacks (WARN).
+- ``watermark_lag``: the source's newest cursor value against the newest window the sink
+  holds, over ``max_watermark_lag`` (WARN).
+
+A check is declared only where the sink can answer it (``SinkIOManager.counts_windows``,
+``has_columns``) and where the spec asks for it (``checks:`` of the sink).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+from dagster import (
+    AssetCheckEvaluation,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetKey,
+    AssetRecordsFilter,
+    DagsterInstance,
+    DynamicPartitionsDefinition,
+)
+from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+    AssetCheckEvaluationTargetMaterializationData,
+)
+from pydantic import Field, field_validator
+
+from etl_assets.batches import RecordBatchStream
+from etl_assets.settings import Step, StrictModel, check_step
+from etl_assets.watermark import Bound, Size, Window, before, distance, narrower, parse_duration
+
+if TYPE_CHECKING:  # sinks/base.py imports CheckSettings from here
+    from etl_assets.sinks.base import SinkIOManager
+
+ROW_COUNT = "row_count_reconciliation"
+SCHEMA_DRIFT = "schema_drift"
+WATERMARK_LAG = "watermark_lag"
+
+
+class CheckSettings(StrictModel):
+    """Which checks a sink's asset runs after each write (``checks:`` of a sink)."""
+
+    row_count: bool = Field(
+        True, description="reconcile each window's rows with the target (sinks that can count)"
+    )
+    schema_drift: bool = Field(
+        True, description="warn when the target lacks a column the sink was given"
+    )
+    max_watermark_lag: Step | None = Field(
+        None, description="warn when the source's newest cursor value is further ahead of the "
+                          "newest window the sink holds (a duration, or ids for an integer "
+                          "cursor); no lag check when unset"
+    )
+    blocking: bool = Field(
+        False, description="a failed row-count reconciliation fails the run"
+    )
+
+    _lag = field_validator("max_watermark_lag")(check_step)
+
+
+def check_specs(settings: CheckSettings, io_manager: SinkIOManager[Any],
+                asset_key: AssetKey,
+                partitions: DynamicPartitionsDefinition) -> list[AssetCheckSpec]:
+    """The checks ``settings`` asks for that the sink can answer, per partition."""
+    wanted = [
+        (ROW_COUNT, settings.row_count and io_manager.counts_windows,
+         "Rows the run gave the sink for the window (distinct keys when keyed) = rows the "
+         "target holds of the window, plus keys a later window replaced."),
+        (SCHEMA_DRIFT, settings.schema_drift and io_manager.has_columns,
+         "Every column the sink is given is a column of the target."),
+        (WATERMARK_LAG, settings.max_watermark_lag is not None,
+         f"The source's newest cursor value is at most {settings.max_watermark_lag} ahead of "
+         f"the newest window the sink holds."),
+    ]
+    return [AssetCheckSpec(name, asset=asset_key, description=description,
+                           blocking=settings.blocking and name == ROW_COUNT,
+                           partitions_def=partitions)
+            for name, enabled, description in wanted if enabled]
+
+
+class Tally:
+    """What a run gave a sink for one partition: rows, column names and, for a keyed sink,
+    the key columns of every row (to count distinct keys and ask the target about them)."""
+
+    def __init__(self, key: list[str]) -> None:
+        self.key = key
+        self.rows = 0
+        self.columns: list[str] = []
+        self._keys: list[pa.Table] = []
+
+    def counting(self, stream: RecordBatchStream) -> RecordBatchStream:
+        """``stream``, tallied as the IO manager reads it."""
+        self.columns = list(stream.schema.names)
+
+        def tallied() -> Iterator[pa.RecordBatch]:
+            for batch in stream:
+                self.rows += batch.num_rows
+                if self.key:
+                    self._keys.append(pa.Table.from_batches([batch.select(self.key)]))
+                yield batch
+
+        return RecordBatchStream(stream.schema, tallied(), stream.version)
+
+    def keys(self) -> pa.Table | None:
+        """The key columns of every row given (None for a sink without a key)."""
+        if not self.key:
+            return None
+        return pa.concat_tables(self._keys) if self._keys else None
+
+    def expected(self) -> int:
+        """The rows the target should hold of the window: distinct keys when keyed."""
+        keys = self.keys()
+        if keys is None:
+            return 0 if self.key else self.rows
+        return keys.group_by(self.key).aggregate([]).num_rows
+
+
+def evaluations(declared: list[AssetCheckSpec], settings: CheckSettings,
+                io_manager: SinkIOManager[Any], tallies: dict[str, Tally],
+                instance: DagsterInstance,
+                newest_in_source: Callable[[], Bound | None]) -> Iterator[AssetCheckEvaluation]:
+    """The result of each ``declared`` check for each partition the run wrote."""
+    specs = {spec.name: spec for spec in declared}
+    if not specs:
+        return
+    asset_key = declared[0].asset_key
+    lag = _lag(settings, io_manager, asset_key, list(tallies), instance, newest_in_source) \
+        if WATERMARK_LAG in specs else None
+    for partition, tally in tallies.items():
+        target = _target_materialization(instance, asset_key, partition)
+
+        def result(name: str, passed: bool, description: str, metadata: dict[str, object],
+                   severity: AssetCheckSeverity = AssetCheckSeverity.ERROR,
+                   partition: str = partition,
+                   target: AssetCheckEvaluationTargetMaterializationData | None = target,
+                   ) -> AssetCheckEvaluation:
+            return AssetCheckEvaluation(
+                asset_key=asset_key, check_name=name, passed=passed, metadata=metadata,  # type: ignore[arg-type]
+                severity=severity, description=description, partition=partition,
+                blocking=specs[name].blocking, target_materialization_data=target)
+
+        if ROW_COUNT in specs:
+            yield result(ROW_COUNT, *_reconcile(io_manager, partition, tally))
+        if SCHEMA_DRIFT in specs:
+            yield result(SCHEMA_DRIFT, *_drift(io_manager, tally),
+                         severity=AssetCheckSeverity.WARN)
+        if lag is not None:
+            yield result(WATERMARK_LAG, *lag, severity=AssetCheckSeverity.WARN)
+
+
+def _reconcile(io_manager: SinkIOManager[Any], partition: str,
+               tally: Tally) -> tuple[bool, str, dict[str, object]]:
+    window = Window.of_partition(partition)
+    if window is None:
+        return True, f"partition {partition} is no window: nothing to reconcile", {}
+    keys = tally.keys()
+    count = io_manager.count_window(window, keys)
+    expected = tally.expected()
+    held = count.rows + count.newer
+    what = "distinct keys" if tally.key else "rows"
+    metadata: dict[str, object] = {"source_rows": expected, "target_rows": count.rows,
+                                   "replaced_by_later_windows": count.newer,
+                                   "difference": held - expected}
+    if held == expected:
+        return True, (f"the target holds all {expected:,} {what} of window {window}"
+                      + (f" ({count.newer:,} replaced by later windows)" if count.newer else "")
+                      ), metadata
+    return False, (f"window {window}: the source gave {expected:,} {what}, the target holds "
+                   f"{count.rows:,}" + (f" and {count.newer:,} replaced by later windows"
+                                        if count.newer else "")), metadata
+
+
+def _drift(io_manager: SinkIOManager[Any],
+           tally: Tally) -> tuple[bool, str, dict[str, object]]:
+    target = io_manager.target_columns()
+    if target is None:
+        return False, "the target does not exist", {}
+    have = {column.casefold() for column in target}
+    missing = [column for column in tally.columns if column.casefold() not in have]
+    metadata: dict[str, object] = {"missing_in_target": ", ".join(missing) or "none"}
+    if missing:
+        return False, f"the target lacks column(s) {', '.join(missing)}", metadata
+    return True, f"the target has all {len(tally.columns)} columns", metadata
+
+
+def _lag(settings: CheckSettings, io_manager: SinkIOManager[Any],
+         asset_key: AssetKey, written: list[str], instance: DagsterInstance,
+         newest_in_source: Callable[[], Bound | None]) -> tuple[bool, str, dict[str, object]]:
+    newest = newest_in_source()
+    held = _newest_held(io_manager, asset_key, written, instance)
+    limit = settings.max_watermark_lag
+    assert limit is not None
+    metadata: dict[str, object] = {"source_newest": str(newest), "sink_watermark": str(held),
+                                   "max_lag": str(limit)}
+    if newest is None:
+        return True, "the source has no rows", metadata
+    if held is None:
+        return False, f"the sink holds no window; the source's newest is {newest}", metadata
+    lag: Size = distance(held, newest) if before(held, newest) else _zero(newest)
+    metadata["lag"] = str(lag)
+    allowed: Size = parse_duration(limit) if isinstance(limit, str) else limit
+    passed = not narrower(allowed, lag)
+    return passed, (f"the sink holds up to {held}, {lag} behind the source's newest {newest} "
+                    f"(at most {limit})"), metadata
+
+
+def _zero(like: Bound) -> Size:
+    return 0 if isinstance(like, int) else timedelta(0)
+
+
+def _newest_held(io_manager: SinkIOManager[Any], asset_key: AssetKey,
+                 written: list[str], instance: DagsterInstance) -> Bound | None:
+    """The sink's committed watermark where it keeps one, else the highest ``hi`` of the
+    windows it has materialized (this run's included)."""
+    if io_manager.keeps_watermark:
+        return io_manager.committed_watermark()
+    keys = set(instance.get_materialized_partitions(asset_key)) | set(written)
+    windows = [window for window in map(Window.of_partition, keys) if window is not None]
+    return max((window.hi for window in windows), default=None)
+
+
+def _target_materialization(instance: DagsterInstance, asset_key: AssetKey,
+                            partition: str) -> AssetCheckEvaluationTargetMaterializationData | None:
+    records = instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=asset_key, asset_partitions=[partition]), limit=1).records
+    if not records:
+        return None
+    return AssetCheckEvaluationTargetMaterializationData(
+        run_id=records[0].event_log_entry.run_id, storage_id=records[0].storage_id,
+        timestamp=records[0].timestamp)
