@@ -14,14 +14,16 @@ from typing import Literal, Protocol
 from pydantic import Field, field_validator
 
 from etl_assets.batches import RecordBatchStream
+from etl_assets.governance import SourceGovernance
 from etl_assets.settings import RetrySettings, Step, check_step
 from etl_assets.watermark import Bound, Window
 
 CursorType = Literal["timestamp", "integer"]
 
 
-class SourceSpecBase(RetrySettings):
-    """The settings every source has: its cursor, its key and how windows are cut."""
+class SourceSpecBase(RetrySettings, SourceGovernance):
+    """The settings every source has: its cursor, its key, how windows are cut, and
+    governance (``SourceGovernance``)."""
 
     kind: str
     cursor: str = Field(description="timestamp or integer column; a window is lo < cursor <= hi")
