@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 
+from etl_assets.code_versions import NotData
 from etl_assets.retries import RetryPolicy
 from etl_assets.secrets import secret_parts
 from etl_assets.table_names import TableName, TableNameError
@@ -127,11 +128,12 @@ def without_secrets(value: dict[str, Any], pattern: re.Pattern[str],
 class RetrySettings(StrictModel):
     """How a source or sink retries transient errors (see :mod:`etl_assets.retries`)."""
 
-    retries: int = Field(3, ge=0, description="more attempts after a transient error "
-                                              "(connection lost, server restarting, 5xx, 429)")
-    retry_delay_s: float = Field(1.0, ge=0, description="seconds of the first backoff, doubling "
-                                                        "after each (full jitter)")
-    max_retry_delay_s: float = Field(30.0, ge=0, description="longest backoff, in seconds")
+    retries: NotData[int] = Field(3, ge=0, description="more attempts after a transient error "
+                                  "(connection lost, server restarting, 5xx, 429)")
+    retry_delay_s: NotData[float] = Field(1.0, ge=0, description="seconds of the first backoff, "
+                                          "doubling after each (full jitter)")
+    max_retry_delay_s: NotData[float] = Field(30.0, ge=0,
+                                              description="longest backoff, in seconds")
 
     def retry_policy(self) -> RetryPolicy:
         return RetryPolicy(self.retries, self.retry_delay_s, self.max_retry_delay_s)

@@ -20,13 +20,15 @@ from pydantic import Field, field_validator
 from etl_assets.asset_checks import CheckSettings
 from etl_assets.batches import RecordBatchStream
 from etl_assets.dead_letters import DeadLetterStore
+from etl_assets.governance import GovernanceSettings
 from etl_assets.partition_outputs import PartitionOutput, add_partition_metadata, partition_streams
-from etl_assets.settings import StrictModel, check_reference
+from etl_assets.settings import check_reference
 from etl_assets.watermark import Bound, Window
 
 
-class SinkSpecBase(StrictModel):
-    """The settings every sink has: which source feeds it and the transform between them."""
+class SinkSpecBase(GovernanceSettings):
+    """The settings every sink has: which source feeds it, the transform between them, and
+    governance (``GovernanceSettings``; a sink's group defaults to its source's)."""
 
     # False: the sink's transform makes something else than record batches (JSON documents),
     # which its IO manager applies itself.

@@ -14,32 +14,44 @@ from typing import Literal, Protocol
 from pydantic import Field, field_validator
 
 from etl_assets.batches import RecordBatchStream
+from etl_assets.code_versions import NotData
+from etl_assets.governance import SourceGovernance
 from etl_assets.settings import RetrySettings, Step, check_step
 from etl_assets.watermark import Bound, Window
 
 CursorType = Literal["timestamp", "integer"]
 
 
-class SourceSpecBase(RetrySettings):
-    """The settings every source has: its cursor, its key and how windows are cut."""
+class SourceSpecBase(RetrySettings, SourceGovernance):
+    """The settings every source has: its cursor, its key, how windows are cut, and
+    governance (``SourceGovernance``)."""
 
     kind: str
     cursor: str = Field(description="timestamp or integer column; a window is lo < cursor <= hi")
     cursor_type: CursorType | None = Field(
         None, description="found from the source when omitted (required where it cannot be)"
     )
-    primary_key: list[str] = Field(default_factory=list)
-    lookback: Step = Field(0, description="overlap of each new window with the previous one")
-    min_window: Step = Field(0, description="a window is cut when at least this wide ...")
-    max_delay: str = Field("1h", description="... or when this long has passed since the last cut")
-    max_window: Step | None = Field(
+    # NotData: the staged rows do not depend on the key; a sink's version holds the key it
+    # writes by (``SinkSetup.primary_key``).
+    primary_key: NotData[list[str]] = Field(default_factory=list)
+    # How windows are cut decides which partitions exist, not the rows of one (a partition's
+    # rows are those of its window): NotData.
+    lookback: NotData[Step] = Field(
+        0, description="overlap of each new window with the previous one")
+    min_window: NotData[Step] = Field(
+        0, description="a window is cut when at least this wide ...")
+    max_delay: NotData[str] = Field(
+        "1h", description="... or when this long has passed since the last cut")
+    max_window: NotData[Step | None] = Field(
         None, description="widest window (default 1d or 1,000,000 ids)"
     )
-    start: str | int | None = Field(
+    start: NotData[str | int | None] = Field(
         None, description="exclusive lower bound of the first window (default: before the oldest)"
     )
-    sensor_interval_seconds: int = Field(60, gt=0, description="seconds between sensor ticks")
-    sensor_running: bool = Field(False, description="start the watermark sensor when loaded")
+    sensor_interval_seconds: NotData[int] = Field(
+        60, gt=0, description="seconds between sensor ticks")
+    sensor_running: NotData[bool] = Field(
+        False, description="start the watermark sensor when loaded")
 
     _steps = field_validator("lookback", "min_window", "max_window")(check_step)
 

@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
+from etl_assets.code_versions import NotData
 from etl_assets.settings import CONFLICT_DESCRIPTION, Conflict, KeyedSinkSettings, RetrySettings
 from etl_assets.sinks.base import SinkSetup, SinkSpecBase
 
@@ -28,18 +29,18 @@ class BigQuerySinkSpec(SinkSpecBase, RetrySettings, KeyedSinkSettings):
                               "primary key through a staging table")
     primary_key: list[str] | None = Field(
         None, description="default: the source's primary key; merge needs one")
-    credentials_env: str | None = Field(
+    credentials_env: NotData[str | None] = Field(
         None, description="env var holding the path of a service-account JSON file; unset: "
                           "application default credentials")
     api_endpoint: str | None = Field(
         None, description="API root URL (${VAR} expanded), e.g. an emulator's; a plain http:// "
                           "endpoint is called without credentials")
-    chunk_rows: int = Field(500_000, gt=0, description="rows per load job (bounds memory)")
+    chunk_rows: NotData[int] = Field(500_000, gt=0, description="rows per load job (bounds memory)")
     conflict: Conflict = Field("newest", description=CONFLICT_DESCRIPTION + " (write merge)")
-    retry_delay_s: float = Field(2.0, ge=0, description="seconds of the first backoff, "
-                                                        "doubling after each (full jitter)")
-    request_timeout_s: float = Field(300.0, gt=0, description="seconds one API call may take, "
-                                                              "the client's own retries included")
+    retry_delay_s: NotData[float] = Field(2.0, ge=0, description="seconds of the first backoff, "
+                                          "doubling after each (full jitter)")
+    request_timeout_s: NotData[float] = Field(300.0, gt=0, description="seconds one API call may "
+                                              "take, the client's own retries included")
 
     @field_validator("project", "dataset", "table")
     @classmethod

@@ -6,6 +6,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from etl_assets.code_versions import NotData
 from etl_assets.secrets import has_user_info
 from etl_assets.settings import (
     CONFLICT_DESCRIPTION,
@@ -47,14 +48,15 @@ class HttpSinkSpec(SinkSpecBase, RetrySettings, KeyedSinkSettings):
         None, description=CONFLICT_DESCRIPTION + ". newest needs couchdb_revisions (the stored "
                           "document is read and compared); default: newest with "
                           "couchdb_revisions, else last_write")
-    concurrency: int = Field(16, gt=0, description="requests in flight")
-    bulk_docs: int = Field(1000, gt=0, description="documents per bulk request "
+    concurrency: NotData[int] = Field(16, gt=0, description="requests in flight")
+    bulk_docs: NotData[int] = Field(1000, gt=0, description="documents per bulk request "
                                                     "(datasette takes at most 100)")
-    retries: int = Field(5, ge=0, description="more attempts on connection errors, "
-                                              "timeouts, 5xx and 429 (Retry-After honoured)")
-    retry_delay_s: float = Field(0.5, ge=0, description="first backoff, doubling, jittered")
-    timeout_s: float = Field(30.0, gt=0, description="seconds a request may take")
-    on_error: Literal["fail", "dead_letter"] = Field(
+    retries: NotData[int] = Field(5, ge=0, description="more attempts on connection errors, "
+                                  "timeouts, 5xx and 429 (Retry-After honoured)")
+    retry_delay_s: NotData[float] = Field(0.5, ge=0,
+                                          description="first backoff, doubling, jittered")
+    timeout_s: NotData[float] = Field(30.0, gt=0, description="seconds a request may take")
+    on_error: NotData[Literal["fail", "dead_letter"]] = Field(
         "fail", description="fail: stop and fail the run at a refused document; "
                             "dead_letter: keep refused documents for the replay job")
     headers: dict[str, str] = Field(default_factory=dict,
@@ -62,7 +64,7 @@ class HttpSinkSpec(SinkSpecBase, RetrySettings, KeyedSinkSettings):
     headers_from_env: dict[str, str] = Field(
         default_factory=dict, description="header name -> env var holding its value "
                                           "(tokens: never logged)")
-    ca_file: str | None = Field(None, description="a CA bundle to trust besides the "
+    ca_file: NotData[str | None] = Field(None, description="a CA bundle to trust besides the "
                                                   "system's (TLS is always verified)")
 
     _url_secrets = field_validator("url")(secrets_from_env_only)

@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
+from etl_assets.code_versions import NotData
 from etl_assets.settings import (
     CONFLICT_DESCRIPTION,
     Conflict,
@@ -42,13 +43,13 @@ class PostgresSinkSpec(SinkSpecBase, RetrySettings, KeyedSinkSettings, TableSett
         "off", description="off: keep the table's other rows; all: each run's rows replace the "
                            "table's (loaded into a new table swapped in after the first batch, "
                            "so readers never see it empty; a run without rows leaves it as is)")
-    terminate_blockers_after_s: float | None = Field(
+    terminate_blockers_after_s: NotData[float | None] = Field(
         None, ge=0, description="seconds a migration or swap waits for sessions holding the "
                                 "table before terminating them (logged); unset: wait")
     conflict: Conflict = Field("newest", description=CONFLICT_DESCRIPTION)
-    retries: int = Field(5, ge=0, description="more attempts of a batch (in a new transaction) "
-                                              "after a transient error: connection lost, server "
-                                              "restarting, deadlock, serialization failure")
+    retries: NotData[int] = Field(5, ge=0, description="more attempts of a batch (in a new "
+                                  "transaction) after a transient error: connection lost, "
+                                  "server restarting, deadlock, serialization failure")
 
     _definition_ref = field_validator("table_definition")(check_reference)
     _table = field_validator("table")(check_table)

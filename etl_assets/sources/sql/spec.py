@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from etl_assets.code_versions import NotData
 from etl_assets.connections import database_kind
 from etl_assets.settings import ConnectionSpec, TableSettings, check_table
 from etl_assets.sources.base import SourceSpecBase
@@ -20,7 +21,7 @@ class SqlSourceSpec(SourceSpecBase, TableSettings):
     table: str | None = Field(None, description="table or schema.table to read; quote a part "
                                                 "that holds a dot: '\"my.schema\".\"t.x\"'")
     query: str | None = Field(None, description="SELECT with :lo and :hi bind parameters")
-    chunk_rows: int = Field(50_000, gt=0, description="rows per extracted batch")
+    chunk_rows: NotData[int] = Field(50_000, gt=0, description="rows per extracted batch")
 
     _table = field_validator("table")(check_table)
 
