@@ -280,14 +280,15 @@ class ReplaysDeadLetters(Protocol):
     def replay_dead_letters(self, context: OpExecutionContext, asset: str) -> ReplayReport: ...
 
 
-def build_replay_job(sink_name: str, io_manager_key: str) -> JobDefinition:
-    """``<sink>_replay_dead_letters``: re-send every dead letter of ``sink_name``."""
+def build_replay_job(sink_name: str, io_manager_key: str, asset: str) -> JobDefinition:
+    """``<sink>_replay_dead_letters``: re-send every dead letter of ``sink_name``, whose asset
+    (``asset``: its key as a path, ``prefix/name``) they were kept under."""
 
     @op(name=f"replay_{sink_name}_dead_letters", required_resource_keys={io_manager_key},
         ins={"start": In(Nothing)})
     def replay(context: OpExecutionContext) -> Output[int]:
         sink: ReplaysDeadLetters = getattr(context.resources, io_manager_key)
-        report = sink.replay_dead_letters(context, sink_name)
+        report = sink.replay_dead_letters(context, asset)
         context.log.info(f"{sink_name}: replayed {report.replayed} dead letter(s) from "
                          f"{report.files} file(s); {report.still_failing} still failing")
         return Output(report.still_failing, metadata={

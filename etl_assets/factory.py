@@ -2,14 +2,14 @@
 
 For each source: a dynamic partitions definition (one partition per window), the source asset
 (extract one window into staging), one sink asset per sink, a job over them, and the
-watermark sensor. Each asset's code version is a hash of its spec and transform code, so the
-UI shows which partitions were made by an older version of a pipeline.
+watermark sensor. Each asset's code version hashes only what changes a partition's rows (see
+:mod:`etl_assets.code_versions`), so the UI marks partitions made by an older version of a
+pipeline and nothing else; governance settings become ``@asset`` arguments
+(:mod:`etl_assets.governance`); sink assets carry their checks (:mod:`etl_assets.asset_checks`).
 """
 
 # No `from __future__ import annotations`: Dagster reads the `context` annotation of an asset
 # function at definition time and refuses a string.
-import hashlib
-import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -34,27 +34,24 @@ from dagster import (
 
 from etl_assets.asset_checks import Tally, check_specs, evaluations
 from etl_assets.batches import RecordBatchStream
+from etl_assets.code_versions import sink_code_version, source_code_version
 from etl_assets.dead_letters import build_replay_job
+from etl_assets.governance import sink_asset_arguments, source_asset_arguments
 from etl_assets.partition_outputs import LazyStreams, PartitionOutput
 from etl_assets.run_monitoring import register_run_worker
 from etl_assets.secrets import mask_parameters, mask_text, masked_errors
 from etl_assets.sensors import build_watermark_sensor
-from etl_assets.sinks.base import SinkIOManager, SinkSpecBase
+from etl_assets.sinks.base import SinkIOManager
 from etl_assets.sinks.registry import sink_io_manager
 from etl_assets.sources.base import Source, SourceSpecBase
 from etl_assets.sources.extraction import Extraction
 from etl_assets.sources.registry import open_source
 from etl_assets.spec import PipelineSpec
 from etl_assets.staging.io_manager import ParquetStagingIOManager
-from etl_assets.transforms import code_of, load_transform
+from etl_assets.transforms import load_transform
 from etl_assets.watermark import Bound, Window
 
 STAGING_IO_MANAGER = "staging_io_manager"
-
-
-def _version(*parts: object) -> str:
-    text = json.dumps(parts, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def partitions_for(source_name: str) -> DynamicPartitionsDefinition:
@@ -72,11 +69,11 @@ def build_source_asset(name: str, spec: SourceSpecBase,
         name=name,
         partitions_def=partitions,
         io_manager_key=STAGING_IO_MANAGER,
-        group_name=name,
-        code_version=_version(spec.model_dump()),
-        description=f"Rows of {where} with {spec.cursor} in the partition's window, staged "
-                    f"as parquet.",
+        code_version=source_code_version(spec),
         kinds=spec.asset_kinds() | {"parquet"},
+        **source_asset_arguments(name, spec, description=(
+            f"Rows of {where} with {spec.cursor} in the partition's window, staged as "
+            f"parquet.")),
         dagster_type=AnyValue,  # Dagster cannot read a union annotation: see PartitionOutput
     )
     def source_asset(context: AssetExecutionContext) -> PartitionOutput:
@@ -114,18 +111,20 @@ def _disposing(stream: RecordBatchStream, source: Source) -> Iterator[pa.RecordB
         source.dispose()
 
 
-def build_sink_asset(name: str, sink: SinkSpecBase, partitions: DynamicPartitionsDefinition,
-                     io_manager_key: str, io_manager: SinkIOManager[Any],
-                     source_name: str, source: SourceSpecBase) -> AssetsDefinition:
+def build_sink_asset(name: str, io_manager_key: str, io_manager: SinkIOManager[Any],
+                     source: SourceSpecBase,
+                     partitions: DynamicPartitionsDefinition) -> AssetsDefinition:
     """The asset that writes the staged rows of ``sink.source`` through ``sink``'s transform,
     then checks each partition it wrote (see :mod:`etl_assets.asset_checks`)."""
+    sink = io_manager.spec
+    source_name = sink.source
     transform: Callable[..., Any] | None = (
         load_transform(sink.transform, f"sink {name!r}") if sink.transform else None
     )
     # A transform that makes documents, not batches, is applied by the sink's IO manager.
     maps_batches = transform is not None and sink.transform_makes_batches
-    key = AssetKey(name)
-    specs = check_specs(sink.checks, io_manager, key, partitions)
+    source_key = source.asset_key(source_name)
+    specs = check_specs(sink.checks, io_manager, sink.asset_key(name), partitions)
     declared = io_manager.declared_column_schema()
 
     def newest_in_source() -> Bound | None:
@@ -139,13 +138,13 @@ def build_sink_asset(name: str, sink: SinkSpecBase, partitions: DynamicPartition
         name=name,
         partitions_def=partitions,
         io_manager_key=io_manager_key,
-        ins={"staged": AssetIn(key=AssetKey(sink.source), dagster_type=AnyValue)},
+        ins={"staged": AssetIn(key=source_key, dagster_type=AnyValue)},
         dagster_type=AnyValue,
-        group_name=sink.source,
-        code_version=_version(sink.model_dump(), code_of(transform) if transform else None),
-        description=mask_text(f"Rows of {sink.source} written to the {sink.kind} sink "
-                              f"{sink.describe_target()}"),
+        code_version=sink_code_version(io_manager.setup, transform),
         kinds=sink.asset_kinds(),
+        **sink_asset_arguments(sink, source_name, source, description=mask_text(
+            f"Rows of {source_name} written to the {sink.kind} sink "
+            f"{sink.describe_target()}")),
         check_specs=specs,
         metadata={"dagster/column_schema": declared} if declared else None,
     )
@@ -167,7 +166,7 @@ def build_sink_asset(name: str, sink: SinkSpecBase, partitions: DynamicPartition
             first = staged[context.partition_keys[0]]
             out = LazyStreams(list(context.partition_keys),
                               lambda key: prepared(key, staged[key]))
-        lineage = _column_lineage(AssetKey(sink.source), first.schema,
+        lineage = _column_lineage(source_key, first.schema,
                                   first.map(transform).schema if maps_batches and transform
                                   else first.schema)
         yield Output(out, metadata={"dagster/column_lineage": lineage} if lineage else None)
@@ -220,7 +219,7 @@ def build_definitions(spec: PipelineSpec) -> Definitions:
     }
     for source_name, source in spec.sources.items():
         partitions = partitions_for(source_name)
-        keys = [AssetKey(source_name)]
+        keys = [source.asset_key(source_name)]
         assets.append(build_source_asset(source_name, source, partitions))
         io_managers = []
         for sink_name in spec.sinks_of(source_name):
@@ -229,10 +228,12 @@ def build_definitions(spec: PipelineSpec) -> Definitions:
             io_managers.append(io_manager)
             resources[io_manager_key] = io_manager
             if hasattr(io_manager, "replay_dead_letters"):
-                jobs.append(build_replay_job(sink_name, io_manager_key))
-            assets.append(build_sink_asset(sink_name, spec.sinks[sink_name], partitions,
-                                           io_manager_key, io_manager, source_name, source))
-            keys.append(AssetKey(sink_name))
+                jobs.append(build_replay_job(
+                    sink_name, io_manager_key,
+                    spec.sinks[sink_name].asset_key(sink_name).to_user_string()))
+            assets.append(build_sink_asset(sink_name, io_manager_key, io_manager, source,
+                                           partitions))
+            keys.append(spec.sinks[sink_name].asset_key(sink_name))
         job = define_asset_job(
             f"{source_name}_job",
             selection=keys,

@@ -19,6 +19,7 @@ from pydantic import Field, field_validator
 
 from etl_assets.asset_checks import CheckSettings
 from etl_assets.batches import RecordBatchStream
+from etl_assets.code_versions import NotData
 from etl_assets.dead_letters import DeadLetterStore
 from etl_assets.governance import GovernanceSettings
 from etl_assets.partition_outputs import PartitionOutput, add_partition_metadata, partition_streams
@@ -40,7 +41,7 @@ class SinkSpecBase(GovernanceSettings):
         None, description="module:function applied to every batch before it is written"
     )
 
-    checks: CheckSettings = Field(default_factory=CheckSettings,
+    checks: NotData[CheckSettings] = Field(default_factory=CheckSettings,
                                   description="asset checks run after each write")
 
     _transform_ref = field_validator("transform")(check_reference)
