@@ -87,7 +87,7 @@ def test_replay_job_resends_and_keeps_failures(tmp_path: Path) -> None:
     store.add("api", "10..20", docs(11), "503", run_id="r1")
     delivered = tmp_path / "delivered.txt"
     sink = FileSink(store_root=str(tmp_path / "dl"), delivered_to=str(delivered), refuse=[2])
-    defs = Definitions(jobs=[build_replay_job("api", "api_io_manager")],
+    defs = Definitions(jobs=[build_replay_job("api", "api_io_manager", "api")],
                        resources={"api_io_manager": sink})
     result = defs.resolve_job_def("api_replay_dead_letters").execute_in_process()
     assert result.success
