@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 from dagster import (
     AssetCheckEvaluation,
+    AssetCheckResult,
     AssetCheckSeverity,
     AssetCheckSpec,
     AssetKey,
@@ -124,9 +125,11 @@ class Tally:
 
 def evaluations(declared: list[AssetCheckSpec], settings: CheckSettings,
                 io_manager: SinkIOManager[Any], tallies: dict[str, Tally],
-                instance: DagsterInstance,
-                newest_in_source: Callable[[], Bound | None]) -> Iterator[AssetCheckEvaluation]:
-    """The result of each ``declared`` check for each partition the run wrote."""
+                instance: DagsterInstance, newest_in_source: Callable[[], Bound | None],
+                range_run: bool) -> Iterator[AssetCheckResult | AssetCheckEvaluation]:
+    """The result of each ``declared`` check for each partition the run wrote: Dagster's
+    ``AssetCheckResult`` in a run of one partition; in a range run, an
+    ``AssetCheckEvaluation`` naming its partition (a result cannot name one)."""
     specs = {spec.name: spec for spec in declared}
     if not specs:
         return
@@ -134,32 +137,43 @@ def evaluations(declared: list[AssetCheckSpec], settings: CheckSettings,
     lag = _lag(settings, io_manager, asset_key, list(tallies), instance, newest_in_source) \
         if WATERMARK_LAG in specs else None
     for partition, tally in tallies.items():
-        target = _target_materialization(instance, asset_key, partition)
-
-        def result(name: str, passed: bool, description: str, metadata: dict[str, object],
-                   severity: AssetCheckSeverity = AssetCheckSeverity.ERROR,
-                   partition: str = partition,
-                   target: AssetCheckEvaluationTargetMaterializationData | None = target,
-                   ) -> AssetCheckEvaluation:
-            return AssetCheckEvaluation(
-                asset_key=asset_key, check_name=name, passed=passed, metadata=metadata,  # type: ignore[arg-type]
-                severity=severity, description=description, partition=partition,
-                blocking=specs[name].blocking, target_materialization_data=target)
-
+        outcomes: list[tuple[str, AssetCheckSeverity, Outcome]] = []
         if ROW_COUNT in specs:
-            yield result(ROW_COUNT, *_reconcile(io_manager, partition, tally))
+            # rows without their cursor column cannot be counted: a warning, not a loss
+            counted = io_manager.setup.cursor_column in tally.columns
+            outcomes.append((ROW_COUNT, AssetCheckSeverity.ERROR if counted
+                             else AssetCheckSeverity.WARN,
+                             _reconcile(io_manager, partition, tally)))
         if SCHEMA_DRIFT in specs:
-            yield result(SCHEMA_DRIFT, *_drift(io_manager, tally),
-                         severity=AssetCheckSeverity.WARN)
+            outcomes.append((SCHEMA_DRIFT, AssetCheckSeverity.WARN, _drift(io_manager, tally)))
         if lag is not None:
-            yield result(WATERMARK_LAG, *lag, severity=AssetCheckSeverity.WARN)
+            outcomes.append((WATERMARK_LAG, AssetCheckSeverity.WARN, lag))
+        target = _target_materialization(instance, asset_key, partition) if range_run else None
+        for name, severity, (passed, description, metadata) in outcomes:
+            if range_run:
+                yield AssetCheckEvaluation(
+                    asset_key=asset_key, check_name=name, passed=passed,
+                    metadata=metadata, severity=severity,  # type: ignore[arg-type]
+                    description=description, partition=partition,
+                    blocking=specs[name].blocking, target_materialization_data=target)
+            else:
+                yield AssetCheckResult(asset_key=asset_key, check_name=name, passed=passed,
+                                       metadata=metadata, severity=severity,  # type: ignore[arg-type]
+                                       description=description)
 
 
-def _reconcile(io_manager: SinkIOManager[Any], partition: str,
-               tally: Tally) -> tuple[bool, str, dict[str, object]]:
+Outcome = tuple[bool, str, dict[str, object]]
+"""(passed, description, metadata) of one check for one partition."""
+
+
+def _reconcile(io_manager: SinkIOManager[Any], partition: str, tally: Tally) -> Outcome:
     window = Window.of_partition(partition)
     if window is None:
         return True, f"partition {partition} is no window: nothing to reconcile", {}
+    cursor = io_manager.setup.cursor_column
+    if cursor not in tally.columns:
+        return False, (f"cannot reconcile: the rows written have no cursor column {cursor!r} "
+                       f"(a transform dropped it?); set checks.row_count: false"), {}
     keys = tally.keys()
     count = io_manager.count_window(window, keys)
     expected = tally.expected()
@@ -177,8 +191,7 @@ def _reconcile(io_manager: SinkIOManager[Any], partition: str,
                                         if count.newer else "")), metadata
 
 
-def _drift(io_manager: SinkIOManager[Any],
-           tally: Tally) -> tuple[bool, str, dict[str, object]]:
+def _drift(io_manager: SinkIOManager[Any], tally: Tally) -> Outcome:
     target = io_manager.target_columns()
     if target is None:
         return False, "the target does not exist", {}
@@ -192,7 +205,7 @@ def _drift(io_manager: SinkIOManager[Any],
 
 def _lag(settings: CheckSettings, io_manager: SinkIOManager[Any],
          asset_key: AssetKey, written: list[str], instance: DagsterInstance,
-         newest_in_source: Callable[[], Bound | None]) -> tuple[bool, str, dict[str, object]]:
+         newest_in_source: Callable[[], Bound | None]) -> Outcome:
     newest = newest_in_source()
     held = _newest_held(io_manager, asset_key, written, instance)
     limit = settings.max_watermark_lag

@@ -173,7 +173,7 @@ def build_sink_asset(name: str, io_manager_key: str, io_manager: SinkIOManager[A
         # The IO manager has written every partition: check what the target holds.
         with masked_errors():
             yield from evaluations(specs, sink.checks, io_manager, tallies, context.instance,
-                                   newest_in_source)
+                                   newest_in_source, range_run=not context.has_partition_key)
 
     return sink_asset
 
