@@ -22,7 +22,8 @@ PartitionOutput = RecordBatchStream | PartitionStreams
 
 
 def partition_keys(context: OutputContext | InputContext) -> list[str | None]:
-    """The partitions a step writes (output) or reads (input): ``[None]`` when unpartitioned."""
+    """The partitions a step writes (output) or reads (input): ``[None]`` when unpartitioned.
+    In no particular order (Dagster keeps a range's keys as a set)."""
     return list(context.asset_partition_keys) if context.has_asset_partitions else [None]
 
 
@@ -40,9 +41,11 @@ def partition_streams(context: OutputContext,
         raise TypeError(f"{where}: expected a RecordBatchStream or one per partition, got "
                         f"{type(obj).__name__}")
     expected = partition_keys(context)
-    if list(obj) != expected:
+    # Dagster gives a range's keys as a set (in no order): compare them as one; the asset's
+    # dict is in partition order (it follows ``context.partition_keys``).
+    if len(obj) != len(expected) or set(obj) != set(expected):
         raise TypeError(f"{where}: streams for partitions {list(obj)}, the step writes "
-                        f"{expected}")
+                        f"{sorted(map(str, expected))}")
     yield from obj.items()
 
 
