@@ -42,7 +42,8 @@ class LazyStreams(Mapping[str, RecordBatchStream]):
 
 
 def partition_keys(context: OutputContext | InputContext) -> list[str | None]:
-    """The partitions a step writes (output) or reads (input): ``[None]`` when unpartitioned."""
+    """The partitions a step writes (output) or reads (input): ``[None]`` when unpartitioned.
+    In no particular order (Dagster keeps a range's keys as a set)."""
     return list(context.asset_partition_keys) if context.has_asset_partitions else [None]
 
 

@@ -9,18 +9,22 @@ then, never stored with the run); without one, the embedded server is started.
 from __future__ import annotations
 
 import psycopg
-from dagster import OutputContext
+import pyarrow as pa
+from dagster import OutputContext, TableSchema
 from psycopg import sql
 
 from etl_assets.batches import RecordBatchStream
 from etl_assets.connections import libpq_url, resolve_url
 from etl_assets.progress import ProgressLog
 from etl_assets.secrets import masked_errors, masked_log
-from etl_assets.sinks.base import SinkIOManager, SinkSetup
-from etl_assets.sinks.postgres.declared import load_declared_table
+from etl_assets.sinks.base import Metadata, SinkIOManager, SinkSetup, WindowCount
+from etl_assets.sinks.column_schema import TargetColumn, column_schema
+from etl_assets.sinks.postgres.declared import compiled_type, load_declared_table
 from etl_assets.sinks.postgres.spec import PostgresSinkSpec
+from etl_assets.sinks.postgres.target_state import count_window, table_columns, table_state
 from etl_assets.sinks.postgres.watermark import WatermarkTarget, read_watermark
 from etl_assets.sinks.postgres.writer import PostgresUpsertWriter, staging_table_name, with_last
+from etl_assets.table_names import TableName
 from etl_assets.watermark import Bound, Window, encode_bound
 
 
@@ -29,6 +33,8 @@ class PostgresUpsertIOManager(SinkIOManager[PostgresSinkSpec]):
     :class:`~etl_assets.sinks.postgres.spec.PostgresSinkSpec` for what each setting does."""
 
     keeps_watermark = True
+    counts_windows = True
+    has_columns = True
 
     def __init__(self, setup: SinkSetup[PostgresSinkSpec]) -> None:
         super().__init__(setup)
@@ -41,9 +47,11 @@ class PostgresUpsertIOManager(SinkIOManager[PostgresSinkSpec]):
         return libpq_url(resolve_url(self.spec.connection, self.setup.where), self.setup.where)
 
     @masked_errors()
-    def handle_output(self, context: OutputContext, obj: RecordBatchStream) -> None:
+    def write(self, context: OutputContext, partition: str | None,
+              stream: RecordBatchStream) -> Metadata:
+        """Upsert one partition's rows; ``rows_written``: rows handed to the table,
+        ``rows_changed``: rows the upserts inserted or changed (unchanged rows are skipped)."""
         spec = self.spec
-        partition = context.partition_key if context.has_partition_key else None
         asset = context.asset_key.to_user_string()
         table = spec.table_name.display
         label = f"{asset} [{partition}] -> {table}"
@@ -58,22 +66,72 @@ class PostgresUpsertIOManager(SinkIOManager[PostgresSinkSpec]):
                                   terminate_blockers_after_s=spec.terminate_blockers_after_s,
                                   conflict=spec.conflict, cursor_column=self.setup.cursor_column,
                                   retry=spec.retry_policy()) as writer:
-            for action in writer.prepare(obj.schema):
+            for action in writer.prepare(stream.schema):
                 context.log.info(f"{label}: {action}")
             progress = ProgressLog(context.log, label)
-            for batch, final in with_last(obj):
+            for batch, final in with_last(stream):
                 changed += writer.write(batch, final=final)
                 progress.add(batch.num_rows)
             writer.finish()
         progress.done()
-        context.add_output_metadata({
+        return {
             "table": table,
-            "dagster/row_count": progress.rows,
+            "rows_written": progress.rows,
             "rows_changed": changed,
             "batches": progress.batches,
             "seconds": round(progress.seconds, 3),
             "rows_per_second": round(progress.rows_per_second),
-        })
+        }
+
+    # -- what the table holds --------------------------------------------------------------
+
+    def qualified_table(self) -> TableName:
+        """The sink's table with its schema (``public`` when the spec names none, as the
+        writer creates it)."""
+        return self.spec.table_name.in_schema("public")
+
+    @masked_errors()
+    def target_metadata(self) -> Metadata:
+        """``dagster/table_name`` (``database.schema.table``), ``dagster/column_schema`` (the
+        table's own types, nullability, primary key) and ``dagster/row_count`` (exact, by
+        ``count(*)``, when the planner estimates fewer than
+        :data:`~etl_assets.sinks.postgres.target_state.EXACT_COUNT_MAX_ROWS` rows; else
+        ``row_count_estimate``, the planner's estimate, and no ``dagster/row_count``)."""
+        state = table_state(self.conninfo(), self.qualified_table())
+        if state is None:
+            return {}
+        metadata: dict[str, object] = {
+            "dagster/table_name": f"{TableName(None, state.database).display}."
+                                  f"{state.name.display}",
+            "dagster/column_schema": column_schema(state.columns, state.primary_key),
+        }
+        if state.rows is not None:
+            metadata["dagster/row_count"] = state.rows
+        else:
+            metadata["row_count_estimate"] = state.estimated_rows
+        return metadata
+
+    def declared_column_schema(self) -> TableSchema | None:
+        """The declared table's columns (``table_definition``), types as its DDL spells them
+        (``VARCHAR(8)``; the catalog's spelling shows in ``target_metadata`` after a run)."""
+        if self.declared is None:
+            return None
+        key = [c.name for c in self.declared.primary_key.columns]
+        return column_schema((TargetColumn(c.name, compiled_type(c),
+                                           bool(c.nullable) and c.name not in key)
+                              for c in self.declared.columns), key)
+
+    @masked_errors()
+    def target_columns(self) -> list[str] | None:
+        return table_columns(self.conninfo(), self.qualified_table())
+
+    @masked_errors()
+    def count_window(self, window: Window, keys: pa.Table | None) -> WindowCount:
+        """Rows of the table in ``window`` (distinct keys: the table's key makes rows
+        distinct), and how many of ``keys`` it holds with a cursor past the window's ``hi``
+        (the keys COPYed into a temporary table and joined)."""
+        return count_window(self.conninfo(), self.qualified_table(), self.setup.cursor_column,
+                            window, keys)
 
     def _watermark_target(self, partition: str | None) -> WatermarkTarget | None:
         window = Window.of_partition(partition)

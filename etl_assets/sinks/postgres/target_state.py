@@ -1,0 +1,149 @@
+"""What a PostgreSQL sink's table holds, for asset metadata and the asset checks: its columns
+(as ``format_type`` spells their types), its primary key, its row count, and a window's rows.
+
+Cheap by design: the catalog in one query, the row count exact (``count(*)``) only when the
+planner estimates fewer than ``EXACT_COUNT_MAX_ROWS`` rows, else the planner's estimate
+(``pg_class.reltuples`` scaled to the table's current size, which also covers a table never
+analyzed).
+"""
+
+from __future__ import annotations
+
+import io
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+import pyarrow as pa
+import pyarrow.csv as pacsv
+from psycopg import sql
+
+from etl_assets.sinks.base import WindowCount
+from etl_assets.sinks.column_schema import TargetColumn
+from etl_assets.sinks.postgres.column_types import csv_ready
+from etl_assets.sinks.postgres.errors import PostgresSinkError
+from etl_assets.table_names import TableName
+from etl_assets.watermark import Window
+
+EXACT_COUNT_MAX_ROWS = 1_000_000
+"""Tables the planner estimates below this many rows are counted exactly (rows)."""
+
+_CATALOG = """
+WITH t AS (SELECT to_regclass(%s)::oid AS oid)
+SELECT current_database(), a.attname, format_type(a.atttypid, a.atttypmod), NOT a.attnotnull,
+       k.n
+FROM t LEFT JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum > 0 AND NOT a.attisdropped
+LEFT JOIN (SELECT key.attnum, key.n FROM t, pg_index i,
+                  unnest(i.indkey) WITH ORDINALITY AS key(attnum, n)
+           WHERE i.indrelid = t.oid AND i.indisprimary) k ON k.attnum = a.attnum
+ORDER BY a.attnum
+"""
+
+
+@dataclass(frozen=True)
+class TableState:
+    """A table as it is now: ``rows`` exact, or None with the planner's ``estimated_rows``."""
+
+    database: str
+    name: TableName
+    columns: tuple[TargetColumn, ...]
+    primary_key: tuple[str, ...]
+    rows: int | None
+    estimated_rows: int
+
+
+def _catalog(conn: psycopg.Connection[Any], name: TableName
+             ) -> tuple[str, tuple[TargetColumn, ...], tuple[str, ...]] | None:
+    """(database, columns, primary key) of ``name``; None when there is no such table."""
+    found = conn.execute(_CATALOG, (name.sql().as_string(conn),)).fetchall()
+    if not found or found[0][1] is None:
+        return None
+    columns = tuple(TargetColumn(column, kind, bool(nullable))
+                    for _db, column, kind, nullable, _n in found)
+    key = tuple(column for _db, column, _k, _null, n in sorted(
+        (r for r in found if r[4] is not None), key=lambda r: r[4]))
+    return found[0][0], columns, key
+
+
+def table_state(conninfo: str, name: TableName) -> TableState | None:
+    """``name`` (schema-qualified) as it is now; None when it does not exist."""
+    with psycopg.connect(conninfo, connect_timeout=10, autocommit=True) as conn:
+        catalog = _catalog(conn, name)
+        if catalog is None:
+            return None
+        database, columns, key = catalog
+        row = conn.execute(sql.SQL("EXPLAIN (FORMAT JSON) SELECT 1 FROM {}").format(
+            name.sql())).fetchone()
+        estimated = int(row[0][0]["Plan"]["Plan Rows"]) if row else 0
+        rows = None
+        if estimated < EXACT_COUNT_MAX_ROWS:
+            counted = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(
+                name.sql())).fetchone()
+            rows = int(counted[0]) if counted else 0
+    return TableState(database, name, columns, key, rows, estimated)
+
+
+def table_columns(conninfo: str, name: TableName) -> list[str] | None:
+    """The column names of ``name`` in order; None when it does not exist."""
+    with psycopg.connect(conninfo, connect_timeout=10, autocommit=True) as conn:
+        catalog = _catalog(conn, name)
+    return None if catalog is None else [c.name for c in catalog[1]]
+
+
+def count_window(conninfo: str, name: TableName, cursor: str, window: Window,
+                 keys: pa.Table | None) -> WindowCount:
+    """Rows of ``name`` with ``lo < cursor <= hi`` (the table's rows are distinct by its key,
+    so this counts keys), and of ``keys`` (a table of key columns), how many rows of
+    ``name`` hold a cursor past ``hi``. The keys are COPYed into a temporary table and joined,
+    in one transaction; the window's bounds are bound as the writer binds them (an aware
+    timestamp as timestamptz, a naive one as timestamp, an id as an integer)."""
+    with psycopg.connect(conninfo, connect_timeout=10) as conn:
+        catalog = _catalog(conn, name)
+        if catalog is None:
+            return WindowCount(rows=0)
+        names = [c.name for c in catalog[1]]
+        missing = [c for c in [cursor, *(keys.column_names if keys is not None else [])]
+                   if c not in names]
+        if missing:
+            raise PostgresSinkError(f"{name.display}: no column(s) {', '.join(missing)} "
+                                    f"(columns: {', '.join(names)}); cannot count a window")
+        column = sql.Identifier(cursor)
+        with conn.transaction():
+            (rows,) = conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE {} > %s AND {} <= %s")
+                                   .format(name.sql(), column, column),
+                                   (window.lo, window.hi)).fetchone() or (0,)
+            newer = 0
+            if keys is not None and keys.num_rows:
+                newer = _newer(conn, name, column, window, keys)
+    return WindowCount(rows=int(rows), newer=newer)
+
+
+def _newer(conn: psycopg.Connection[Any], name: TableName, cursor: sql.Identifier,
+           window: Window, keys: pa.Table) -> int:
+    """Rows of ``name`` whose key is one of ``keys`` and whose cursor is past the window's hi
+    (inside the caller's transaction; the temporary table goes with it)."""
+    temp = sql.Identifier(f"etl_keys_{uuid.uuid4().hex[:12]}")
+    columns = sql.SQL(", ").join(map(sql.Identifier, keys.column_names))
+    conn.execute(sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA")
+                 .format(temp, columns, name.sql()))
+    with conn.cursor().copy(sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
+            temp, columns)) as copy:
+        copy.write(_csv(keys))
+    conn.execute(sql.SQL("ANALYZE {}").format(temp))  # a hash join, not a nested loop
+    match = sql.SQL(" AND ").join(
+        sql.SQL("k.{0} = t.{0}").format(sql.Identifier(c)) for c in keys.column_names)
+    (newer,) = conn.execute(sql.SQL(
+        "SELECT count(*) FROM {} t WHERE t.{} > %s AND EXISTS (SELECT 1 FROM {} k WHERE {})"
+    ).format(name.sql(), cursor, temp, match), (window.hi,)).fetchone() or (0,)
+    return int(newer)
+
+
+def _csv(table: pa.Table) -> bytes:
+    """``table`` as COPY CSV reads it (the writer's conversions)."""
+    ready = pa.Table.from_arrays([csv_ready(table.column(i), table.schema.field(i))
+                                  for i in range(table.num_columns)], names=table.column_names)
+    out = io.BytesIO()
+    pacsv.write_csv(ready, out, pacsv.WriteOptions(include_header=False,
+                                                   quoting_style="all_valid"))
+    return out.getvalue()
