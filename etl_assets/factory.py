@@ -174,6 +174,12 @@ def build_sink_asset(name: str, io_manager_key: str, io_manager: SinkIOManager[A
         with masked_errors():
             yield from evaluations(specs, sink.checks, io_manager, tallies, context.instance,
                                    newest_in_source, range_run=not context.has_partition_key)
+        if not context.has_partition_key:
+            # A range run's evaluations are events, not results: each check's step output,
+            # which Dagster requires, is given here.
+            for check in specs:
+                yield Output(None, output_name=context.assets_def
+                             .get_output_name_for_asset_check_key(check.key))
 
     return sink_asset
 
