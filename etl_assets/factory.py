@@ -10,7 +10,8 @@ pipeline and nothing else; governance settings become ``@asset`` arguments
 
 # No `from __future__ import annotations`: Dagster reads the `context` annotation of an asset
 # function at definition time and refuses a string.
-from collections.abc import Callable, Iterator
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -20,10 +21,12 @@ from dagster import (
     AssetIn,
     AssetKey,
     AssetsDefinition,
+    BetaWarning,
     Definitions,
     DynamicPartitionsDefinition,
     JobDefinition,
     Output,
+    PreviewWarning,
     SensorDefinition,
     TableColumnDep,
     TableColumnLineage,
@@ -79,29 +82,37 @@ def build_source_asset(name: str, spec: SourceSpecBase,
     def source_asset(context: AssetExecutionContext) -> PartitionOutput:
         register_run_worker(context)  # so that run monitoring can tell when the run is killed
         keys = context.partition_keys
+        with masked_errors():  # the rows are read later, by the staging IO manager
+            source = open_source(name, spec)  # one for every window of a range run
+            context.log.info(f"{name}: extracting {spec.cursor} in "
+                             f"{_windows(keys)} from {where} at {source.location()}")
 
         def extraction(key: str) -> Extraction:
-            with masked_errors():  # the rows are read later, by the staging IO manager
+            with masked_errors():
                 window = Window.from_key(key)
-                source = open_source(name, spec)
-                context.log.info(f"{name}: extracting {spec.cursor} in {window} from {where} "
-                                 f"at {source.location()}")
 
             def start() -> RecordBatchStream:
                 stream = source.extract(window)
-                return RecordBatchStream(stream.schema, _disposing(stream, source),
-                                         stream.version)
+                last = key == keys[-1]  # the source is released after the last window
+                return RecordBatchStream(
+                    stream.schema, _disposing(stream, source) if last else stream,
+                    stream.version)
 
             return Extraction(f"source {name!r} window {key}", start, spec.retry_policy(),
                               context.log)
 
         if context.has_partition_key:
             return extraction(context.partition_key)
-        context.log.info(f"{name}: extracting {len(keys)} windows, {keys[0]} to {keys[-1]}, "
-                         f"in one run")
         return LazyStreams(keys, extraction)
 
     return source_asset
+
+
+def _windows(keys: Sequence[str]) -> str:
+    """How logs name the windows of a run: the one window, or how many from where to where."""
+    if len(keys) == 1:
+        return str(Window.of_partition(keys[0]) or keys[0])
+    return f"{len(keys)} windows, {keys[0]} to {keys[-1]}"
 
 
 def _disposing(stream: RecordBatchStream, source: Source) -> Iterator[pa.RecordBatch]:
@@ -216,6 +227,15 @@ def committed_watermark_reader(
 
 def build_definitions(spec: PipelineSpec) -> Definitions:
     """Every asset, IO manager, job and sensor that ``spec`` declares."""
+    # We use Dagster's beta backfill policies and preview partitioned checks on purpose: their
+    # warnings would greet every `dagster` command that loads the definitions.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", BetaWarning)
+        warnings.simplefilter("ignore", PreviewWarning)
+        return _definitions(spec)
+
+
+def _definitions(spec: PipelineSpec) -> Definitions:
     mask_parameters(spec.masked_parameters)
     assets: list[AssetsDefinition] = []
     jobs: list[JobDefinition | Any] = []
