@@ -213,7 +213,8 @@ def dagster_database(name: str) -> dict[str, str]:
     made.append(name)
     admin = make_url(ADMIN_URL)
     return {"DAGSTER_PG_HOST": admin.host or "127.0.0.1",
-            "DAGSTER_PG_PORT": str(admin.port or 5432), "DAGSTER_PG_USER": admin.username or "postgres",
+            "DAGSTER_PG_PORT": str(admin.port or 5432),
+            "DAGSTER_PG_USER": admin.username or "postgres",
             "DAGSTER_PG_PASSWORD": admin.password or "", "DAGSTER_PG_DB": name}
 
 
