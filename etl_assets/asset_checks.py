@@ -134,8 +134,12 @@ def evaluations(declared: list[AssetCheckSpec], settings: CheckSettings,
     if not specs:
         return
     asset_key = declared[0].asset_key
+    # What does not depend on the window is asked once a run: the source's newest cursor
+    # value, the target's columns and (range runs) the partitions' materializations.
     lag = _lag(settings, io_manager, asset_key, list(tallies), instance, newest_in_source) \
         if WATERMARK_LAG in specs else None
+    columns = io_manager.target_columns() if SCHEMA_DRIFT in specs else None
+    targets = _target_materializations(instance, asset_key, list(tallies)) if range_run else {}
     for partition, tally in tallies.items():
         outcomes: list[tuple[str, AssetCheckSeverity, Outcome]] = []
         if ROW_COUNT in specs:
@@ -145,10 +149,10 @@ def evaluations(declared: list[AssetCheckSpec], settings: CheckSettings,
                              else AssetCheckSeverity.WARN,
                              _reconcile(io_manager, partition, tally)))
         if SCHEMA_DRIFT in specs:
-            outcomes.append((SCHEMA_DRIFT, AssetCheckSeverity.WARN, _drift(io_manager, tally)))
+            outcomes.append((SCHEMA_DRIFT, AssetCheckSeverity.WARN, _drift(columns, tally)))
         if lag is not None:
             outcomes.append((WATERMARK_LAG, AssetCheckSeverity.WARN, lag))
-        target = _target_materialization(instance, asset_key, partition) if range_run else None
+        target = targets.get(partition)
         for name, severity, (passed, description, metadata) in outcomes:
             if range_run:
                 yield AssetCheckEvaluation(
@@ -194,8 +198,7 @@ def _reconcile(io_manager: SinkIOManager[Any], partition: str, tally: Tally) -> 
                                         if count.newer else "")), metadata
 
 
-def _drift(io_manager: SinkIOManager[Any], tally: Tally) -> Outcome:
-    target = io_manager.target_columns()
+def _drift(target: list[str] | None, tally: Tally) -> Outcome:
     if target is None:
         return False, "the target does not exist", {}
     have = {column.casefold() for column in target}
@@ -242,12 +245,18 @@ def _newest_held(io_manager: SinkIOManager[Any], asset_key: AssetKey,
     return max((window.hi for window in windows), default=None)
 
 
-def _target_materialization(instance: DagsterInstance, asset_key: AssetKey,
-                            partition: str) -> AssetCheckEvaluationTargetMaterializationData | None:
+def _target_materializations(
+        instance: DagsterInstance, asset_key: AssetKey,
+        partitions: list[str]) -> dict[str, AssetCheckEvaluationTargetMaterializationData]:
+    """The latest materialization of each of ``partitions``, which a check evaluation names."""
     records = instance.fetch_materializations(
-        AssetRecordsFilter(asset_key=asset_key, asset_partitions=[partition]), limit=1).records
-    if not records:
-        return None
-    return AssetCheckEvaluationTargetMaterializationData(
-        run_id=records[0].event_log_entry.run_id, storage_id=records[0].storage_id,
-        timestamp=records[0].timestamp)
+        AssetRecordsFilter(asset_key=asset_key, asset_partitions=partitions),
+        limit=len(partitions) * 4).records  # newest first
+    found: dict[str, AssetCheckEvaluationTargetMaterializationData] = {}
+    for record in records:
+        partition = record.partition_key
+        if partition is not None and partition not in found:
+            found[partition] = AssetCheckEvaluationTargetMaterializationData(
+                run_id=record.event_log_entry.run_id, storage_id=record.storage_id,
+                timestamp=record.timestamp)
+    return found
