@@ -30,3 +30,10 @@ def expand_vars(value: str) -> str:
         return os.environ[name]
 
     return re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", replace, value)
+
+
+def expand_home(value: str) -> str:
+    """``value`` with ``${ETL_ASSETS_HOME}`` replaced (by its default when unset); every other
+    ``${VAR}`` is left as written. For text shown where the environment of a run is not the
+    one at hand (asset descriptions): the home folder is no secret, another variable may be."""
+    return value.replace("${" + HOME_ENV + "}", str(etl_home()))

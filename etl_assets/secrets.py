@@ -23,12 +23,14 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import re
 from collections.abc import Iterable, Iterator
 from typing import Any
 from urllib.parse import unquote, unquote_plus
 
 from etl_assets.errors import EtlAssetsError
+from etl_assets.home import HOME_ENV, expand_home, expand_vars
 from etl_assets.logs import Log
 
 MASK = "***"
@@ -315,3 +317,35 @@ def masked_errors() -> Iterator[None]:
         raise masked from masked.__cause__
 
 
+
+
+# -- locations shown in metadata and descriptions ---------------------------------------------
+
+_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def described_location(template: str) -> str:
+    """A path or URL as a spec writes it (``${VAR}`` in it), for an asset's description:
+    ``${ETL_ASSETS_HOME}`` expanded, every other ``${VAR}`` left as written, never resolved (a
+    description is made where the definitions load, and a variable may hold a secret). A spec
+    refuses a secret that is not a whole ``${VAR}``; one that is anyway is masked."""
+    shown = expand_home(template)
+    if secret_parts(_VARIABLE.sub("", shown)):
+        return mask_url(shown)
+    return _mask_known(shown)
+
+
+def shown_location(template: str) -> str:
+    """A path or URL as a spec writes it, resolved for a run's metadata but holding no secret:
+    the parts where secrets go (a URL's password, an http URL's user info, secret
+    parameters) masked as written; a ``${VAR}`` named like a secret (``${API_TOKEN}``, see
+    :func:`is_secret_name`) left as written; every other one expanded (an unset one left
+    as written); then masked again, since a variable's value may bring a secret itself."""
+
+    def expand(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if is_secret_name(name) or (name != HOME_ENV and name not in os.environ):
+            return match.group(0)
+        return expand_vars(match.group(0))
+
+    return mask_url(_VARIABLE.sub(expand, mask_url(template)))

@@ -53,8 +53,9 @@ def test_partition_lands_with_values_equal_to_the_source(pg: PgSchema, instance:
     source = create_pg_readings(pg, last=120)  # rows at 00:01 .. 02:00
     defs = build_definitions(parse_spec(readings_spec(pg, source)))
     metadata = run_partition(defs, instance, WHOLE)
-    assert metadata["readings"]["dagster/row_count"].value == 120
-    assert metadata["readings_pg"]["dagster/row_count"].value == 120
+    assert metadata["readings"]["dagster/row_count"].value == 120  # the window's rows
+    assert metadata["readings_pg"]["rows_written"].value == 120
+    assert metadata["readings_pg"]["dagster/row_count"].value == 120  # rows the table holds
     assert rows_differing(pg, source, pg.table("readings_copy")) == 0
 
 
@@ -66,6 +67,7 @@ def test_rerun_gives_the_same_table(pg: PgSchema, instance: DagsterInstance) -> 
     run_partition(defs, instance, WHOLE)
     again = run_partition(defs, instance, WHOLE)
     assert again["readings_pg"]["rows_changed"].value == 0
+    assert again["readings_pg"]["rows_written"].value == again["readings_pg"]["dagster/row_count"].value == 120
     assert pg.execute(f"SELECT count(*), count(DISTINCT id) FROM {pg.table('readings_copy')}") == [(120, 120)]
     assert rows_differing(pg, source, pg.table("readings_copy")) == 0
 
@@ -113,7 +115,7 @@ def test_empty_window_succeeds_without_rows(pg: PgSchema, instance: DagsterInsta
     defs = build_definitions(parse_spec(readings_spec(pg, source)))
     metadata = run_partition(defs, instance, Window(datetime(2025, 1, 1, tzinfo=UTC),
                                                     datetime(2025, 1, 2, tzinfo=UTC)))
-    assert metadata["readings_pg"]["dagster/row_count"].value == 0
+    assert metadata["readings_pg"]["rows_written"].value == 0
     add_pg_readings(pg, source, 11, 12)
     run_partition(defs, instance, WHOLE)
     assert pg.execute(f"SELECT count(*) FROM {pg.table('readings_copy')}") == [(12,)]

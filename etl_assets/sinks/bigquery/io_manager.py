@@ -26,14 +26,16 @@ from etl_assets.home import expand_vars
 from etl_assets.logs import Log
 from etl_assets.progress import ProgressLog
 from etl_assets.secrets import mask_text, masked_errors, masked_log
-from etl_assets.sinks.base import SinkIOManager
+from etl_assets.sinks.base import Metadata, SinkIOManager, WindowCount
 from etl_assets.sinks.bigquery.spec import BigQuerySinkSpec, WriteMode
+from etl_assets.sinks.bigquery.target_state import TableReader, declared_key, table_columns
 from etl_assets.sinks.bigquery.writer import (
     BigQueryLoadFailed,
     BigQuerySinkError,
     BigQueryTableWriter,
     BigQueryTarget,
 )
+from etl_assets.sinks.column_schema import column_schema
 from etl_assets.watermark import Window
 
 
@@ -45,6 +47,9 @@ class BigQuerySinkIOManager(SinkIOManager[BigQuerySinkSpec]):
     ``credentials_env``, application default credentials, or none at all for a plain
     ``http://`` ``api_endpoint`` (an emulator).
     """
+
+    counts_windows = True
+    has_columns = True
 
     # -- connection ----------------------------------------------------------------------
 
@@ -91,9 +96,12 @@ class BigQuerySinkIOManager(SinkIOManager[BigQuerySinkSpec]):
     # -- writing -------------------------------------------------------------------------
 
     @masked_errors()
-    def handle_output(self, context: OutputContext, obj: RecordBatchStream) -> None:
+    def write(self, context: OutputContext, partition: str | None,
+              stream: RecordBatchStream) -> Metadata:
+        """Load one partition's rows by the sink's write mode (the sink's dead letters from
+        earlier runs first); ``rows_written``: rows loaded, ``rows_failed``: rows kept as
+        dead letters."""
         asset = context.asset_key.to_user_string()
-        partition = context.partition_key if context.has_partition_key else None
         target = self.target()
         label = f"{asset} [{partition}] -> {target.table_id} ({self.spec.write})"
         window = Window.of_partition(partition)
@@ -110,14 +118,14 @@ class BigQuerySinkIOManager(SinkIOManager[BigQuerySinkSpec]):
         failed, last_error = 0, ""
         try:
             try:
-                for action in writer.prepare(obj.schema):
+                for action in writer.prepare(stream.schema):
                     context.log.info(f"{label}: {action}")
                 unreachable: BigQueryLoadFailed | None = None
             except BigQueryLoadFailed as exc:
                 if not exc.transient:
                     raise
                 unreachable = exc  # keep every chunk of this run for a later replay
-            for chunk in _chunks(obj, self.spec.chunk_rows):
+            for chunk in _chunks(stream, self.spec.chunk_rows):
                 try:
                     if unreachable is not None:
                         raise unreachable
@@ -126,7 +134,7 @@ class BigQuerySinkIOManager(SinkIOManager[BigQuerySinkSpec]):
                     failed += chunk.num_rows
                     last_error = exc.reason
                     store.add(asset, partition, chunk, exc.reason, run_id=context.run_id,
-                              version=obj.version)
+                              version=stream.version)
                     context.log.warning(f"{label}: {chunk.num_rows:,} row(s) kept as dead "
                                         f"letters: {exc.reason}")
                 progress.add(chunk.num_rows)
@@ -137,11 +145,11 @@ class BigQuerySinkIOManager(SinkIOManager[BigQuerySinkSpec]):
             writer.drop_staging()
         progress.done()
         superseded = 0 if unreachable is not None else \
-            store.supersede(asset, partition, obj.version, context.log)
-        context.add_output_metadata({
+            store.supersede(asset, partition, stream.version, context.log)
+        return {
             "table": target.table_id,
             "write": self.spec.write,
-            "dagster/row_count": progress.rows - failed,
+            "rows_written": progress.rows - failed,
             "rows_failed": failed,
             "dead_letters_replayed": replayed.replayed,
             "dead_letters_superseded": superseded,
@@ -150,7 +158,50 @@ class BigQuerySinkIOManager(SinkIOManager[BigQuerySinkSpec]):
             "rows_per_second": round(progress.rows_per_second),
             **store.metadata(asset, partition),
             **({"dead_letter_error": mask_text(last_error)} if last_error else {}),
-        })
+        }
+
+    # -- what the table holds --------------------------------------------------------------
+
+    def reader(self, log: Log | None = None) -> TableReader:
+        return TableReader(self.client(self.setup.where), self.target(),
+                           self.spec.retry_policy(), self.spec.request_timeout_s,
+                           masked_log(log) if log is not None else None)
+
+    @masked_errors()
+    def target_metadata(self) -> Metadata:
+        """``dagster/table_name`` (``project.dataset.table``), ``dagster/column_schema``
+        (BigQuery's types and modes; the key the table declares, else a merge sink's key,
+        which MERGE keeps one row per) and ``dagster/row_count`` (the table's ``num_rows``).
+        BigQuery unreachable now gives ``target_metadata_error``, not a failed run: the rows
+        are loaded or kept as dead letters."""
+        metadata: dict[str, object] = {"dagster/table_name": self.target().table_id}
+        try:
+            table = self.reader().table()
+        except Exception as exc:  # the client raises many kinds for being unreachable
+            return {**metadata, "target_metadata_error": mask_text(f"{type(exc).__name__}: "
+                                                                   f"{exc}")}
+        if table is None:
+            return metadata
+        key = declared_key(table) or (self.setup.primary_key if self.spec.write == "merge"
+                                      else [])
+        metadata["dagster/column_schema"] = column_schema(table_columns(table), key)
+        if table.num_rows is not None:
+            metadata["dagster/row_count"] = int(table.num_rows)
+        return metadata
+
+    @masked_errors()
+    def target_columns(self) -> list[str] | None:
+        table = self.reader().table()
+        return None if table is None else [f.name for f in table.schema]
+
+    @masked_errors()
+    def count_window(self, window: Window, keys: pa.Table | None) -> WindowCount:
+        """Rows of the table in ``window`` (distinct keys for a keyed sink), and of ``keys``,
+        how many it holds with a cursor past the window's ``hi`` (the keys loaded into a
+        table of their own and joined; see
+        :meth:`~etl_assets.sinks.bigquery.target_state.TableReader.count_window`)."""
+        return self.reader().count_window(self.setup.cursor_column, self.setup.primary_key,
+                                          window, keys)
 
     # -- dead letters --------------------------------------------------------------------
 

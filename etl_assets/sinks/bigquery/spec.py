@@ -52,6 +52,9 @@ class BigQuerySinkSpec(SinkSpecBase, RetrySettings, KeyedSinkSettings):
     def describe_target(self) -> str:
         return f"{self.project}.{self.dataset}.{self.table}"
 
+    def asset_kinds(self) -> set[str]:
+        return {"bigquery"}
+
     def check_in_pipeline(self, setup: SinkSetup[SinkSpecBase]) -> None:
         if self.write == "merge" and not setup.primary_key:
             raise ValueError(f"write merge needs a primary_key (on the sink or its source "

@@ -182,20 +182,8 @@ class BigQueryTableWriter:
     def _bounds(self, schema: pa.Schema) -> list[bigquery.ScalarQueryParameter]:
         assert self.window is not None and self.slice_column is not None
         field = schema.field(self.slice_column)  # prepare() checked it is in the data
-        if isinstance(self.window.lo, int):
-            kind = "INT64"
-        elif pa.types.is_timestamp(field.type) and not field.type.tz:
-            kind = "DATETIME"
-        else:
-            kind = "TIMESTAMP"
-
-        def value(bound: Bound) -> Bound:
-            if kind == "DATETIME" and isinstance(bound, datetime):
-                return bound.replace(tzinfo=None)
-            return bound
-
-        return [bigquery.ScalarQueryParameter("lo", kind, value(self.window.lo)),
-                bigquery.ScalarQueryParameter("hi", kind, value(self.window.hi))]
+        naive = pa.types.is_timestamp(field.type) and not field.type.tz
+        return window_parameters(self.window, "DATETIME" if naive else "TIMESTAMP")
 
     # -- chunks --------------------------------------------------------------------------
 
@@ -209,7 +197,7 @@ class BigQueryTableWriter:
             chunk = pa.Table.from_batches([last_row_per_key(b, self.primary_key, self.newest_by)
                                            for b in chunk.combine_chunks().to_batches()])
         try:
-            data = _parquet(loadable(chunk))
+            data = parquet_bytes(loadable(chunk))
         except (ValueError, pa.ArrowInvalid) as exc:
             raise BigQueryLoadFailed(f"{self.target.table_id}: {mask_text(str(exc))}") from None
         if self.mode in ("append", "replace_partition"):
@@ -315,7 +303,26 @@ class BigQueryTableWriter:
                                      transient=True) from exc
 
 
-def _parquet(table: pa.Table) -> bytes:
+def window_parameters(window: Window, column_type: str) -> list[bigquery.ScalarQueryParameter]:
+    """``@lo`` and ``@hi`` of ``window`` for a cursor column of BigQuery type
+    ``column_type``: an integer window as INT64; a timestamp window as DATETIME for a
+    DATETIME column (wall time, the zone dropped), else as TIMESTAMP."""
+    if isinstance(window.lo, int):
+        kind = "INT64"
+    else:
+        kind = "DATETIME" if column_type == "DATETIME" else "TIMESTAMP"
+
+    def value(bound: Bound) -> Bound:
+        if kind == "DATETIME" and isinstance(bound, datetime):
+            return bound.replace(tzinfo=None)
+        return bound
+
+    return [bigquery.ScalarQueryParameter("lo", kind, value(window.lo)),
+            bigquery.ScalarQueryParameter("hi", kind, value(window.hi))]
+
+
+def parquet_bytes(table: pa.Table) -> bytes:
+    """``table`` as a parquet file a load job takes."""
     sink = io.BytesIO()
     pq.write_table(table, sink, compression="snappy")
     return sink.getvalue()

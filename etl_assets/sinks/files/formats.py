@@ -178,7 +178,7 @@ class JsonLinesFormat:
         options = pajson.ParseOptions(explicit_schema=json_keys.schema(),
                                       unexpected_field_behavior="ignore")
         copied = 0
-        for block in _line_blocks(existing):
+        for block in line_blocks(existing):
             lines = [line for line in block.split(b"\n") if line.strip()]
             try:
                 found = pajson.read_json(pa.BufferReader(block), parse_options=options)
@@ -209,7 +209,7 @@ def _as_json_keys(keys: RunKeys) -> RunKeys:
     return keys.with_table(pa.table(columns))
 
 
-def _line_blocks(source: IO[bytes], size: int = 8 << 20) -> Iterator[bytes]:
+def line_blocks(source: IO[bytes], size: int = 8 << 20) -> Iterator[bytes]:
     """``source`` in blocks of whole lines (about ``size`` bytes each)."""
     rest = b""
     while True:
@@ -241,7 +241,7 @@ class _JsonLinesWriter:
         self.out.flush()
 
 
-_CSV_PARSE = pacsv.ParseOptions(newlines_in_values=True, ignore_empty_lines=False)
+CSV_PARSE = pacsv.ParseOptions(newlines_in_values=True, ignore_empty_lines=False)
 
 
 def _csv_field(field: pa.Field) -> pa.Field:
@@ -284,7 +284,7 @@ def csv_ready(batch: pa.RecordBatch) -> pa.RecordBatch:
 def csv_header(source: IO[bytes]) -> list[str]:
     """The column names of a CSV file (``source`` is rewound)."""
     names = pacsv.open_csv(source, read_options=pacsv.ReadOptions(block_size=1 << 16),
-                           parse_options=_CSV_PARSE).schema.names
+                           parse_options=CSV_PARSE).schema.names
     source.seek(0)
     return list(names)
 
@@ -293,7 +293,7 @@ def read_csv(source: IO[bytes], types: dict[str, pa.DataType]) -> pacsv.CSVStrea
     """A CSV file as the file sink writes it, in batches: columns typed by ``types`` (others
     inferred), an empty field null, ``""`` an empty string."""
     return pacsv.open_csv(
-        source, read_options=pacsv.ReadOptions(block_size=8 << 20), parse_options=_CSV_PARSE,
+        source, read_options=pacsv.ReadOptions(block_size=8 << 20), parse_options=CSV_PARSE,
         convert_options=pacsv.ConvertOptions(column_types=types, strings_can_be_null=True,
                                              quoted_strings_can_be_null=False))
 

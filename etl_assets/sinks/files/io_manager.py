@@ -10,6 +10,9 @@ a newer cursor stays (``conflict: newest``).
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pyarrow as pa
 from dagster import (
     MetadataValue,
     OpExecutionContext,
@@ -20,18 +23,24 @@ from etl_assets.batches import RecordBatchStream
 from etl_assets.dead_letters import ReplayReport
 from etl_assets.logs import Log
 from etl_assets.progress import ProgressLog
-from etl_assets.secrets import mask_text, masked_errors, masked_log
-from etl_assets.sinks.base import SinkIOManager
+from etl_assets.secrets import mask_text, masked_errors, masked_log, shown_location
+from etl_assets.sinks.base import Metadata, SinkIOManager, WindowCount
+from etl_assets.sinks.column_schema import TargetColumn, column_schema
 from etl_assets.sinks.files.formats import file_format
 from etl_assets.sinks.files.spec import ParquetSinkSpec
 from etl_assets.sinks.files.status import folder_status
 from etl_assets.sinks.files.target import FileTarget
-from etl_assets.sinks.files.writer import FileSink, FileSinkError
+from etl_assets.sinks.files.target_state import count_window, dataset_schema, dataset_state
+from etl_assets.sinks.files.writer import DATASET, FileSink, FileSinkError
+from etl_assets.watermark import Window
 
 
 class ParquetSinkIOManager(SinkIOManager[ParquetSinkSpec]):
     """Writes a sink asset's batches as files under the sink's ``path``; see
     :class:`~etl_assets.sinks.files.spec.ParquetSinkSpec` for what each setting does."""
+
+    counts_windows = True
+    has_columns = True
 
     def target(self) -> FileTarget:
         return FileTarget(self.spec.path, self.spec.storage_options)
@@ -51,24 +60,23 @@ class ParquetSinkIOManager(SinkIOManager[ParquetSinkSpec]):
                 f"{files.bytes:,} bytes)")
 
     @masked_errors()
-    def handle_output(self, context: OutputContext, obj: RecordBatchStream) -> None:
-        if not isinstance(obj, RecordBatchStream):
-            raise TypeError(f"{context.asset_key.to_user_string()}: the file sink writes a "
-                            f"RecordBatchStream, got {type(obj).__name__}")
+    def write(self, context: OutputContext, partition: str | None,
+              stream: RecordBatchStream) -> Metadata:
+        """Write one partition's rows by the sink's mode; ``rows_written``: the run's rows now
+        in the target (``rows_kept_newer`` left out, dead letters kept for replay)."""
         asset = context.asset_key.to_user_string()
-        partition = context.partition_key if context.has_partition_key else None
         sink = self.file_sink(f"sink {asset}", masked_log(context.log))
         label = (f"{asset} [{partition}] -> {sink.target.display} ({self.spec.mode}, "
                  f"{self.spec.format})")
         progress = ProgressLog(context.log, label)
-        written = sink.write(obj.schema, obj, partition=partition, run_id=context.run_id,
-                             asset=asset, progress=progress, version=obj.version)
+        written = sink.write(stream.schema, stream, partition=partition, run_id=context.run_id,
+                             asset=asset, progress=progress, version=stream.version)
         progress.done()
-        context.add_output_metadata({
+        return {
             "path": MetadataValue.path(written.location),
             "mode": self.spec.mode,
             "format": self.spec.format,
-            "dagster/row_count": written.rows,
+            "rows_written": written.rows,
             "rows_in_file": written.rows_total,
             "rows_kept_newer": written.kept_newer,
             "bytes": written.bytes,
@@ -77,7 +85,60 @@ class ParquetSinkIOManager(SinkIOManager[ParquetSinkSpec]):
             **self.dead_letter_store().metadata(asset, partition),
             "dead_letters_superseded": written.superseded,
             **({"dead_letter_error": mask_text(written.error)} if written.error else {}),
-        })
+        }
+
+    # -- what the dataset holds ------------------------------------------------------------
+
+    def dataset_uri(self) -> str:
+        """The dataset's location for metadata: the folder of shards, or the one file of
+        update and replace mode; ``${VAR}`` expanded unless named like a secret, secrets
+        masked (:func:`~etl_assets.secrets.shown_location`)."""
+        shown = shown_location(self.spec.path).rstrip("/")
+        if "://" not in shown:
+            shown = str(Path(shown).absolute())
+        if self.spec.mode == "shard":
+            return shown
+        return f"{shown}/{DATASET}{file_format(self.spec.format).suffix}"
+
+    @masked_errors()
+    def target_metadata(self) -> Metadata:
+        """``dagster/uri`` (:meth:`dataset_uri`), ``dagster/column_schema`` (the files'
+        Arrow types; the key as a constraint where the dataset holds a row per key: update
+        mode, replace with ``drop_duplicates``) and ``dagster/row_count`` (parquet: the
+        footers'; CSV and JSON lines: counted up to
+        :data:`~etl_assets.sinks.files.target_state.EXACT_COUNT_MAX_BYTES`, else left out).
+        A store that cannot be read (down, when the run kept dead letters) gives the URI and
+        ``target_metadata_error``: the rows were handled, the run does not fail for this."""
+        metadata: dict[str, object] = {"dagster/uri": self.dataset_uri()}
+        try:
+            state = dataset_state(self.target(), file_format(self.spec.format),
+                                  self.spec.mode)
+        except Exception as exc:  # fsspec stores raise many kinds for being down
+            return {**metadata, "target_metadata_error": mask_text(f"{type(exc).__name__}: "
+                                                                   f"{exc}")}
+        if state.schema is not None:
+            unique = self.spec.mode == "update" or (self.spec.mode == "replace"
+                                                    and self.spec.drop_duplicates)
+            metadata["dagster/column_schema"] = column_schema(
+                (TargetColumn(f.name, "unknown" if pa.types.is_null(f.type) else str(f.type),
+                              f.nullable) for f in state.schema),
+                self.setup.primary_key if unique else ())
+        if state.rows is not None and state.files:
+            metadata["dagster/row_count"] = state.rows
+        return metadata
+
+    @masked_errors()
+    def target_columns(self) -> list[str] | None:
+        schema = dataset_schema(self.target(), file_format(self.spec.format), self.spec.mode)
+        return None if schema is None else schema.names
+
+    @masked_errors()
+    def count_window(self, window: Window, keys: pa.Table | None) -> WindowCount:
+        """The dataset's rows in ``window`` (distinct keys for a keyed sink: shards may hold
+        a key twice), and of ``keys``, how many it holds with a cursor past the window's
+        ``hi``; every file of the dataset is read (cursor and key columns only)."""
+        return count_window(self.target(), file_format(self.spec.format), self.spec.mode,
+                            self.setup.cursor_column, self.setup.primary_key, window, keys)
 
     @masked_errors()
     def replay_dead_letters(self, context: OpExecutionContext, asset: str) -> ReplayReport:

@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
+from etl_assets.secrets import described_location
 from etl_assets.settings import (
     CONFLICT_DESCRIPTION,
     SECRET_OPTION,
@@ -51,7 +52,15 @@ class ParquetSinkSpec(SinkSpecBase, RetrySettings, KeyedSinkSettings):
                                 "through the environment (e.g. AWS_ACCESS_KEY_ID), not the spec")
 
     def describe_target(self) -> str:
-        return self.path
+        """The path as written, ``${ETL_ASSETS_HOME}`` expanded; any other ``${VAR}`` stays
+        as written (see :func:`~etl_assets.secrets.described_location`)."""
+        return f"{described_location(self.path)} ({self.format}, {self.mode})"
+
+    def asset_kinds(self) -> set[str]:
+        """The format (``parquet``, ``json``, ``csv``) and the object store, if any."""
+        scheme = self.path.partition("://")[0].lower() if "://" in self.path else ""
+        store = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs"}.get(scheme)
+        return {self.format, *([store] if store else [])}
 
     def check_in_pipeline(self, setup: SinkSetup[SinkSpecBase]) -> None:
         if (self.mode == "update" or self.drop_duplicates) and not setup.primary_key:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -35,12 +36,13 @@ from etl_assets.newest_wins import missing_cursor
 from etl_assets.progress import ProgressLog
 from etl_assets.secrets import (
     has_user_info,
-    mask_url,
+    is_secret_name,
     masked_errors,
     remember_secret,
     remember_secrets_in,
+    shown_location,
 )
-from etl_assets.sinks.base import SinkIOManager
+from etl_assets.sinks.base import Metadata, SinkIOManager
 from etl_assets.sinks.http.bulk import RequestShape, with_field
 from etl_assets.sinks.http.client import HttpClient
 from etl_assets.sinks.http.sender import DocumentGroup, DocumentSender, SendReport
@@ -66,6 +68,9 @@ class HttpApiIOManager(SinkIOManager[HttpSinkSpec]):
         they are masked wherever they show up."""
         url = expand_vars(self.spec.url)
         remember_secrets_in(url)
+        for name in re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", self.spec.url):
+            if is_secret_name(name):  # e.g. a token in the path: https://hooks/x/${TOKEN}
+                remember_secret(os.environ.get(name))
         return url
 
     def request_headers(self, where: str) -> dict[str, str]:
@@ -151,20 +156,23 @@ class HttpApiIOManager(SinkIOManager[HttpSinkSpec]):
     # -- writing -------------------------------------------------------------------------
 
     @masked_errors()
-    def handle_output(self, context: OutputContext, obj: RecordBatchStream) -> None:
+    def write(self, context: OutputContext, partition: str | None,
+              stream: RecordBatchStream) -> Metadata:
+        """Send one partition's rows as documents; ``rows_written``: documents the API
+        accepted (``documents_failed`` refused, ``documents_kept_newer`` not sent)."""
         asset = context.asset_key.to_user_string()
-        partition = context.partition_key if context.has_partition_key else None
         where = f"sink {asset}"
-        label = f"{asset} [{partition}] -> {mask_url(self.target_url())} ({self.spec.format})"
+        self.target_url()  # its secrets are remembered before anything is logged
+        label = f"{asset} [{partition}] -> {shown_location(self.spec.url)} ({self.spec.format})"
         transform = load_transform(self.spec.transform, where) if self.spec.transform else None
         cursor = self.setup.cursor_column
         if transform is None and self.spec.conflict_rule == "newest" and \
-                cursor not in obj.schema.names:
-            raise HttpSinkError(missing_cursor(where, cursor, obj.schema.names))
+                cursor not in stream.schema.names:
+            raise HttpSinkError(missing_cursor(where, cursor, stream.schema.names))
         progress = ProgressLog(context.log, label)
 
         def groups() -> Iterator[DocumentGroup]:
-            for batch in obj:
+            for batch in stream:
                 group = self.documents(batch, transform, where)
                 progress.add(len(group[1]))
                 yield group
@@ -185,18 +193,18 @@ class HttpApiIOManager(SinkIOManager[HttpSinkSpec]):
                 f"{label}: {len(report.failed)} document(s) refused; first: id {first.id!r}, "
                 f"HTTP {first.status}: {first.answer}"
                 + ("; stopped sending after it" if report.stopped else ""))
-        superseded = store.supersede(asset, partition, obj.version, context.log)
+        superseded = store.supersede(asset, partition, stream.version, context.log)
         if report.failed:
             store.add(asset, partition, _letters(report), [
                 f"HTTP {f.status}: {f.answer}" for f in report.failed], run_id=context.run_id,
-                version=obj.version)
+                version=stream.version)
         if report.kept_newer:
             context.log.info(f"{label}: {report.kept_newer:,} document(s) not sent: the target "
                              f"holds newer versions of them")
-        context.add_output_metadata({
-            "url": mask_url(self.target_url()),
+        return {
+            "url": shown_location(self.spec.url),
             "format": self.spec.format,
-            "dagster/row_count": report.sent,
+            "rows_written": report.sent,
             "documents_failed": len(report.failed),
             "documents_kept_newer": report.kept_newer,
             "dead_letters_superseded": superseded,
@@ -206,7 +214,13 @@ class HttpApiIOManager(SinkIOManager[HttpSinkSpec]):
             "documents_per_second": round(report.sent / progress.seconds)
             if progress.seconds else 0,
             **store.metadata(asset, partition),
-        })
+        }
+
+    def target_metadata(self) -> Metadata:
+        """``dagster/uri``: the URL, ``${VAR}`` resolved unless named like a secret, its
+        secrets masked (:func:`~etl_assets.secrets.shown_location`). An API has no schema or
+        row count to read cheaply."""
+        return {"dagster/uri": shown_location(self.spec.url)}
 
     def _run(self, groups: Iterator[DocumentGroup], where: str) -> SendReport:
         async def main() -> SendReport:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from etl_assets.code_versions import NotData
-from etl_assets.secrets import has_user_info
+from etl_assets.secrets import described_location, has_user_info
 from etl_assets.settings import (
     CONFLICT_DESCRIPTION,
     SECRET_HEADER,
@@ -98,4 +99,20 @@ class HttpSinkSpec(SinkSpecBase, RetrySettings, KeyedSinkSettings):
                                 "headers_from_env (header: ENV_VAR), not in the spec")
 
     def describe_target(self) -> str:
-        return self.url
+        """The URL as written: ``${VAR}`` left as written, never resolved (see
+        :func:`~etl_assets.secrets.described_location`), with its format."""
+        return f"{described_location(self.url)} ({self.format})"
+
+    def asset_kinds(self) -> set[str]:
+        """``http``, and the target system the settings or the URL name: ``couchdb``
+        (``couchdb_revisions``, or ``_bulk_docs``), ``elasticsearch`` (an ``ndjson_bulk``
+        ``_bulk`` endpoint; OpenSearch speaks the same API), ``datasette`` (``/-/insert``)."""
+        path = re.sub(r"[?#].*$", "", self.url).rstrip("/")
+        kinds = {"http"}
+        if self.couchdb_revisions or path.endswith("/_bulk_docs"):
+            kinds.add("couchdb")
+        if self.format == "ndjson_bulk" and path.endswith("/_bulk"):
+            kinds.add("elasticsearch")
+        if path.endswith("/-/insert") or path.endswith("/-/upsert"):
+            kinds.add("datasette")
+        return kinds

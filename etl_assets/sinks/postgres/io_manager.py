@@ -16,7 +16,7 @@ from psycopg import sql
 from etl_assets.batches import RecordBatchStream
 from etl_assets.connections import libpq_url, resolve_url
 from etl_assets.progress import ProgressLog
-from etl_assets.secrets import masked_errors, masked_log
+from etl_assets.secrets import mask_text, masked_errors, masked_log
 from etl_assets.sinks.base import Metadata, SinkIOManager, SinkSetup, WindowCount
 from etl_assets.sinks.column_schema import TargetColumn, column_schema
 from etl_assets.sinks.postgres.declared import compiled_type, load_declared_table
@@ -96,8 +96,13 @@ class PostgresUpsertIOManager(SinkIOManager[PostgresSinkSpec]):
         table's own types, nullability, primary key) and ``dagster/row_count`` (exact, by
         ``count(*)``, when the planner estimates fewer than
         :data:`~etl_assets.sinks.postgres.target_state.EXACT_COUNT_MAX_ROWS` rows; else
-        ``row_count_estimate``, the planner's estimate, and no ``dagster/row_count``)."""
-        state = table_state(self.conninfo(), self.qualified_table())
+        ``row_count_estimate``, the planner's estimate, and no ``dagster/row_count``). A
+        database that cannot be read now gives ``target_metadata_error``, not a failed run:
+        the rows are written."""
+        try:
+            state = table_state(self.conninfo(), self.qualified_table())
+        except psycopg.Error as exc:
+            return {"target_metadata_error": mask_text(f"{type(exc).__name__}: {exc}")}
         if state is None:
             return {}
         metadata: dict[str, object] = {

@@ -56,3 +56,6 @@ class PostgresSinkSpec(SinkSpecBase, RetrySettings, KeyedSinkSettings, TableSett
 
     def describe_target(self) -> str:
         return self.table_name.display
+
+    def asset_kinds(self) -> set[str]:
+        return {"postgres"}

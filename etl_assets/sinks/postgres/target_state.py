@@ -98,7 +98,8 @@ def count_window(conninfo: str, name: TableName, cursor: str, window: Window,
     ``name`` hold a cursor past ``hi``. The keys are COPYed into a temporary table and joined,
     in one transaction; the window's bounds are bound as the writer binds them (an aware
     timestamp as timestamptz, a naive one as timestamp, an id as an integer)."""
-    with psycopg.connect(conninfo, connect_timeout=10) as conn:
+    # autocommit: the catalog query must not open the transaction the keys' table lives in
+    with psycopg.connect(conninfo, connect_timeout=10, autocommit=True) as conn:
         catalog = _catalog(conn, name)
         if catalog is None:
             return WindowCount(rows=0)

@@ -78,7 +78,7 @@ EVERY_ROW = [
 def test_every_type_round_trips(bq_emulator: BigQueryEmulator, bq_dataset: str, etl_home: Path) -> None:
     manager = sink(bq_emulator, bq_dataset, etl_home, write="append")
     metadata = write(manager, [pa.RecordBatch.from_pylist(EVERY_ROW, EVERY_TYPE)], schema=EVERY_TYPE)
-    assert metadata["dagster/row_count"] == 2 and metadata["dead_letters"] == 0
+    assert metadata["rows_written"] == metadata["dagster/row_count"] == 2 and metadata["dead_letters"] == 0
     table = bq_emulator.client().get_table(f"{PROJECT}.{bq_dataset}.t")
     legacy = {"INTEGER": "INT64", "FLOAT": "FLOAT64", "BOOLEAN": "BOOL"}  # both spellings exist
     types = {f.name: legacy.get(f.field_type, f.field_type) for f in table.schema}
@@ -103,7 +103,7 @@ def test_append_adds_each_runs_rows(bq_emulator: BigQueryEmulator, bq_dataset: s
     manager = sink(bq_emulator, bq_dataset, etl_home, write="append", chunk_rows=2)
     write(manager, [rows([1, 2, 3], "a")])
     metadata = write(manager, [rows([4, 5], "b")], NEXT_DAY)
-    assert metadata["chunks"] == 1 and metadata["dagster/row_count"] == 2
+    assert metadata["chunks"] == 1 and metadata["rows_written"] == 2 and metadata["dagster/row_count"] == 5
     assert names(bq_emulator, bq_dataset) == {1: "a1", 2: "a2", 3: "a3", 4: "b4", 5: "b5"}
 
 
@@ -188,6 +188,8 @@ def test_bigquery_down_keeps_the_rows_and_the_next_run_loads_them_first(
         metadata = write(manager, [rows([1, 2, 3], "b")])
         assert metadata["rows_failed"] == 3 and metadata["dead_letters"] == 3
         assert "after 2 attempts" in metadata["dead_letter_error"]
+        # nor can the table be read: the run says so and still succeeds
+        assert "target_metadata_error" in metadata and "dagster/row_count" not in metadata
         assert sum(f.rows for f in store.files("events_bq")) == 3
     finally:
         bq_emulator.start()

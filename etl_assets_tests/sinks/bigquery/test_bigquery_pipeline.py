@@ -68,7 +68,7 @@ def test_windows_land_with_values_equal_to_the_source_and_a_rerun_changes_nothin
     defs = build_definitions(parse_spec(spec_for(source, bq_dataset, bq_emulator.endpoint, write)))
     assert defs.resolve_job_def("readings_bq_replay_dead_letters") is not None
     first = run_partition(defs, instance, FIRST)["readings_bq"]
-    assert first["dagster/row_count"].value == 60 and first["chunks"].value == 2  # 25-row batches gathered to 50 + 10
+    assert first["rows_written"].value == 60 and first["chunks"].value == 2  # 25-row batches gathered to 50 + 10
     run_partition(defs, instance, SECOND)
     run_partition(defs, instance, FIRST)  # a re-run
     assert target_rows(bq_emulator, bq_dataset) == source_rows(pg, source)

@@ -69,7 +69,7 @@ def test_single_puts_to_couchdb_by_id_and_a_rerun_updates_instead_of_duplicating
     database = pouchdb.create("single_put")
     manager = sink(etl_home, url=f"{database}/{{id}}", method="PUT", couchdb_revisions=True)
     metadata = write(manager, batches(300))
-    assert metadata["dagster/row_count"] == 300 and metadata["documents_failed"] == 0
+    assert metadata["rows_written"] == 300 and metadata["documents_failed"] == 0
     assert pouchdb.documents("single_put") == expected(batches(300))
     changed = batches(300, name="changed")
     write(manager, changed)
@@ -81,10 +81,10 @@ def test_bulk_docs_to_couchdb_with_ids_and_revisions(pouchdb: PouchDB, etl_home:
     database = pouchdb.create("bulk_docs")
     manager = sink(etl_home, url=f"{database}/_bulk_docs", format="json_array_bulk",
                    wrap="docs", id_key="_id", couchdb_revisions=True, bulk_docs=100)
-    assert write(manager, batches(1000))["dagster/row_count"] == 1000
+    assert write(manager, batches(1000))["rows_written"] == 1000
     changed = batches(1000, name="changed")
     metadata = write(manager, changed)
-    assert metadata["dagster/row_count"] == 1000 and metadata["documents_failed"] == 0
+    assert metadata["rows_written"] == 1000 and metadata["documents_failed"] == 0
     assert pouchdb.count("bulk_docs") == 1000
     assert pouchdb.documents("bulk_docs") == expected(changed)
 
@@ -95,7 +95,7 @@ def test_a_couchdb_conflict_without_revisions_is_a_dead_letter(pouchdb: PouchDB,
                    id_key="_id", on_error="dead_letter")
     write(manager, [batch([1, 2])])
     metadata = write(manager, [batch([2, 3], "again")])
-    assert metadata["dagster/row_count"] == 1 and metadata["dead_letters"] == 1
+    assert metadata["rows_written"] == 1 and metadata["dead_letters"] == 1
     store = DeadLetterStore(etl_home / "dead_letters")
     (letters,) = store.files("readings_api")
     dead = store.read(letters)
@@ -151,7 +151,7 @@ def test_single_posts_survive_503s_429s_drops_and_slow_answers(fault_server: Fau
     fault_server.faults.slow = 0.02
     manager = sink(etl_home, url=f"{fault_server.url}/docs/{{id}}", method="PUT", concurrency=16)
     metadata = write(manager, batches(2000))
-    assert metadata["dagster/row_count"] == 2000 and metadata["documents_failed"] == 0
+    assert metadata["rows_written"] == 2000 and metadata["documents_failed"] == 0
     assert metadata["retries"] > 0 and fault_server.requests > 2000
     assert fault_server.documents == expected(batches(2000))
 
@@ -164,7 +164,7 @@ def test_ndjson_bulk_retries_the_items_the_answer_rate_limits_and_keeps_the_refu
     manager = sink(etl_home, url=f"{fault_server.url}/_bulk", format="ndjson_bulk", bulk_docs=100,
                    on_error="dead_letter")
     metadata = write(manager, batches(2000))
-    assert metadata["dagster/row_count"] == 1998 and metadata["dead_letters"] == 2
+    assert metadata["rows_written"] == 1998 and metadata["dead_letters"] == 2
     want = expected(batches(2000))
     assert fault_server.documents == {k: v for k, v in want.items() if k not in {"7", "1234"}}
     store = DeadLetterStore(etl_home / "dead_letters")
@@ -192,7 +192,7 @@ def test_a_bulk_request_too_large_for_the_server_goes_again_in_halves(
 
     metadata = write(manager, data)
 
-    assert metadata["dagster/row_count"] == 1000 and metadata["documents_failed"] == 0
+    assert metadata["rows_written"] == 1000 and metadata["documents_failed"] == 0
     # each batch of 250: 200 -> 2 x 100 -> 4 x 50 -> 8 x 25 (7 splits), 50 -> 2 x 25 (1)
     assert metadata["bulk_requests_split"] == 4 * 8
     assert fault_server.documents == expected(data)
@@ -228,7 +228,7 @@ def test_tls_is_verified_by_default_and_a_ca_file_makes_a_private_ca_trusted(
             write(untrusted, [batch([1, 2])])
         assert server.documents == {}
         trusted = sink(etl_home, url=url, method="PUT", ca_file=str(ca_file))
-        assert write(trusted, [batch([1, 2])])["dagster/row_count"] == 2
+        assert write(trusted, [batch([1, 2])])["rows_written"] == 2
         assert server.documents == expected([batch([1, 2])])
     finally:
         server.stop()

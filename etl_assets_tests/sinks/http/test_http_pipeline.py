@@ -46,7 +46,8 @@ def test_documents_from_the_transform_land_by_id_and_the_token_is_never_recorded
     assert defs.resolve_job_def("readings_api_replay_dead_letters") is not None
     metadata = run_partition(defs, instance, WHOLE)["readings_api"]
     run_partition(defs, instance, WHOLE)  # a re-run overwrites the same ids
-    assert metadata["dagster/row_count"].value == 120
+    assert metadata["rows_written"].value == 120
+    assert metadata["dagster/uri"].value == f"{fault_server.url}/docs/{{id}}"
     rows = pg.execute(f"SELECT id, code, amount, updated_at FROM {source} ORDER BY id")
     assert fault_server.documents == {
         str(i): {"id": i, "code": code, "reading": {"amount": None if amount is None else str(amount),
