@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dagster import InputContext, OutputContext
 
 from etl_assets.batches import RecordBatchStream
+from etl_assets.progress import WindowsProgress
 
 PartitionStreams = Mapping[str, RecordBatchStream]
 """The streams of a range run, by partition key, in partition order."""
@@ -77,3 +78,12 @@ def add_partition_metadata(context: OutputContext, partition: str | None,
         return
     context.step_context.add_asset_metadata(dict(metadata), asset_key=context.asset_key,
                                             partition_key=partition)
+
+
+def windows_progress(context: OutputContext, what: str) -> WindowsProgress | None:
+    """The progress log of a range run's windows (``asset: 40 of 100 windows staged...``);
+    None in a run of one partition."""
+    keys = partition_keys(context)
+    if len(keys) < 2:
+        return None
+    return WindowsProgress(context.log, context.asset_key.to_user_string(), what, len(keys))

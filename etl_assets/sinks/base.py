@@ -22,7 +22,12 @@ from etl_assets.batches import RecordBatchStream
 from etl_assets.code_versions import NotData
 from etl_assets.dead_letters import DeadLetterStore
 from etl_assets.governance import GovernanceSettings
-from etl_assets.partition_outputs import PartitionOutput, add_partition_metadata, partition_streams
+from etl_assets.partition_outputs import (
+    PartitionOutput,
+    add_partition_metadata,
+    partition_streams,
+    windows_progress,
+)
 from etl_assets.settings import check_reference
 from etl_assets.watermark import Bound, Window
 
@@ -133,8 +138,12 @@ class SinkIOManager(IOManager, Generic[S]):
         """Write each partition the step materializes (one, or a range in a single-run
         backfill) in partition order; each partition's materialization gets what ``write``
         returns, and what the target holds after the last one (``target_metadata``)."""
-        written = [(partition, self.write(context, partition, stream))
-                   for partition, stream in partition_streams(context, obj)]
+        progress = windows_progress(context, "written")
+        written = []
+        for partition, stream in partition_streams(context, obj):
+            written.append((partition, self.write(context, partition, stream)))
+            if progress:
+                progress.add(int(written[-1][1].get("rows_written", 0)))  # type: ignore[call-overload]
         target = self.target_metadata()
         for partition, metadata in written:
             add_partition_metadata(context, partition, {**metadata, **target})

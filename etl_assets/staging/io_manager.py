@@ -31,6 +31,7 @@ from etl_assets.partition_outputs import (
     add_partition_metadata,
     partition_keys,
     partition_streams,
+    windows_progress,
 )
 from etl_assets.progress import ProgressLog
 from etl_assets.secrets import masked_errors
@@ -173,8 +174,12 @@ class ParquetStagingIOManager(IOManager):
     @masked_errors()
     def handle_output(self, context: OutputContext, obj: PartitionOutput) -> None:
         """Stage each partition the step materializes (one, or each of a range in turn)."""
+        progress = windows_progress(context, "staged")
         for partition, stream in partition_streams(context, obj):
-            add_partition_metadata(context, partition, self._stage(context, partition, stream))
+            metadata = self._stage(context, partition, stream)
+            add_partition_metadata(context, partition, metadata)
+            if progress:
+                progress.add(int(metadata["dagster/row_count"]))  # type: ignore[call-overload]
 
     def _stage(self, context: OutputContext, partition: str | None,
                stream: RecordBatchStream) -> dict[str, object]:
@@ -183,7 +188,7 @@ class ParquetStagingIOManager(IOManager):
         label = f"{context.asset_key.to_user_string()} [{partition}] -> staging"
 
         def write(attempt: RecordBatchStream) -> tuple[StagedManifest, ProgressLog]:
-            progress = ProgressLog(context.log, label)
+            progress = ProgressLog(context.log, label, done_line=context.has_partition_key)
             return write_staged(path, attempt, run_id=context.run_id,
                                 shard_rows=self.spec.shard_rows, progress=progress,
                                 log=context.log), progress

@@ -114,7 +114,8 @@ class BigQuerySinkIOManager(SinkIOManager[BigQuerySinkSpec]):
         writer = self.writer(client, self.spec.write, target.staging_id(asset, partition,
                                                                      context.run_id),
                              window, context.log)
-        progress = ProgressLog(context.log, label)
+        progress = ProgressLog(context.log, label,
+                                   done_line=context.has_partition_key)
         failed, last_error = 0, ""
         try:
             try:

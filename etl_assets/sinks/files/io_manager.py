@@ -68,7 +68,8 @@ class ParquetSinkIOManager(SinkIOManager[ParquetSinkSpec]):
         sink = self.file_sink(f"sink {asset}", masked_log(context.log))
         label = (f"{asset} [{partition}] -> {sink.target.display} ({self.spec.mode}, "
                  f"{self.spec.format})")
-        progress = ProgressLog(context.log, label)
+        progress = ProgressLog(context.log, label,
+                                   done_line=context.has_partition_key)
         written = sink.write(stream.schema, stream, partition=partition, run_id=context.run_id,
                              asset=asset, progress=progress, version=stream.version)
         progress.done()

@@ -169,7 +169,8 @@ class HttpApiIOManager(SinkIOManager[HttpSinkSpec]):
         if transform is None and self.spec.conflict_rule == "newest" and \
                 cursor not in stream.schema.names:
             raise HttpSinkError(missing_cursor(where, cursor, stream.schema.names))
-        progress = ProgressLog(context.log, label)
+        progress = ProgressLog(context.log, label,
+                                   done_line=context.has_partition_key)
 
         def groups() -> Iterator[DocumentGroup]:
             for batch in stream:

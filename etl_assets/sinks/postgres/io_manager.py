@@ -68,7 +68,8 @@ class PostgresUpsertIOManager(SinkIOManager[PostgresSinkSpec]):
                                   retry=spec.retry_policy()) as writer:
             for action in writer.prepare(stream.schema):
                 context.log.info(f"{label}: {action}")
-            progress = ProgressLog(context.log, label)
+            progress = ProgressLog(context.log, label,
+                                   done_line=context.has_partition_key)
             for batch, final in with_last(stream):
                 changed += writer.write(batch, final=final)
                 progress.add(batch.num_rows)
