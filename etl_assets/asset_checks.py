@@ -1,8 +1,9 @@
 """The asset checks of a sink, evaluated per partition in the run that writes it.
 
-- ``row_count_reconciliation``: the rows the run gave the sink for a window (distinct keys
-  for a keyed sink) against what the target holds of that window, counting keys a later
-  window replaced (newest wins) as held. ERROR severity; ``blocking: true`` fails the run.
+- ``row_count_reconciliation``: the rows the run gave the sink for a window against what the
+  target holds of them: for a keyed sink, each distinct key held with the window's cursor or
+  a later one (a later window replaced it: newest wins); for a sink without a key, the
+  target's rows in the window. ERROR severity; ``blocking: true`` fails the run.
 - ``schema_drift``: a column the sink was given that the target lacks (WARN).
 - ``watermark_lag``: the source's newest cursor value against the newest window the sink
   holds, over ``max_watermark_lag`` (WARN).
@@ -99,6 +100,11 @@ class Tally:
     def counting(self, stream: RecordBatchStream) -> RecordBatchStream:
         """``stream``, tallied as the IO manager reads it."""
         self.columns = list(stream.schema.names)
+        if not all(k in self.columns for k in self.key):
+            self.key = []  # a transform dropped the key: counted as rows, like a keyless sink
+        if self.key:  # so that a window without rows still gives (no) keys
+            self._keys.append(pa.Table.from_batches(
+                [], pa.schema([stream.schema.field(k) for k in self.key])))
 
         def tallied() -> Iterator[pa.RecordBatch]:
             for batch in stream:
@@ -113,14 +119,14 @@ class Tally:
         """The key columns of every row given (None for a sink without a key)."""
         if not self.key:
             return None
-        return pa.concat_tables(self._keys) if self._keys else None
+        return pa.concat_tables(self._keys)
 
     def expected(self) -> int:
         """The rows the target should hold of the window: distinct keys when keyed."""
         keys = self.keys()
         if keys is None:
-            return 0 if self.key else self.rows
-        return keys.group_by(self.key).aggregate([]).num_rows
+            return self.rows
+        return keys.group_by(self.key, use_threads=False).aggregate([]).num_rows
 
 
 def evaluations(declared: list[AssetCheckSpec], settings: CheckSettings,
@@ -179,11 +185,7 @@ def _reconcile(io_manager: SinkIOManager[Any], partition: str, tally: Tally) -> 
         return False, (f"cannot reconcile: the rows written have no cursor column {cursor!r} "
                        f"(a transform dropped it?); set checks.row_count: false"), {}
     expected = tally.expected()
-    count = io_manager.count_window(window, None)
-    keys = tally.keys()
-    if count.rows != expected and keys is not None:
-        # Only now ask which of the keys a later window replaced: a join of every key.
-        count = io_manager.count_window(window, keys)
+    count = io_manager.count_window(window, tally.keys())
     held = count.rows + count.newer
     what = "distinct keys" if tally.key else "rows"
     metadata: dict[str, object] = {"source_rows": expected, "target_rows": count.rows,

@@ -99,13 +99,17 @@ class SinkSetup(Generic[S]):
 
 @dataclass(frozen=True)
 class WindowCount:
-    """What the target holds of one window, for the row-count reconciliation check."""
+    """What the target holds of one window, for the row-count reconciliation check.
+
+    A keyed sink is asked about the keys of the rows the run gave it: of those keys, ``rows``
+    the target holds with a cursor in the window and ``newer`` only with a cursor past its
+    ``hi`` (a later window replaced them: newest wins); a key the target lacks, or holds
+    older, is a lost row. A sink without a key counts the target's rows in the window
+    (``newer`` 0): a duplicate shows as a surplus.
+    """
 
     rows: int
-    """Target rows whose cursor is in the window (distinct keys for a keyed sink)."""
     newer: int = 0
-    """Of the keys the run was given, how many the target holds with a cursor past the window's
-    ``hi`` (a later window replaced them: newest wins). 0 for sinks without a key."""
 
 
 Metadata = Mapping[str, object]
@@ -170,9 +174,9 @@ class SinkIOManager(IOManager, Generic[S]):
         return None
 
     def count_window(self, window: Window, keys: pa.Table | None) -> WindowCount:
-        """What the target holds of ``window`` (lo < cursor <= hi). ``keys``: the key columns
-        of the rows the run was given (None for a sink without a key), for ``newer``. Only
-        when ``counts_windows``."""
+        """What the target holds of ``window`` (lo < cursor <= hi), see ``WindowCount``.
+        ``keys``: the key columns of the rows the run was given (None for a sink without a
+        key). Only when ``counts_windows``."""
         raise NotImplementedError(f"{self.setup.where}: kind {self.spec.kind} cannot count a "
                                   f"window's rows")
 

@@ -78,11 +78,12 @@ class TableReader:
 
     def count_window(self, cursor: str, key: Sequence[str], window: Window,
                      keys: pa.Table | None) -> WindowCount:
-        """Rows of the table with ``lo < cursor <= hi`` (distinct ``key`` values when
-        ``key`` is given: an append table may hold a key twice), and of ``keys``, how many
-        distinct ones it holds with a cursor past ``hi``: the keys are loaded into a table of
-        their own (a load job; it expires within the hour should the drop fail), joined and
-        dropped."""
+        """What the table holds of ``window`` (see ``WindowCount``): of ``keys``, how many
+        distinct ones it holds with a cursor in the window and past ``hi`` (the keys are
+        loaded into a table of their own, a load job, expiring within the hour should the
+        drop fail, joined and dropped); without ``keys``, its rows with ``lo < cursor <= hi``
+        (distinct ``key`` values when ``key`` is given: an append table may hold a key
+        twice)."""
         table = self.table()
         if table is None:
             return WindowCount(rows=0)
@@ -98,14 +99,15 @@ class TableReader:
         inside = (f"SELECT COUNT(*) FROM (SELECT DISTINCT {names} FROM "
                   f"{quoted(self.target.table_id)} WHERE {where})" if key else
                   f"SELECT COUNT(*) FROM {quoted(self.target.table_id)} WHERE {where}")
+        if key and keys is not None:  # only the keys given (see WindowCount)
+            return self._count_keys(table, cursor, list(key), keys, parameters)
         ((rows,),) = self.query(inside, parameters)
-        newer = 0
-        if key and keys is not None and keys.num_rows:
-            newer = self._newer(table, cursor, list(key), keys, parameters)
-        return WindowCount(rows=int(rows), newer=newer)
+        return WindowCount(rows=int(rows))
 
-    def _newer(self, table: bigquery.Table, cursor: str, key: list[str], keys: pa.Table,
-               parameters: list[bigquery.ScalarQueryParameter]) -> int:
+    def _count_keys(self, table: bigquery.Table, cursor: str, key: list[str], keys: pa.Table,
+                    parameters: list[bigquery.ScalarQueryParameter]) -> WindowCount:
+        if not keys.num_rows:
+            return WindowCount(rows=0)
         digest = hashlib.sha1(f"{self.target.table_id}|{uuid.uuid4()}".encode()).hexdigest()
         keys_id = f"{self.target.project}.{self.target.dataset}._etl_keys_{self.target.table}" \
                   f"_{digest[:16]}"
@@ -129,15 +131,18 @@ class TableReader:
             self.retry.call(load, what=f"{self.target.table_id}: load the run's keys",
                             log=self.log)
             match = " AND ".join(f"T.{quoted(k)} = K.{quoted(k)}" for k in key)
-            ((newer,),) = self.query(
-                f"SELECT COUNT(*) FROM (SELECT DISTINCT "
-                f"{', '.join(f'T.{quoted(k)}' for k in key)} FROM "
-                f"{quoted(self.target.table_id)} T JOIN {quoted(keys_id)} K ON {match} "
-                f"WHERE T.{quoted(cursor)} > @hi)", parameters)
+            column = f"T.{quoted(cursor)}"
+            # per key (an append table may hold a key twice): any row in the window, past it
+            ((inside, newer),) = self.query(
+                f"SELECT COALESCE(SUM(i), 0), COALESCE(SUM(n * (1 - i)), 0) FROM (SELECT "
+                f"MAX(CASE WHEN {column} > @lo AND {column} <= @hi THEN 1 ELSE 0 END) AS i, "
+                f"MAX(CASE WHEN {column} > @hi THEN 1 ELSE 0 END) AS n "
+                f"FROM {quoted(self.target.table_id)} T JOIN {quoted(keys_id)} K ON {match} "
+                f"GROUP BY {', '.join(f'T.{quoted(k)}' for k in key)})", parameters)
         finally:
             self.client.delete_table(keys_id, not_found_ok=True, retry=self._api_retry(),
                                      timeout=self.timeout)
-        return int(newer)
+        return WindowCount(rows=int(inside or 0), newer=int(newer or 0))
 
 
 def table_columns(table: bigquery.Table) -> list[TargetColumn]:

@@ -167,9 +167,10 @@ def _counted_rows(handle: IO[bytes], fmt: FileFormat, schema: pa.Schema) -> int:
 
 def count_window(target: FileTarget, fmt: FileFormat, mode: FileMode, cursor: str,
                  key: Sequence[str], window: Window, keys: pa.Table | None) -> WindowCount:
-    """Rows of the dataset with ``lo < cursor <= hi`` (distinct ``key`` values when ``key``
-    is given: shards may hold a key twice), and of ``keys``, how many distinct ones the
-    dataset holds with a cursor past ``hi``. Only the cursor and key columns are read, block
+    """What the dataset holds of ``window`` (see ``WindowCount``): of ``keys``, how many
+    distinct ones it holds with a cursor in the window and past ``hi``; without ``keys``, its
+    rows with ``lo < cursor <= hi`` (distinct ``key`` values when ``key`` is given: shards
+    may hold a key twice). Only the cursor and key columns are read, block
     by block, and matched in Arrow; memory holds the window's keys and ``keys``. The cursor
     is read as the window's bounds are (an aware timestamp in UTC, a naive one, an integer);
     the key as ``keys`` hold it, as the format writes it (JSON lines: as JSON values, e.g.
@@ -190,7 +191,11 @@ def count_window(target: FileTarget, fmt: FileFormat, mode: FileMode, cursor: st
                 values = block.column(cursor)
                 chosen = block.filter(pc.fill_null(
                     pc.and_kleene(pc.greater(values, lo), pc.less_equal(values, hi)), False))
-                if key:
+                if key and given is not None:  # only the keys given (see WindowCount)
+                    inside.append(chosen.select(key).join(given, keys=key,
+                                                          join_type="left semi",
+                                                          use_threads=False))
+                elif key:
                     inside.append(_distinct(chosen, key))
                 else:
                     rows += chosen.num_rows
@@ -201,10 +206,13 @@ def count_window(target: FileTarget, fmt: FileFormat, mode: FileMode, cursor: st
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
             raise FileFormatError(f"{target.location(name)}: cannot read {cursor} or the key "
                                   f"({', '.join(key)}) to count a window: {exc}") from None
-    if key:
-        rows = _distinct(pa.concat_tables(inside), key).num_rows if inside else 0
-    newer = _distinct(pa.concat_tables(later), key).num_rows if later else 0
-    return WindowCount(rows=rows, newer=newer)
+    held = _distinct(pa.concat_tables(inside), key) if key and inside else None
+    if held is not None:
+        rows = held.num_rows
+    past = _distinct(pa.concat_tables(later), key) if later else None
+    if past is not None and held is not None:  # a key with a row in the window is not newer
+        past = past.join(held, keys=key, join_type="left anti", use_threads=False)
+    return WindowCount(rows=rows, newer=past.num_rows if past is not None else 0)
 
 
 def _as_written(keys: pa.Table, key: list[str], fmt: FileFormat) -> pa.Table:

@@ -93,11 +93,12 @@ def table_columns(conninfo: str, name: TableName) -> list[str] | None:
 
 def count_window(conninfo: str, name: TableName, cursor: str, window: Window,
                  keys: pa.Table | None) -> WindowCount:
-    """Rows of ``name`` with ``lo < cursor <= hi`` (the table's rows are distinct by its key,
-    so this counts keys), and of ``keys`` (a table of key columns), how many rows of
-    ``name`` hold a cursor past ``hi``. The keys are COPYed into a temporary table and joined,
-    in one transaction; the window's bounds are bound as the writer binds them (an aware
-    timestamp as timestamptz, a naive one as timestamp, an id as an integer)."""
+    """What ``name`` holds of ``window`` (see ``WindowCount``). With ``keys`` (a table of key
+    columns), the distinct keys are COPYed into a temporary table and looked up by the
+    table's key (its primary key index: the cost follows the window's keys, not the table's
+    size); without, the rows with ``lo < cursor <= hi`` are counted. The window's bounds are
+    bound as the writer binds them (an aware timestamp as timestamptz, a naive one as
+    timestamp, an id as an integer)."""
     # autocommit: the catalog query must not open the transaction the keys' table lives in
     with psycopg.connect(conninfo, connect_timeout=10, autocommit=True) as conn:
         catalog = _catalog(conn, name)
@@ -110,34 +111,38 @@ def count_window(conninfo: str, name: TableName, cursor: str, window: Window,
             raise PostgresSinkError(f"{name.display}: no column(s) {', '.join(missing)} "
                                     f"(columns: {', '.join(names)}); cannot count a window")
         column = sql.Identifier(cursor)
-        with conn.transaction():
+        if keys is None:
             (rows,) = conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE {} > %s AND {} <= %s")
                                    .format(name.sql(), column, column),
                                    (window.lo, window.hi)).fetchone() or (0,)
-            newer = 0
-            if keys is not None and keys.num_rows:
-                newer = _newer(conn, name, column, window, keys)
-    return WindowCount(rows=int(rows), newer=newer)
+            return WindowCount(rows=int(rows))
+        with conn.transaction():
+            return _count_keys(conn, name, column, window, keys)
 
 
-def _newer(conn: psycopg.Connection[Any], name: TableName, cursor: sql.Identifier,
-           window: Window, keys: pa.Table) -> int:
-    """Rows of ``name`` whose key is one of ``keys`` and whose cursor is past the window's hi
-    (inside the caller's transaction; the temporary table goes with it)."""
+def _count_keys(conn: psycopg.Connection[Any], name: TableName, cursor: sql.Identifier,
+                window: Window, keys: pa.Table) -> WindowCount:
+    """Of ``keys``, how many rows of ``name`` hold a cursor in the window and how many past its
+    hi (inside the caller's transaction; the temporary table goes with it)."""
+    if not keys.num_rows:
+        return WindowCount(rows=0)
+    distinct = keys.group_by(keys.column_names, use_threads=False).aggregate([])
     temp = sql.Identifier(f"etl_keys_{uuid.uuid4().hex[:12]}")
     columns = sql.SQL(", ").join(map(sql.Identifier, keys.column_names))
     conn.execute(sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA")
                  .format(temp, columns, name.sql()))
     with conn.cursor().copy(sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
             temp, columns)) as copy:
-        copy.write(_csv(keys))
-    conn.execute(sql.SQL("ANALYZE {}").format(temp))  # a hash join, not a nested loop
+        copy.write(_csv(distinct))
+    conn.execute(sql.SQL("ANALYZE {}").format(temp))  # the planner sizes the join right
     match = sql.SQL(" AND ").join(
         sql.SQL("k.{0} = t.{0}").format(sql.Identifier(c)) for c in keys.column_names)
-    (newer,) = conn.execute(sql.SQL(
-        "SELECT count(*) FROM {} t WHERE t.{} > %s AND EXISTS (SELECT 1 FROM {} k WHERE {})"
-    ).format(name.sql(), cursor, temp, match), (window.hi,)).fetchone() or (0,)
-    return int(newer)
+    inside, newer = conn.execute(sql.SQL(
+        "SELECT count(*) FILTER (WHERE t.{0} > %s AND t.{0} <= %s), "
+        "count(*) FILTER (WHERE t.{0} > %s) FROM {1} k JOIN {2} t ON {3}"
+    ).format(cursor, temp, name.sql(), match),
+        (window.lo, window.hi, window.hi)).fetchone() or (0, 0)
+    return WindowCount(rows=int(inside), newer=int(newer))
 
 
 def _csv(table: pa.Table) -> bytes:

@@ -33,7 +33,8 @@ def keys(ids: list[int]) -> pa.Table:
 
 
 @pytest.mark.parametrize(("mode", "day"), [("merge", WindowCount(rows=3, newer=2)),
-                                           ("append", WindowCount(rows=5, newer=2))])
+                                           # append keeps the old rows of 4 and 5
+                                           ("append", WindowCount(rows=5, newer=0))])
 def test_count_window_counts_each_window_and_keys_a_later_window_replaced(
         bq_emulator: BigQueryEmulator, bq_dataset: str, etl_home: Path, mode: str,
         day: WindowCount) -> None:
@@ -111,8 +112,9 @@ def test_a_range_run_loads_each_partition_and_each_has_its_own_metadata(
     assert (first["rows_written"], second["rows_written"]) == (3, 4)
     assert first["dagster/row_count"] == second["dagster/row_count"] == 7
     assert manager.count_window(DAY, None) == WindowCount(rows=3)
-    assert manager.count_window(NEXT_DAY, keys([3])) == WindowCount(rows=4, newer=0)
-    assert manager.count_window(DAY, keys([1, 3])) == WindowCount(rows=3, newer=1)
+    assert manager.count_window(NEXT_DAY, keys([3])) == WindowCount(rows=1, newer=0)  # only key 3
+    assert manager.count_window(NEXT_DAY, None) == WindowCount(rows=4)
+    assert manager.count_window(DAY, keys([1, 3])) == WindowCount(rows=2, newer=0)
 
 
 def test_kinds_and_description(bq_emulator: BigQueryEmulator, bq_dataset: str, etl_home: Path) -> None:

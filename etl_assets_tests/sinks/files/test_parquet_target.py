@@ -56,7 +56,8 @@ def write(manager: ParquetSinkIOManager, batch: pa.RecordBatch, window: Window) 
 # Rows 1-5 in DAY, then 4-6 in NEXT_DAY (keys 4 and 5 updated into the later window): what
 # each mode's dataset holds of each window.
 EXPECTED = {
-    "shard": (WindowCount(rows=5, newer=2), WindowCount(rows=3, newer=0), 8),
+    # shards keep the old rows of 4 and 5: a key with a row in the window is held there
+    "shard": (WindowCount(rows=5, newer=0), WindowCount(rows=3, newer=0), 8),
     "update": (WindowCount(rows=3, newer=2), WindowCount(rows=3, newer=0), 6),
     "replace": (WindowCount(rows=0, newer=2), WindowCount(rows=3, newer=0), 3),
 }
@@ -108,7 +109,8 @@ def test_count_window_counts_distinct_keys_and_composite_keys(tmp_path: Path, et
     write(manager, pa.concat_batches([rows([1, 2], DAY, "a"), rows([1], DAY, "a")]), DAY)
     write(manager, rows([2, 3], NEXT_DAY, "a"), NEXT_DAY)
     given = pa.table({"id": [1, 2, 2], "name": ["a1", "a2", "b2"]})
-    assert manager.count_window(DAY, given) == WindowCount(rows=2, newer=1)
+    # (2, a2) has a row in the window too; (2, b2) is nowhere
+    assert manager.count_window(DAY, given) == WindowCount(rows=2, newer=0)
 
 
 def test_count_window_without_a_key_counts_rows(tmp_path: Path, etl_home: Path) -> None:
