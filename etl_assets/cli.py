@@ -113,20 +113,20 @@ def _add_partitions(source_name: str) -> int:
 
 
 def nearest_partitions(key: str, existing: Sequence[str]) -> list[str]:
-    """The existing keys nearest ``key``: the windows just before and after where it would sort
-    (a ``lo..hi`` key by its window, a lone bound by ``lo``), then the keys spelled like it
-    (difflib); in window order, each once."""
+    """The existing keys nearest ``key``, in window order: the windows just before and after
+    where it would sort (a ``lo..hi`` key by its window, a lone bound by ``lo``); for a key that
+    cannot be placed among them (no window, or a cursor of another kind), the two keys spelled
+    most like it (difflib)."""
     try:
         windows = sorted((w, k) for k in existing if (w := Window.of_partition(k)) is not None)
     except TypeError:  # windows of two kinds of cursor: none is nearer
         windows = []
-    near: list[str] = []
     at = _sort_position(key, [w for w, _ in windows])
     if at is not None:
-        near += [k for _, k in windows[max(at - 1, 0):at + 1]]
-    near += difflib.get_close_matches(key, list(existing), n=2, cutoff=0.8)
+        return [k for _, k in windows[max(at - 1, 0):at + 1]]
     order = {k: i for i, (_, k) in enumerate(windows)}
-    return sorted(dict.fromkeys(near), key=lambda k: (order.get(k, len(order)), k))
+    similar = difflib.get_close_matches(key, list(existing), n=2)
+    return sorted(similar, key=lambda k: (order.get(k, len(order)), k))
 
 
 def _sort_position(key: str, windows: list[Window]) -> int | None:
