@@ -362,7 +362,9 @@ def _squeeze(text: str) -> str:
 
 
 def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
+    """``exc`` in one line: its lines (a spec's errors, one a line) joined by "; "."""
+    text = "; ".join(" ".join(line.split()) for line in str(exc).splitlines() if line.strip())
+    text = text or type(exc).__name__
     if not isinstance(exc, EtlAssetsError | ValueError | ImportError):
         text = f"{type(exc).__name__}: {text}"  # a driver's or library's error
     return mask_text(text)

@@ -100,6 +100,11 @@ def test_a_spec_error_is_one_line_and_debug_shows_its_traceback(
     assert done.returncode == 2
     assert one_line(done) == (f"etl-assets: {spec}: source 'readings': field 'curser': "
                               f"Extra inputs are not permitted")
+    spec.write_text("sources: {readings: {table: t, cursor: id, conection: {env: X}}}\n")
+    two = etl_assets(env, "--spec", str(spec), "check")  # two errors: still one line
+    assert one_line(two) == (f"etl-assets: {spec}: source 'readings': field 'connection': Field "
+                             f"required; {spec}: source 'readings': field 'conection': Extra "
+                             f"inputs are not permitted")
     debug = etl_assets(env, "check", "--debug", "--spec", str(spec))
     assert debug.returncode == 2
     assert "Traceback (most recent call last):" in debug.stderr
