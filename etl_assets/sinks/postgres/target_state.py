@@ -134,7 +134,11 @@ def _count_keys(conn: psycopg.Connection[Any], name: TableName, cursor: sql.Iden
     with conn.cursor().copy(sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
             temp, columns)) as copy:
         copy.write(_csv(distinct))
-    conn.execute(sql.SQL("ANALYZE {}").format(temp))  # the planner sizes the join right
+    # One index probe a key: the planner, costing random reads as on disk, would rather
+    # hash-join a scan of the whole table (144 ms against 10 ms for 10k keys in 1M rows). An
+    # upsert target always has the unique index ON CONFLICT needs.
+    conn.execute("SET LOCAL enable_hashjoin = off")
+    conn.execute("SET LOCAL enable_mergejoin = off")
     match = sql.SQL(" AND ").join(
         sql.SQL("k.{0} = t.{0}").format(sql.Identifier(c)) for c in keys.column_names)
     inside, newer = conn.execute(sql.SQL(
