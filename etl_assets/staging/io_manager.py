@@ -61,13 +61,15 @@ class StagedManifest:
 
 
 def write_staged(path: Path, stream: RecordBatchStream, *, run_id: str, shard_rows: int,
-                 progress: ProgressLog | None = None, log: Log | None = None) -> StagedManifest:
+                 progress: ProgressLog | None = None, log: Log | None = None,
+                 sweep: bool = True) -> StagedManifest:
     """Write ``stream`` as parquet shards into a new version and make it the content of
     ``path`` atomically, unless a newer version was published meanwhile (then this one is
     discarded: the partition already holds a later extraction). Leftovers of the asset are
-    swept first."""
+    swept first (``sweep``; a range run sweeps before its first window only)."""
     path = path.absolute()
-    sweep_asset(path.parent, log)
+    if sweep:
+        sweep_asset(path.parent, log)
     versions = PartitionVersions(path)
     written = versions.allocate(run_id)
     manifest = StagedManifest(run_id=run_id, version=written.version)
@@ -175,14 +177,14 @@ class ParquetStagingIOManager(IOManager):
     def handle_output(self, context: OutputContext, obj: PartitionOutput) -> None:
         """Stage each partition the step materializes (one, or each of a range in turn)."""
         progress = windows_progress(context, "staged")
-        for partition, stream in partition_streams(context, obj):
-            metadata = self._stage(context, partition, stream)
+        for index, (partition, stream) in enumerate(partition_streams(context, obj)):
+            metadata = self._stage(context, partition, stream, sweep=index == 0)
             add_partition_metadata(context, partition, metadata)
             if progress:
                 progress.add(int(metadata["dagster/row_count"]))  # type: ignore[call-overload]
 
-    def _stage(self, context: OutputContext, partition: str | None,
-               stream: RecordBatchStream) -> dict[str, object]:
+    def _stage(self, context: OutputContext, partition: str | None, stream: RecordBatchStream,
+               sweep: bool) -> dict[str, object]:
         path = self.partition_path(list(context.asset_key.path), partition)
         path.parent.mkdir(parents=True, exist_ok=True)
         label = f"{context.asset_key.to_user_string()} [{partition}] -> staging"
@@ -191,7 +193,7 @@ class ParquetStagingIOManager(IOManager):
             progress = ProgressLog(context.log, label, done_line=context.has_partition_key)
             return write_staged(path, attempt, run_id=context.run_id,
                                 shard_rows=self.spec.shard_rows, progress=progress,
-                                log=context.log), progress
+                                log=context.log, sweep=sweep), progress
 
         # An extraction that fails transiently is written again from the window's beginning.
         manifest, progress = (stream.retrying(write) if isinstance(stream, Extraction)
