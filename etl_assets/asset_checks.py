@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from datetime import timedelta
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -35,6 +36,7 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
 from pydantic import Field, field_validator
 
 from etl_assets.batches import RecordBatchStream
+from etl_assets.secrets import mask_text
 from etl_assets.settings import Step, StrictModel, check_step
 from etl_assets.watermark import Bound, Size, Window, before, distance, narrower, parse_duration
 
@@ -142,9 +144,14 @@ def evaluations(declared: list[AssetCheckSpec], settings: CheckSettings,
     asset_key = declared[0].asset_key
     # What does not depend on the window is asked once a run: the source's newest cursor
     # value, the target's columns and (range runs) the partitions' materializations.
-    lag = _lag(settings, io_manager, asset_key, list(tallies), instance, newest_in_source) \
-        if WATERMARK_LAG in specs else None
-    columns = io_manager.target_columns() if SCHEMA_DRIFT in specs else None
+    lag = _trying(lambda: _lag(settings, io_manager, asset_key, list(tallies), instance,
+                               newest_in_source)) if WATERMARK_LAG in specs else None
+    columns: list[str] | Exception | None = None
+    if SCHEMA_DRIFT in specs:
+        try:
+            columns = io_manager.target_columns()
+        except Exception as exc:  # the target out of reach: the check fails, the run goes on
+            columns = exc
     targets = _target_materializations(instance, asset_key, list(tallies)) if range_run else {}
     for partition, tally in tallies.items():
         outcomes: list[tuple[str, AssetCheckSeverity, Outcome]] = []
@@ -153,9 +160,11 @@ def evaluations(declared: list[AssetCheckSpec], settings: CheckSettings,
             counted = io_manager.setup.cursor_column in tally.columns
             outcomes.append((ROW_COUNT, AssetCheckSeverity.ERROR if counted
                              else AssetCheckSeverity.WARN,
-                             _reconcile(io_manager, partition, tally)))
+                             _trying(partial(_reconcile, io_manager, partition, tally))))
         if SCHEMA_DRIFT in specs:
-            outcomes.append((SCHEMA_DRIFT, AssetCheckSeverity.WARN, _drift(columns, tally)))
+            outcomes.append((SCHEMA_DRIFT, AssetCheckSeverity.WARN,
+                             _failed(columns) if isinstance(columns, Exception)
+                             else _drift(columns, tally)))
         if lag is not None:
             outcomes.append((WATERMARK_LAG, AssetCheckSeverity.WARN, lag))
         target = targets.get(partition)
@@ -174,6 +183,20 @@ def evaluations(declared: list[AssetCheckSpec], settings: CheckSettings,
 
 Outcome = tuple[bool, str, dict[str, object]]
 """(passed, description, metadata) of one check for one partition."""
+
+
+def _trying(check: Callable[[], Outcome]) -> Outcome:
+    """``check()``; when the target or the source cannot answer, a failed check saying why
+    (a check that cannot run fails; it does not fail the run unless it is blocking)."""
+    try:
+        return check()
+    except Exception as exc:
+        return _failed(exc)
+
+
+def _failed(error: Exception) -> Outcome:
+    text = mask_text(" ".join(str(error).split()) or type(error).__name__)
+    return False, f"could not check: {text}", {"error": text}
 
 
 def _reconcile(io_manager: SinkIOManager[Any], partition: str, tally: Tally) -> Outcome:

@@ -255,7 +255,7 @@ def _check(require_env: bool) -> int:
              if not os.environ.get(variable)}  # empty counts as unset, as for `env`
     for variable, owners in sorted(unset.items()):
         print(f"  unset: ${variable} ({'; '.join(owners)})")
-    return 1 if unset and require_env else 0
+    return 2 if unset and require_env else 0  # configuration: exit 2
 
 
 def _compose(args: argparse.Namespace) -> int:
@@ -313,7 +313,7 @@ def _parser() -> argparse.ArgumentParser:
     check = command("check", help="validate the spec ($ETL_ASSETS_SPEC or the demo) and build "
                                   "its definitions; list unset env vars")
     check.add_argument("--require-env", action="store_true",
-                       help="fail (exit 1) when an environment variable the spec names is unset")
+                       help="fail (exit 2) when an environment variable the spec names is unset")
     command("status", help="partitions per source, rows per PostgreSQL and file sink")
     command("stop-embedded", help="stop the embedded PostgreSQL server")
     merge = command("compose", help="merge a file sink's shards into one file")

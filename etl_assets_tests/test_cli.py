@@ -93,7 +93,7 @@ def test_check_lists_the_environment_variables_the_spec_names_that_are_unset(
     assert "unset: $API_TOKEN (sink 'api' field 'headers_from_env.Authorization')" in out
     assert "unset: $LAKE_ROOT (sink 'out' field 'path')" in out
     assert "TEST_SOURCE_URL" not in out  # set by the fixture
-    assert main(["check", "--require-env"]) == 1
+    assert main(["check", "--require-env"]) == 2
     capsys.readouterr()
     monkeypatch.setenv("LAKE_ROOT", "/tmp/lake")
     monkeypatch.setenv("API_TOKEN", "Bearer x")

@@ -132,7 +132,7 @@ def test_check_lists_unset_environment_variables_and_require_env_fails_on_them(
     assert "  unset: $ETL_TEST_LAKE (sink 'lake' field 'path')" in done.stdout.splitlines()
     assert ("  unset: $ETL_TEST_SOURCE_URL (source 'readings' field 'connection.env')"
             in done.stdout.splitlines())
-    assert etl_assets(env, "--spec", str(spec), "check", "--require-env").returncode == 1
+    assert etl_assets(env, "--spec", str(spec), "check", "--require-env").returncode == 2
     set_env = {**env, "ETL_TEST_SOURCE_URL": "sqlite://", "ETL_TEST_LAKE": str(tmp_path)}
     done = etl_assets(set_env, "--spec", str(spec), "check", "--require-env")
     assert done.returncode == 0 and "unset: " not in done.stdout
