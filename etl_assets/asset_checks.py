@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pyarrow as pa
 from dagster import (
@@ -33,40 +33,16 @@ from dagster import (
 from dagster._core.definitions.asset_checks.asset_check_evaluation import (
     AssetCheckEvaluationTargetMaterializationData,
 )
-from pydantic import Field, field_validator
 
 from etl_assets.batches import RecordBatchStream
 from etl_assets.secrets import mask_text
-from etl_assets.settings import Step, StrictModel, check_step
+from etl_assets.sinks.base import SinkIOManager
+from etl_assets.sinks.check_settings import CheckSettings
 from etl_assets.watermark import Bound, Size, Window, before, distance, narrower, parse_duration
-
-if TYPE_CHECKING:  # sinks/base.py imports CheckSettings from here
-    from etl_assets.sinks.base import SinkIOManager
 
 ROW_COUNT = "row_count_reconciliation"
 SCHEMA_DRIFT = "schema_drift"
 WATERMARK_LAG = "watermark_lag"
-
-
-class CheckSettings(StrictModel):
-    """Which checks a sink's asset runs after each write (``checks:`` of a sink)."""
-
-    row_count: bool = Field(
-        True, description="reconcile each window's rows with the target (sinks that can count)"
-    )
-    schema_drift: bool = Field(
-        True, description="warn when the target lacks a column the sink was given"
-    )
-    max_watermark_lag: Step | None = Field(
-        None, description="warn when the source's newest cursor value is further ahead of the "
-                          "newest window the sink holds (a duration, or ids for an integer "
-                          "cursor); no lag check when unset"
-    )
-    blocking: bool = Field(
-        False, description="a failed row-count reconciliation fails the run"
-    )
-
-    _lag = field_validator("max_watermark_lag")(check_step)
 
 
 def check_specs(settings: CheckSettings, io_manager: SinkIOManager[Any],

@@ -74,6 +74,13 @@ def test_a_run_passes_its_checks_and_shows_both_numbers(pg: PgSchema,
     assert reconciled.metadata["target_rows"].value == 60
     assert found[("schema_drift", FIRST.key)].passed
     assert ("watermark_lag", FIRST.key) not in found  # no max_watermark_lag: no lag check
+    (written,) = [m for m in (e.event_specific_data.materialization
+                              for e in result.get_asset_materialization_events())
+                  if m.asset_key == AssetKey("readings_pg")]
+    lineage = written.metadata["dagster/column_lineage"].value
+    assert [d.asset_key for d in lineage.deps_by_column["code"]] == [AssetKey("readings")]
+    assert [d.column_name for d in lineage.deps_by_column["code"]] == ["code"]
+    assert written.metadata["dagster/table_name"].value.endswith(".landed")
 
 
 def test_keys_a_later_window_replaced_count_as_held(pg: PgSchema,

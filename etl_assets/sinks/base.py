@@ -17,7 +17,6 @@ import pyarrow as pa
 from dagster import InputContext, IOManager, OutputContext, TableSchema
 from pydantic import Field, field_validator
 
-from etl_assets.asset_checks import CheckSettings
 from etl_assets.batches import RecordBatchStream
 from etl_assets.code_versions import NotData
 from etl_assets.dead_letters import DeadLetterStore
@@ -29,6 +28,7 @@ from etl_assets.partition_outputs import (
     windows_progress,
 )
 from etl_assets.settings import check_reference
+from etl_assets.sinks.check_settings import CheckSettings
 from etl_assets.watermark import Bound, Window
 
 
