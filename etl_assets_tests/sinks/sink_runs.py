@@ -1,6 +1,7 @@
 """Running a sink IO manager on batches as Dagster would, for the sink tests."""
 
 import uuid
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pyarrow as pa
@@ -58,3 +59,25 @@ def run_range(manager: IOManager, partitions: dict[Window, list[pa.RecordBatch]]
     return {event.materialization.partition or "": {
         k: getattr(v, "value", v) for k, v in event.materialization.metadata.items()}
         for event in result.get_asset_materialization_events()}
+
+
+# Rows of (id, name, updated_at) for the sinks' target tests.
+UTC = timezone.utc
+DAY = Window(datetime(2024, 3, 1, tzinfo=UTC), datetime(2024, 3, 2, tzinfo=UTC))
+NEXT_DAY = Window(DAY.hi, datetime(2024, 3, 3, tzinfo=UTC))
+EVENTS = pa.schema([pa.field("id", pa.int64()), pa.field("name", pa.string()),
+                    pa.field("updated_at", pa.timestamp("us", tz="UTC"))])
+
+
+def rows(ids: list[int], window: Window, tag: str = "v",
+         schema: pa.Schema = EVENTS) -> pa.RecordBatch:
+    """Rows ``ids`` of ``schema`` (id, name, updated_at), row i at the window's lo + i minutes."""
+    assert isinstance(window.lo, datetime)
+    return pa.RecordBatch.from_pylist(
+        [{"id": i, "name": f"{tag}{i}", "updated_at": window.lo + timedelta(minutes=i)}
+         for i in ids], schema)
+
+
+def keys(ids: list[int]) -> pa.Table:
+    """A key table of ``ids``, as a sink's count_window takes it."""
+    return pa.table({"id": pa.array(ids, pa.int64())})

@@ -4,7 +4,6 @@ asset checks' counts."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
@@ -17,19 +16,7 @@ from etl_assets.sinks.bigquery.spec import BigQuerySinkSpec
 from etl_assets.watermark import Window
 from etl_assets_testing.servers.bigquery import PROJECT, BigQueryEmulator
 from etl_assets_tests.sinks.bigquery.test_bigquery import DAY, NEXT_DAY, SCHEMA, sink, write
-from etl_assets_tests.sinks.sink_runs import run_range
-
-
-def rows(ids: list[int], window: Window, tag: str = "v") -> pa.RecordBatch:
-    """Rows ``ids``, row i at the window's lo + i minutes."""
-    assert isinstance(window.lo, datetime)
-    return pa.RecordBatch.from_pylist(
-        [{"id": i, "name": f"{tag}{i}", "updated_at": window.lo + timedelta(minutes=i)}
-         for i in ids], SCHEMA)
-
-
-def keys(ids: list[int]) -> pa.Table:
-    return pa.table({"id": pa.array(ids, pa.int64())})
+from etl_assets_tests.sinks.sink_runs import keys, rows, run_range
 
 
 @pytest.mark.parametrize(("mode", "day"), [("merge", WindowCount(rows=3, newer=2)),

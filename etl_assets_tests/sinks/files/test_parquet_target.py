@@ -4,7 +4,6 @@ on local disk and S3; its description and kinds."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +17,9 @@ from etl_assets.sinks.files.io_manager import ParquetSinkIOManager
 from etl_assets.sinks.files.spec import ParquetSinkSpec
 from etl_assets.watermark import Window
 from etl_assets_testing.servers.s3 import S3Bucket
-from etl_assets_tests.sinks.sink_runs import run_range, run_sink
+from etl_assets_tests.sinks.sink_runs import DAY, NEXT_DAY, keys, rows, run_range, run_sink
+from etl_assets_tests.sinks.sink_runs import EVENTS as SCHEMA
 
-UTC = timezone.utc
-DAY = Window(datetime(2024, 3, 1, tzinfo=UTC), datetime(2024, 3, 2, tzinfo=UTC))
-NEXT_DAY = Window(DAY.hi, datetime(2024, 3, 3, tzinfo=UTC))
-SCHEMA = pa.schema([pa.field("id", pa.int64()), pa.field("name", pa.string()),
-                    pa.field("updated_at", pa.timestamp("us", tz="UTC"))])
 SUFFIX = {"parquet": ".parquet", "json": ".jsonl", "csv": ".csv"}
 FORMATS = ["parquet", "json", "csv"]
 
@@ -37,16 +32,8 @@ def sink(path: str, etl_home: Path, key: list[str] | None = None,
         source_cursor="updated_at", dead_letter_root=str(etl_home / "dead_letters")))
 
 
-def rows(ids: list[int], window: Window, tag: str = "v") -> pa.RecordBatch:
-    """Rows ``ids``, row i at the window's lo + i minutes."""
-    assert isinstance(window.lo, datetime)
-    return pa.RecordBatch.from_pylist(
-        [{"id": i, "name": f"{tag}{i}", "updated_at": window.lo + timedelta(minutes=i)}
-         for i in ids], SCHEMA)
 
 
-def keys(ids: list[int]) -> pa.Table:
-    return pa.table({"id": pa.array(ids, pa.int64())})
 
 
 def write(manager: ParquetSinkIOManager, batch: pa.RecordBatch, window: Window) -> dict[str, Any]:

@@ -3,7 +3,7 @@ one step too), Dagster's standard keys, the declared schema, and the asset check
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +17,8 @@ from etl_assets.sinks.postgres.io_manager import PostgresUpsertIOManager
 from etl_assets.sinks.postgres.spec import PostgresSinkSpec
 from etl_assets.watermark import Window
 from etl_assets_tests.conftest import PgSchema
-from etl_assets_tests.sinks.sink_runs import run_range, run_sink
-
-UTC = timezone.utc
-DAY = Window(datetime(2024, 3, 1, tzinfo=UTC), datetime(2024, 3, 2, tzinfo=UTC))
-NEXT_DAY = Window(DAY.hi, datetime(2024, 3, 3, tzinfo=UTC))
-SCHEMA = pa.schema([pa.field("id", pa.int64()), pa.field("name", pa.string()),
-                    pa.field("updated_at", pa.timestamp("us", tz="UTC"))])
+from etl_assets_tests.sinks.sink_runs import DAY, NEXT_DAY, keys, rows, run_range, run_sink
+from etl_assets_tests.sinks.sink_runs import EVENTS as SCHEMA
 
 
 def sink(pg: PgSchema, monkeypatch: pytest.MonkeyPatch, etl_home: Path, *,
@@ -37,16 +32,8 @@ def sink(pg: PgSchema, monkeypatch: pytest.MonkeyPatch, etl_home: Path, *,
         source_cursor=cursor, dead_letter_root=str(etl_home / "dead_letters")))
 
 
-def rows(ids: list[int], window: Window, tag: str = "v") -> pa.RecordBatch:
-    """Rows ``ids``, row i at the window's lo + i minutes."""
-    assert isinstance(window.lo, datetime)
-    return pa.RecordBatch.from_pylist(
-        [{"id": i, "name": f"{tag}{i}", "updated_at": window.lo + timedelta(minutes=i)}
-         for i in ids], SCHEMA)
 
 
-def keys(ids: list[int]) -> pa.Table:
-    return pa.table({"id": pa.array(ids, pa.int64())})
 
 
 def test_a_range_run_writes_each_partition_and_each_has_its_own_metadata(
