@@ -40,27 +40,13 @@ import psycopg
 from psycopg import sql
 from sqlalchemy.engine import make_url
 
+from bench.load_1m import SOURCE_DDL
+
 PROJECT = Path(__file__).resolve().parents[1]
 ADMIN_URL = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 START = datetime(2024, 1, 1, tzinfo=timezone.utc)
 CONTENDERS = ("one window", "single-run backfill", "run per partition", "dagster job execute")
 
-SOURCE_DDL = """
-CREATE TABLE bench_source AS
-SELECT g::bigint AS id,
-       timestamptz '2024-01-01 00:00+00' + make_interval(secs => g * {step}) AS updated_at,
-       'SEN-' || g AS code,
-       repeat('description ', 1 + g % 5) AS description,
-       (g % 1000)::int AS site,
-       g * 0.001::float8 AS reading,
-       g % 2 = 0 AS active,
-       date '2024-01-01' + (g % 365) AS day,
-       (g % 100000) / 100.0::numeric(12, 2) AS amount,
-       jsonb_build_object('g', g, 'tag', 'x' || (g % 10)) AS attrs
-FROM generate_series(1, {rows}) AS g;
-ALTER TABLE bench_source ADD PRIMARY KEY (id);
-CREATE INDEX ON bench_source (updated_at);
-"""
 
 
 def spec_file(folder: Path, target_table: str) -> Path:

@@ -25,10 +25,11 @@ from sqlalchemy.engine import make_url
 
 ADMIN_URL = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
+# {rows} rows, row g updated at 2024-01-01 + g * {step} seconds (bench/backfill.py uses it too)
 SOURCE_DDL = """
 CREATE TABLE bench_source AS
 SELECT g::bigint AS id,
-       timestamptz '2024-01-01 00:00+00' + make_interval(secs => g) AS updated_at,
+       timestamptz '2024-01-01 00:00+00' + make_interval(secs => g * {step}) AS updated_at,
        'SEN-' || g AS code,
        repeat('description ', 1 + g % 5) AS description,
        (g % 1000)::int AS site,
@@ -94,7 +95,7 @@ def main() -> None:
     try:
         print(f"generating {args.rows:,} rows x 10 columns ...", file=sys.stderr)
         with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute(SOURCE_DDL.format(rows=int(args.rows)))
+            conn.execute(SOURCE_DDL.format(rows=int(args.rows), step=1))
         results = []
         with tempfile.TemporaryDirectory() as tmp:
             staging = str(Path(tmp) / "bench" / "partition")
