@@ -16,6 +16,7 @@ from typing import Any
 
 import psycopg
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 from psycopg import sql
 
@@ -116,8 +117,31 @@ def count_window(conninfo: str, name: TableName, cursor: str, window: Window,
                                    .format(name.sql(), column, column),
                                    (window.lo, window.hi)).fetchone() or (0,)
             return WindowCount(rows=int(rows))
+        if len(keys.column_names) == 1:
+            kind = next(c.type for c in catalog[1] if c.name == keys.column_names[0])
+            return _count_one_column_keys(conn, name, column, window, keys, kind)
         with conn.transaction():
             return _count_keys(conn, name, column, window, keys)
+
+
+def _count_one_column_keys(conn: psycopg.Connection[Any], name: TableName,
+                           cursor: sql.Identifier, window: Window, keys: pa.Table,
+                           kind: str) -> WindowCount:
+    """``_count_keys`` for a key of one column: the distinct keys as one array parameter of
+    the column's type (``= ANY``: an index scan of the key), no temporary table."""
+    values = pc.unique(keys.column(0).combine_chunks()).drop_null().to_pylist()
+    if not values:
+        return WindowCount(rows=0)
+    key = sql.Identifier(keys.column_names[0])
+    # The key's index, not a scan of the table, which the planner prefers for 10k keys in a
+    # cached 1M-row table (62-80 ms against 6 ms). Our own connection: closed after.
+    conn.execute("SET enable_seqscan = off")
+    inside, newer = conn.execute(sql.SQL(
+        "SELECT count(*) FILTER (WHERE {0} > %s AND {0} <= %s), count(*) FILTER (WHERE {0} > %s)"
+        " FROM {1} WHERE {2} = ANY(%s::{3}[])"
+    ).format(cursor, name.sql(), key, sql.SQL(kind)),
+        (window.lo, window.hi, window.hi, values)).fetchone() or (0, 0)
+    return WindowCount(rows=int(inside), newer=int(newer))
 
 
 def _count_keys(conn: psycopg.Connection[Any], name: TableName, cursor: sql.Identifier,
