@@ -30,6 +30,10 @@ from etl_assets.watermark import Window
 EXACT_COUNT_MAX_ROWS = 1_000_000
 """Tables the planner estimates below this many rows are counted exactly (rows)."""
 
+ARRAY_KEYS_MAX = 100_000
+"""Up to this many keys of one column are sent as one array parameter; more are COPYed into
+a temporary table (an array of 1M Python values doubled a run's peak memory)."""
+
 _CATALOG = """
 WITH t AS (SELECT to_regclass(%s)::oid AS oid)
 SELECT current_database(), a.attname, format_type(a.atttypid, a.atttypmod), NOT a.attnotnull,
@@ -117,7 +121,7 @@ def count_window(conninfo: str, name: TableName, cursor: str, window: Window,
                                    .format(name.sql(), column, column),
                                    (window.lo, window.hi)).fetchone() or (0,)
             return WindowCount(rows=int(rows))
-        if len(keys.column_names) == 1:
+        if len(keys.column_names) == 1 and keys.num_rows <= ARRAY_KEYS_MAX:
             kind = next(c.type for c in catalog[1] if c.name == keys.column_names[0])
             return _count_one_column_keys(conn, name, column, window, keys, kind)
         with conn.transaction():
