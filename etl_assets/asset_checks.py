@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from datetime import timedelta
-from functools import partial
 from typing import Any
 
 import pyarrow as pa
@@ -36,7 +35,7 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
 
 from etl_assets.batches import RecordBatchStream
 from etl_assets.secrets import mask_text
-from etl_assets.sinks.base import SinkIOManager
+from etl_assets.sinks.base import SinkIOManager, WindowCount
 from etl_assets.sinks.check_settings import CheckSettings
 from etl_assets.watermark import Bound, Size, Window, before, distance, narrower, parse_duration
 
@@ -129,6 +128,7 @@ def evaluations(declared: list[AssetCheckSpec], settings: CheckSettings,
         except Exception as exc:  # the target out of reach: the check fails, the run goes on
             columns = exc
     targets = _target_materializations(instance, asset_key, list(tallies)) if range_run else {}
+    counts = _counts(io_manager, tallies) if ROW_COUNT in specs else {}
     for partition, tally in tallies.items():
         outcomes: list[tuple[str, AssetCheckSeverity, Outcome]] = []
         if ROW_COUNT in specs:
@@ -136,7 +136,7 @@ def evaluations(declared: list[AssetCheckSpec], settings: CheckSettings,
             counted = io_manager.setup.cursor_column in tally.columns
             outcomes.append((ROW_COUNT, AssetCheckSeverity.ERROR if counted
                              else AssetCheckSeverity.WARN,
-                             _trying(partial(_reconcile, io_manager, partition, tally))))
+                             _reconcile(io_manager, partition, tally, counts.get(partition))))
         if SCHEMA_DRIFT in specs:
             outcomes.append((SCHEMA_DRIFT, AssetCheckSeverity.WARN,
                              _failed(columns) if isinstance(columns, Exception)
@@ -175,16 +175,33 @@ def _failed(error: Exception) -> Outcome:
     return False, f"could not check: {text}", {"error": text}
 
 
-def _reconcile(io_manager: SinkIOManager[Any], partition: str, tally: Tally) -> Outcome:
+def _counts(io_manager: SinkIOManager[Any],
+            tallies: dict[str, Tally]) -> dict[str, WindowCount | Exception]:
+    """What the target holds of each partition's window that can be reconciled, asked in one
+    go (``count_windows``); the error instead when the target cannot answer."""
+    asks = {partition: (window, tally.keys()) for partition, tally in tallies.items()
+            if (window := Window.of_partition(partition)) is not None
+            and io_manager.setup.cursor_column in tally.columns}
+    if not asks:
+        return {}
+    try:
+        return dict(zip(asks, io_manager.count_windows(list(asks.values())), strict=True))
+    except Exception as exc:  # the target out of reach: the check fails, the run goes on
+        return dict.fromkeys(asks, exc)
+
+
+def _reconcile(io_manager: SinkIOManager[Any], partition: str, tally: Tally,
+               count: WindowCount | Exception | None) -> Outcome:
     window = Window.of_partition(partition)
     if window is None:
         return True, f"partition {partition} is no window: nothing to reconcile", {}
     cursor = io_manager.setup.cursor_column
-    if cursor not in tally.columns:
+    if cursor not in tally.columns or count is None:
         return False, (f"cannot reconcile: the rows written have no cursor column {cursor!r} "
                        f"(a transform dropped it?); set checks.row_count: false"), {}
+    if isinstance(count, Exception):
+        return _failed(count)
     expected = tally.expected()
-    count = io_manager.count_window(window, tally.keys())
     held = count.rows + count.newer
     what = "distinct keys" if tally.key else "rows"
     metadata: dict[str, object] = {"source_rows": expected, "target_rows": count.rows,

@@ -21,7 +21,12 @@ from etl_assets.sinks.base import Metadata, SinkIOManager, SinkSetup, WindowCoun
 from etl_assets.sinks.column_schema import TargetColumn, column_schema
 from etl_assets.sinks.postgres.declared import compiled_type, load_declared_table
 from etl_assets.sinks.postgres.spec import PostgresSinkSpec
-from etl_assets.sinks.postgres.target_state import count_window, table_columns, table_state
+from etl_assets.sinks.postgres.target_state import (
+    count_window,
+    count_windows,
+    table_columns,
+    table_state,
+)
 from etl_assets.sinks.postgres.watermark import WatermarkTarget, read_watermark
 from etl_assets.sinks.postgres.writer import PostgresUpsertWriter, staging_table_name, with_last
 from etl_assets.table_names import TableName
@@ -133,11 +138,14 @@ class PostgresUpsertIOManager(SinkIOManager[PostgresSinkSpec]):
 
     @masked_errors()
     def count_window(self, window: Window, keys: pa.Table | None) -> WindowCount:
-        """Rows of the table in ``window`` (distinct keys: the table's key makes rows
-        distinct), and how many of ``keys`` it holds with a cursor past the window's ``hi``
-        (the keys COPYed into a temporary table and joined)."""
+        """What the table holds of ``window`` (see ``WindowCount``): the given keys looked up
+        by the table's key, or the window's rows counted by cursor without keys."""
         return count_window(self.conninfo(), self.qualified_table(), self.setup.cursor_column,
                             window, keys)
+
+    def count_windows(self, asks: list[tuple[Window, pa.Table | None]]) -> list[WindowCount]:
+        return count_windows(self.conninfo(), self.qualified_table(), self.setup.cursor_column,
+                             asks)
 
     def _watermark_target(self, partition: str | None) -> WatermarkTarget | None:
         window = Window.of_partition(partition)

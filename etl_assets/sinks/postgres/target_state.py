@@ -98,8 +98,14 @@ def table_columns(conninfo: str, name: TableName) -> list[str] | None:
 
 def count_window(conninfo: str, name: TableName, cursor: str, window: Window,
                  keys: pa.Table | None) -> WindowCount:
-    """What ``name`` holds of ``window`` (see ``WindowCount``). With ``keys`` (a table of key
-    columns), the distinct keys are COPYed into a temporary table and looked up by the
+    """What ``name`` holds of ``window`` (see ``WindowCount`` and ``count_windows``)."""
+    return count_windows(conninfo, name, cursor, [(window, keys)])[0]
+
+
+def count_windows(conninfo: str, name: TableName, cursor: str,
+                  asks: list[tuple[Window, pa.Table | None]]) -> list[WindowCount]:
+    """What ``name`` holds of each (window, keys) of ``asks`` (see ``WindowCount``), on one
+    connection. With keys (a table of key columns), the distinct keys are looked up by the
     table's key (its primary key index: the cost follows the window's keys, not the table's
     size); without, the rows with ``lo < cursor <= hi`` are counted. The window's bounds are
     bound as the writer binds them (an aware timestamp as timestamptz, a naive one as
@@ -108,24 +114,30 @@ def count_window(conninfo: str, name: TableName, cursor: str, window: Window,
     with psycopg.connect(conninfo, connect_timeout=10, autocommit=True) as conn:
         catalog = _catalog(conn, name)
         if catalog is None:
-            return WindowCount(rows=0)
+            return [WindowCount(rows=0) for _ in asks]
         names = [c.name for c in catalog[1]]
-        missing = [c for c in [cursor, *(keys.column_names if keys is not None else [])]
-                   if c not in names]
+        given = {c for _, keys in asks if keys is not None for c in keys.column_names}
+        missing = [c for c in [cursor, *sorted(given)] if c not in names]
         if missing:
             raise PostgresSinkError(f"{name.display}: no column(s) {', '.join(missing)} "
                                     f"(columns: {', '.join(names)}); cannot count a window")
         column = sql.Identifier(cursor)
-        if keys is None:
-            (rows,) = conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE {} > %s AND {} <= %s")
-                                   .format(name.sql(), column, column),
-                                   (window.lo, window.hi)).fetchone() or (0,)
-            return WindowCount(rows=int(rows))
-        if len(keys.column_names) == 1 and keys.num_rows <= ARRAY_KEYS_MAX:
-            kind = next(c.type for c in catalog[1] if c.name == keys.column_names[0])
-            return _count_one_column_keys(conn, name, column, window, keys, kind)
-        with conn.transaction():
-            return _count_keys(conn, name, column, window, keys)
+        types = {c.name: c.type for c in catalog[1]}
+        return [_count(conn, name, column, window, keys, types) for window, keys in asks]
+
+
+def _count(conn: psycopg.Connection[Any], name: TableName, column: sql.Identifier,
+           window: Window, keys: pa.Table | None, types: dict[str, str]) -> WindowCount:
+    if keys is None:
+        (rows,) = conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE {} > %s AND {} <= %s")
+                               .format(name.sql(), column, column),
+                               (window.lo, window.hi)).fetchone() or (0,)
+        return WindowCount(rows=int(rows))
+    if len(keys.column_names) == 1 and keys.num_rows <= ARRAY_KEYS_MAX:
+        return _count_one_column_keys(conn, name, column, window, keys,
+                                      types[keys.column_names[0]])
+    with conn.transaction():
+        return _count_keys(conn, name, column, window, keys)
 
 
 def _count_one_column_keys(conn: psycopg.Connection[Any], name: TableName,
