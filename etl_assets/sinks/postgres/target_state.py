@@ -145,9 +145,10 @@ def _count_one_column_keys(conn: psycopg.Connection[Any], name: TableName,
                            kind: str) -> WindowCount:
     """``_count_keys`` for a key of one column: the distinct keys as one array parameter of
     the column's type (``= ANY``: an index scan of the key), no temporary table."""
-    values = pc.unique(keys.column(0).combine_chunks()).drop_null().to_pylist()
-    if not values:
+    distinct = pc.unique(keys.column(0).combine_chunks()).drop_null()
+    if not len(distinct):
         return WindowCount(rows=0)
+    values = _array_literal(distinct)
     key = sql.Identifier(keys.column_names[0])
     # The key's index, not a scan of the table, which the planner prefers for 10k keys in a
     # cached 1M-row table (62-80 ms against 6 ms). Our own connection: closed after.
@@ -187,6 +188,20 @@ def _count_keys(conn: psycopg.Connection[Any], name: TableName, cursor: sql.Iden
     ).format(cursor, temp, name.sql(), match),
         (window.lo, window.hi, window.hi)).fetchone() or (0, 0)
     return WindowCount(rows=int(inside), newer=int(newer))
+
+
+def _array_literal(values: pa.Array) -> str | list[Any]:
+    """``values`` as PostgreSQL's array text (``{1,2}``, ``{"a","b\\"c"}``) for integers and
+    strings, which the server parses faster than psycopg adapts 10k Python values (8 ms
+    against 14-18 ms); other types as a Python list, which psycopg adapts."""
+    if pa.types.is_integer(values.type):
+        text = pc.cast(values, pa.string())
+    elif pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+        escaped = pc.replace_substring(pc.replace_substring(values, "\\", "\\\\"), '"', '\\"')
+        text = pc.binary_join_element_wise('"', escaped, '"', "")
+    else:
+        return values.to_pylist()
+    return "{" + ",".join(text.to_pylist()) + "}"
 
 
 def _csv(table: pa.Table) -> bytes:

@@ -167,3 +167,16 @@ def test_a_declared_table_gives_its_schema_before_any_run(
     assert schema.constraints is not None and schema.constraints.other == ["primary key (code)"]
     assert manager.target_columns() is None  # no table yet
     assert sink(pg, monkeypatch, etl_home).declared_column_schema() is None
+
+
+def test_count_window_with_awkward_text_keys(pg: PgSchema, monkeypatch: pytest.MonkeyPatch,
+                                             etl_home: Path) -> None:
+    schema = pa.schema([pa.field("code", pa.string()), pa.field("seq", pa.int64())])
+    manager = sink(pg, monkeypatch, etl_home, key=["code"], cursor="seq")
+    codes = ['a"b', "c\\d", "e,f", " ", "{g}", "NULL", "ü"]
+    batch = pa.RecordBatch.from_pylist([{"code": c, "seq": 10 + i} for i, c in enumerate(codes)],
+                                       schema)
+    run_sink(manager, [batch], schema, Window(0, 100), "events_pg")
+    given = pa.table({"code": [*codes, "missing", 'a"b']})
+    assert manager.count_window(Window(0, 100), given) == WindowCount(rows=len(codes), newer=0)
+    assert manager.count_window(Window(0, 12), given) == WindowCount(rows=3, newer=4)
