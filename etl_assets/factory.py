@@ -139,11 +139,15 @@ def build_sink_asset(name: str, io_manager_key: str, io_manager: SinkIOManager[A
     declared = io_manager.declared_column_schema()
 
     def newest_in_source() -> Bound | None:
-        opened = open_source(source_name, source)
-        try:
-            return opened.cursor_range()[1]
-        finally:
-            opened.dispose()
+        def read() -> Bound | None:
+            opened = open_source(source_name, source)
+            try:
+                return opened.cursor_range()[1]
+            finally:
+                opened.dispose()
+
+        return source.retry_policy().call(
+            read, what=f"source {source_name!r}: reading the newest {source.cursor}")
 
     @asset(
         name=name,

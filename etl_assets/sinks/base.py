@@ -47,7 +47,7 @@ class SinkSpecBase(GovernanceSettings):
     )
 
     checks: NotData[CheckSettings] = Field(default_factory=CheckSettings,
-                                  description="asset checks run after each write")
+                                           description="asset checks run after each write")
 
     _transform_ref = field_validator("transform")(check_reference)
 

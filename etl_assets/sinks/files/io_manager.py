@@ -130,7 +130,9 @@ class ParquetSinkIOManager(SinkIOManager[ParquetSinkSpec]):
 
     @masked_errors()
     def target_columns(self) -> list[str] | None:
-        schema = dataset_schema(self.target(), file_format(self.spec.format), self.spec.mode)
+        schema = self.spec.retry_policy().call(
+            lambda: dataset_schema(self.target(), file_format(self.spec.format), self.spec.mode),
+            what=f"{self.setup.where}: reading the schema of {self.target().display}")
         return None if schema is None else schema.names
 
     @masked_errors()
@@ -138,8 +140,11 @@ class ParquetSinkIOManager(SinkIOManager[ParquetSinkSpec]):
         """The dataset's rows in ``window`` (distinct keys for a keyed sink: shards may hold
         a key twice), and of ``keys``, how many it holds with a cursor past the window's
         ``hi``; every file of the dataset is read (cursor and key columns only)."""
-        return count_window(self.target(), file_format(self.spec.format), self.spec.mode,
-                            self.setup.cursor_column, self.setup.primary_key, window, keys)
+        return self.spec.retry_policy().call(
+            lambda: count_window(self.target(), file_format(self.spec.format), self.spec.mode,
+                                 self.setup.cursor_column, self.setup.primary_key, window,
+                                 keys),
+            what=f"{self.setup.where}: counting window {window} in {self.target().display}")
 
     @masked_errors()
     def replay_dead_letters(self, context: OpExecutionContext, asset: str) -> ReplayReport:

@@ -22,7 +22,6 @@ from etl_assets.sinks.column_schema import TargetColumn, column_schema
 from etl_assets.sinks.postgres.declared import compiled_type, load_declared_table
 from etl_assets.sinks.postgres.spec import PostgresSinkSpec
 from etl_assets.sinks.postgres.target_state import (
-    count_window,
     count_windows,
     table_columns,
     table_state,
@@ -134,18 +133,23 @@ class PostgresUpsertIOManager(SinkIOManager[PostgresSinkSpec]):
 
     @masked_errors()
     def target_columns(self) -> list[str] | None:
-        return table_columns(self.conninfo(), self.qualified_table())
+        return self.spec.retry_policy().call(
+            lambda: table_columns(self.conninfo(), self.qualified_table()),
+            what=f"{self.setup.where}: reading the columns of {self.spec.table_name.display}")
 
-    @masked_errors()
     def count_window(self, window: Window, keys: pa.Table | None) -> WindowCount:
         """What the table holds of ``window`` (see ``WindowCount``): the given keys looked up
         by the table's key, or the window's rows counted by cursor without keys."""
-        return count_window(self.conninfo(), self.qualified_table(), self.setup.cursor_column,
-                            window, keys)
+        return self.count_windows([(window, keys)])[0]
 
+    @masked_errors()
     def count_windows(self, asks: list[tuple[Window, pa.Table | None]]) -> list[WindowCount]:
-        return count_windows(self.conninfo(), self.qualified_table(), self.setup.cursor_column,
-                             asks)
+        """``count_window`` for each of ``asks``, on one connection (retried as a whole)."""
+        return self.spec.retry_policy().call(
+            lambda: count_windows(self.conninfo(), self.qualified_table(),
+                                  self.setup.cursor_column, asks),
+            what=f"{self.setup.where}: counting window rows in "
+                 f"{self.spec.table_name.display}")
 
     def _watermark_target(self, partition: str | None) -> WatermarkTarget | None:
         window = Window.of_partition(partition)

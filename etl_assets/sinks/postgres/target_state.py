@@ -96,12 +96,6 @@ def table_columns(conninfo: str, name: TableName) -> list[str] | None:
     return None if catalog is None else [c.name for c in catalog[1]]
 
 
-def count_window(conninfo: str, name: TableName, cursor: str, window: Window,
-                 keys: pa.Table | None) -> WindowCount:
-    """What ``name`` holds of ``window`` (see ``WindowCount`` and ``count_windows``)."""
-    return count_windows(conninfo, name, cursor, [(window, keys)])[0]
-
-
 def count_windows(conninfo: str, name: TableName, cursor: str,
                   asks: list[tuple[Window, pa.Table | None]]) -> list[WindowCount]:
     """What ``name`` holds of each (window, keys) of ``asks`` (see ``WindowCount``), on one
