@@ -51,7 +51,7 @@ from etl_assets.errors import ConfigurationError, EtlAssetsError
 from etl_assets.secrets import mask_text
 from etl_assets.spec import PipelineSpec, SpecError
 from etl_assets.spec_in_use import load_pipeline_spec, spec_path, use_spec
-from etl_assets.watermark import Window, decode_bound, encode_bound
+from etl_assets.watermark import Window, decode_bound, encode_bound, partitions_name
 
 if TYPE_CHECKING:
     from dagster import DagsterInstance, JobExecutionResult
@@ -77,10 +77,6 @@ def _check_source(spec: PipelineSpec, source_name: str) -> None:
                         f"(sources: {', '.join(sorted(spec.sources))})")
 
 
-def _partitions_name(source_name: str) -> str:
-    return f"{source_name}_windows"  # factory.partitions_for
-
-
 def _add_new_partitions(instance: DagsterInstance, spec: PipelineSpec,
                         source_name: str) -> list[str]:
     """What a sensor tick does: cut the source's rows after the highest existing partition
@@ -88,8 +84,8 @@ def _add_new_partitions(instance: DagsterInstance, spec: PipelineSpec,
     from etl_assets.sensors import highest_partition_hi, plan_next_windows
     from etl_assets.sources.registry import open_source
 
-    partitions_name = _partitions_name(source_name)
-    requested_hi = highest_partition_hi(instance, partitions_name)
+    windows = partitions_name(source_name)
+    requested_hi = highest_partition_hi(instance, windows)
     source = open_source(source_name, spec.sources[source_name])
     try:
         # retries are logged as warnings, which reach stderr without logging set up
@@ -98,7 +94,7 @@ def _add_new_partitions(instance: DagsterInstance, spec: PipelineSpec,
         source.dispose()
     keys = [window.key for window in plan.windows]
     if keys:
-        instance.add_dynamic_partitions(partitions_name, keys)
+        instance.add_dynamic_partitions(windows, keys)
     print(f"{source_name}: {plan.reason}: {len(keys)} new partition(s)", file=sys.stderr)
     return keys
 
@@ -171,7 +167,7 @@ def _run(source_name: str, keys: Sequence[str], new: bool, debug: bool) -> int:
         if new:
             keys += _add_new_partitions(instance, spec, source_name)
         _refuse_unknown(source_name, keys,
-                        instance.get_dynamic_partitions(_partitions_name(source_name)))
+                        instance.get_dynamic_partitions(partitions_name(source_name)))
         # The code location `dagster job execute -m etl_assets.definitions` loads, in this
         # process: the spec in use reaches it through $ETL_ASSETS_SPEC.
         job = ReconstructableRepository.for_module(
@@ -216,8 +212,8 @@ def _status() -> int:
     spec = load_pipeline_spec()
     with _persistent_instance() as instance:
         for name in spec.sources:
-            keys = instance.get_dynamic_partitions(_partitions_name(name))
-            high = highest_partition_hi(instance, _partitions_name(name))
+            keys = instance.get_dynamic_partitions(partitions_name(name))
+            high = highest_partition_hi(instance, partitions_name(name))
             print(f"source {name}: {len(keys)} partition(s), requested up to "
                   f"{'nothing' if high is None else encode_bound(high)}")
     failed = 0

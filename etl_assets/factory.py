@@ -52,14 +52,14 @@ from etl_assets.sources.registry import open_source
 from etl_assets.spec import PipelineSpec
 from etl_assets.staging.io_manager import ParquetStagingIOManager
 from etl_assets.transforms import load_transform
-from etl_assets.watermark import Bound, Window
+from etl_assets.watermark import Bound, Window, partitions_name
 
 STAGING_IO_MANAGER = "staging_io_manager"
 
 
 def partitions_for(source_name: str) -> DynamicPartitionsDefinition:
     """The dynamic partitions (one per window) of ``source_name``."""
-    return DynamicPartitionsDefinition(name=f"{source_name}_windows")
+    return DynamicPartitionsDefinition(name=partitions_name(source_name))
 
 
 def build_source_asset(name: str, spec: SourceSpecBase,

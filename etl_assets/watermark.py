@@ -120,6 +120,11 @@ def decode_bound(text: str) -> Bound:
     return value
 
 
+def partitions_name(source_name: str) -> str:
+    """The name of the dynamic partitions (one per window) of source ``source_name``."""
+    return f"{source_name}_windows"
+
+
 @dataclass(frozen=True, order=True)
 class Window:
     """Rows with ``lo < cursor <= hi``."""
