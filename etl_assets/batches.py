@@ -52,6 +52,25 @@ class RecordBatchStream:
         return RecordBatchStream(out_schema, mapped(), self.version)
 
 
+def rebatched(batches: Iterable[pa.RecordBatch], schema: pa.Schema,
+              rows: int) -> Iterator[pa.RecordBatch]:
+    """Batches of exactly ``rows`` rows (the last one shorter) from batches of any size."""
+    pending: list[pa.RecordBatch] = []
+    held = 0
+    for batch in batches:
+        if not batch.num_rows:
+            continue
+        pending.append(batch)
+        held += batch.num_rows
+        while held >= rows:
+            table = pa.Table.from_batches(pending, schema)
+            yield table.slice(0, rows).combine_chunks().to_batches()[0]
+            rest = table.slice(rows)
+            pending, held = rest.to_batches(), rest.num_rows
+    if held:
+        yield pa.Table.from_batches(pending, schema).combine_chunks().to_batches()[0]
+
+
 def empty_batch(schema: pa.Schema) -> pa.RecordBatch:
     """A zero-row batch of ``schema``."""
     return pa.RecordBatch.from_pylist([], schema)

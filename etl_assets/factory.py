@@ -85,7 +85,8 @@ def build_source_asset(name: str, spec: SourceSpecBase,
         with masked_errors():  # the rows are read later, by the staging IO manager
             source = open_source(name, spec)  # one for every window of a range run
             context.log.info(f"{name}: extracting {spec.cursor} in "
-                             f"{_windows(keys)} from {where} at {source.location()}")
+                             f"{_windows(keys)} from {where} at {source.location()} with reader "
+                             f"{source.reader()}")
 
         def extraction(key: str) -> Extraction:
             with masked_errors():

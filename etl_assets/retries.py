@@ -54,6 +54,12 @@ _PG_FATAL_TRANSIENT = re.compile(r"starting up|shutting down|in recovery mode|to
                                  r"connection slots are reserved|terminating connection",
                                  re.IGNORECASE)
 RETRYABLE_HTTP_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+# What a client that gives errors as text only (connectorx) says of a lost or refused
+# connection.
+_LOST_CONNECTION = re.compile(r"connection refused|connection reset|broken pipe|timed out|"
+                              r"server closed the connection|lost connection|gone away|"
+                              r"unexpected eof|error communicating|can't connect|"
+                              r"too many connections|shutdown in progress", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -154,6 +160,11 @@ def _transient_itself(error: BaseException) -> bool:
     module = type(error).__module__.split(".")[0]
     if module == "psycopg":
         return _pg_transient(error)
+    if module == "adbc_driver_manager":  # ADBC's drivers (the fast PostgreSQL reader)
+        state = getattr(error, "sqlstate", None)
+        if isinstance(state, str) and state:
+            return state in PG_TRANSIENT_SQLSTATES or state.startswith("08")
+        return type(error).__name__ == "OperationalError" and _connection_failed(str(error))
     if module == "pymysql":
         code = error.args[0] if error.args and isinstance(error.args[0], int) else None
         return code in MYSQL_TRANSIENT_CODES
@@ -184,7 +195,17 @@ def _pg_transient(error: BaseException) -> bool:
         return state in PG_TRANSIENT_SQLSTATES or state.startswith("08")
     if not isinstance(error, psycopg.OperationalError | psycopg.InterfaceError):
         return False
-    text = str(error)
+    return _connection_failed(str(error))
+
+
+def _connection_failed(text: str) -> bool:
+    """Whether a PostgreSQL client's connection error (its text) may pass on another try."""
     if "FATAL:" in text:  # the server answered the connection: only some answers pass
         return bool(_PG_FATAL_TRANSIENT.search(text))
     return not _REFUSED_LOGIN.search(text)  # no answer: the connection failed or broke
+
+
+def lost_connection(text: str) -> bool:
+    """Whether an error's ``text`` tells of a lost, refused or timed-out connection (for
+    clients whose errors carry no code, such as connectorx)."""
+    return bool(_LOST_CONNECTION.search(text) or _PG_FATAL_TRANSIENT.search(text))

@@ -15,7 +15,6 @@ from dagster import DagsterInstance
 from etl_assets.cli import main
 from etl_assets.code_location import load_definitions
 from etl_assets.sinks.postgres.watermark import read_watermark
-from etl_assets.sources.sql.postgres_copy import copy_supported
 from etl_assets.sources.sql.source import SqlSource
 from etl_assets.spec import parse_spec
 from etl_assets.table_names import TableName, TableNameError
@@ -93,7 +92,7 @@ def test_a_table_named_with_a_dot_and_a_space_loads_keeps_its_watermark_and_repo
            f'20240301T020000Z' in capsys.readouterr().out
 
 
-def test_the_copy_reader_quotes_a_dotted_schema_and_a_spaced_name(
+def test_the_fast_reader_quotes_a_dotted_schema_and_a_spaced_name(
         pg: PgSchema, dotted_schema: str) -> None:
     pg.execute(f'CREATE SCHEMA "{dotted_schema}"')
     pg.execute(f'CREATE TABLE "{dotted_schema}"."c d" (id int PRIMARY KEY, "Code" text, '
@@ -105,7 +104,7 @@ def test_the_copy_reader_quotes_a_dotted_schema_and_a_spaced_name(
         "cursor": "updated_at", "chunk_rows": 40}}}).sources["s"]
     source = SqlSource("s", spec, pg.url)
     try:
-        assert copy_supported(source.schema)
+        assert source.reader() == "adbc-postgresql"
         rows = pa.Table.from_batches(list(source.extract(WHOLE)))
     finally:
         source.dispose()

@@ -89,6 +89,10 @@ class Source(Protocol):
         """The oldest and newest cursor values (None, None for no rows)."""
         ...
 
+    def reader(self) -> str:
+        """Which reader extracts the windows (for the run's log)."""
+        ...
+
     def extract(self, window: Window) -> RecordBatchStream:
         """The rows whose cursor is in ``window`` (lo < cursor <= hi), in batches."""
         ...

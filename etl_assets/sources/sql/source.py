@@ -1,4 +1,6 @@
-"""Chunked extraction of one window from any SQLAlchemy database, as Arrow record batches."""
+"""Chunked extraction of one window from any SQLAlchemy database, as Arrow record batches:
+through the database's fast reader where it has one that carries every column exactly
+(:mod:`etl_assets.sources.sql.fast_reader`), else through SQLAlchemy and the driver's rows."""
 
 from __future__ import annotations
 
@@ -13,12 +15,13 @@ import sqlalchemy as sa
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from etl_assets.arrow_types import arrow_field, fallback_converter, infer_field, value_converter
-from etl_assets.batches import RecordBatchStream
-from etl_assets.connections import libpq_url, resolve_url, sqlalchemy_url
+from etl_assets.batches import RecordBatchStream, rebatched
+from etl_assets.connections import resolve_url, sqlalchemy_url
 from etl_assets.errors import EtlAssetsError
 from etl_assets.secrets import mask_url
 from etl_assets.sources.base import CursorType
-from etl_assets.sources.sql.postgres_copy import copy_batches, copy_supported
+from etl_assets.sources.sql.fast_reader import GENERIC_READER, FastReader, plan_reader
+from etl_assets.sources.sql.parallel_reads import QUEUED_BATCHES, read_in_parallel, slices
 from etl_assets.sources.sql.spec import SqlSourceSpec
 from etl_assets.watermark import Bound, Window
 
@@ -38,10 +41,11 @@ def open_sql_source(name: str, spec: SqlSourceSpec) -> SqlSource:
 class SqlSource:
     """A table, or a query with ``:lo``/``:hi`` parameters, read one window at a time.
 
-    Rows stream through a server-side cursor (``stream_results``) in batches of
-    ``chunk_rows``, so memory use does not grow with the window's row count. PostgreSQL tables
-    whose types allow it stream through ``COPY .. TO STDOUT`` instead (see
-    :mod:`etl_assets.sources.sql.postgres_copy`).
+    A table whose database has a fast reader that carries all its columns exactly is read by
+    it (``reader()`` says which reader runs, and why the generic one when it does). Otherwise
+    rows stream through a server-side cursor (``stream_results``). Either way the window comes
+    in batches of ``chunk_rows`` rows ordered by the cursor, and memory use does not grow with
+    the window's row count.
     """
 
     def __init__(self, name: str, spec: SqlSourceSpec, url: str) -> None:
@@ -123,6 +127,25 @@ class SqlSource:
         dialect = self.engine.dialect.name
         return pa.schema([arrow_field(column, dialect) for column in self.table.columns])
 
+    @cached_property
+    def _fast_reader(self) -> FastReader | str:
+        """The table's fast reader, or why the generic path reads it."""
+        if self.table is None:
+            return "a query"
+        if self.spec.reader == "generic":
+            return "reader: generic"
+        assert self.schema is not None
+        return plan_reader(sa.make_url(sqlalchemy_url(self.url, f"source {self.name!r}")),
+                           self.table, self.schema, self.spec.cursor)
+
+    def reader(self) -> str:
+        """Which reader extracts the windows (and why the generic one, when it does)."""
+        fast = self._fast_reader
+        if isinstance(fast, FastReader):
+            parallel = self.spec.parallel_reads
+            return fast.name + (f" ({parallel} connections per window)" if parallel > 1 else "")
+        return f"{GENERIC_READER} ({fast})"
+
     def _window_select(self, lo: Bound, hi: Bound, order: bool = True) -> sa.Executable:
         if self.table is not None:
             cursor = self.table.c[self.spec.cursor]
@@ -172,12 +195,30 @@ class SqlSource:
             if first is None:
                 return RecordBatchStream(pa.schema([]), iter(()))
             return RecordBatchStream(first.schema, _chain(first, batches))
-        if self.engine.dialect.name == "postgresql" and copy_supported(schema):
-            assert self.spec.table is not None
-            return RecordBatchStream(schema, copy_batches(
-                libpq_url(self.url), self.spec.table_name, schema, self.spec.cursor,
-                self._bound(window.lo), self._bound(window.hi), self.spec.chunk_rows))
+        fast = self._fast_reader
+        if isinstance(fast, FastReader):
+            return RecordBatchStream(schema, rebatched(self._fast_batches(fast, window), schema,
+                                                       self.spec.chunk_rows))
         return RecordBatchStream(schema, self._batches(window, schema))
+
+    def _fast_batches(self, reader: FastReader, window: Window) -> Iterator[pa.RecordBatch]:
+        lo, hi = self._bound(window.lo), self._bound(window.hi)
+        what = f"source {self.name!r} window {window}"
+        connections = self.spec.parallel_reads
+        if connections == 1:
+            return reader.batches(lo, hi, what)
+        rows = self._count(lo, hi)
+        parts = slices(lo, hi, max(connections, -(-rows // (QUEUED_BATCHES
+                                                             * self.spec.chunk_rows))))
+        return read_in_parallel(lambda a, b: reader.batches(a, b, what), parts, connections)
+
+    def _count(self, lo: Bound, hi: Bound) -> int:
+        """Rows with ``lo < cursor <= hi`` (how many slices a parallel read cuts)."""
+        assert self.table is not None
+        cursor = self.table.c[self.spec.cursor]
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).where(
+                cursor > lo, cursor <= hi)).scalar_one())
 
     def _batches(self, window: Window, schema: pa.Schema | None) -> Iterator[pa.RecordBatch]:
         chunk = self.spec.chunk_rows

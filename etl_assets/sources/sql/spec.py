@@ -22,6 +22,14 @@ class SqlSourceSpec(SourceSpecBase, TableSettings):
                                                 "that holds a dot: '\"my.schema\".\"t.x\"'")
     query: str | None = Field(None, description="SELECT with :lo and :hi bind parameters")
     chunk_rows: NotData[int] = Field(50_000, gt=0, description="rows per extracted batch")
+    # Every reader gives the same rows and types (the fast ones refuse a table they cannot
+    # read exactly): NotData.
+    reader: NotData[Literal["auto", "generic"]] = Field(
+        "auto", description="auto: the database's fast reader where it carries every column "
+                            "exactly (docs/extraction.md); generic: SQLAlchemy")
+    parallel_reads: NotData[int] = Field(
+        1, ge=1, le=16, description="connections reading slices of one window's cursor range "
+                                    "at once (fast readers only)")
 
     _table = field_validator("table")(check_table)
 

@@ -1,0 +1,24 @@
+"""What the readers built on connectorx share: its Arrow stream of a query, and its errors
+(text only, and a Rust panic raised as a ``BaseException``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pyarrow as pa
+
+from etl_assets.sources.sql.fast_reader import FastReader
+
+_BATCH_ROWS = 50_000  # rows per batch the driver hands over
+
+
+class ConnectorxReader(FastReader):
+    """A table read through ``connectorx.read_sql(.., return_type="arrow_stream")``, which
+    streams (one batch of the driver's at a time, not the whole result)."""
+
+    def driver_batches(self, query: str) -> Iterator[pa.RecordBatch]:
+        import connectorx
+
+        reader = connectorx.read_sql(self.url, query, return_type="arrow_stream",
+                                     batch_size=_BATCH_ROWS)
+        yield from reader

@@ -1,0 +1,214 @@
+"""The fast readers of SQL tables: a native Arrow reader per database, chosen from the URL.
+
+A fast reader runs ``SELECT <columns> FROM <table> WHERE lo < cursor <= hi ORDER BY cursor``
+through a driver that decodes the wire format straight into Arrow (ADBC for PostgreSQL,
+connectorx for MySQL/MariaDB and SQLite; docs/extraction.md has the measurements behind the
+choice), so no Python object is made per value. Each column is selected by an expression
+the reader knows to carry exactly (a ``numeric`` as its text, say) and every batch is cast to
+the source's Arrow schema with Arrow's safe casts, which refuse to change a value. A column the
+reader has no exact expression for sends the whole table to the generic SQLAlchemy path
+(:class:`~etl_assets.sources.sql.source.SqlSource` says which reader runs and why).
+
+A database's reader is a subclass of :class:`FastReader` in its own module, plus one line in
+:data:`READERS`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import sqlalchemy as sa
+
+from etl_assets.errors import EtlAssetsError
+from etl_assets.retries import describe, is_transient, lost_connection
+from etl_assets.watermark import Bound
+
+READERS: dict[str, str] = {
+    "postgresql": "etl_assets.sources.sql.postgres_reader:PostgresReader",
+    "mysql": "etl_assets.sources.sql.mysql_reader:MySqlReader",
+    "mariadb": "etl_assets.sources.sql.mysql_reader:MySqlReader",
+    "sqlite": "etl_assets.sources.sql.sqlite_reader:SqliteReader",
+}
+"""SQLAlchemy dialect name -> ``module:class`` of its fast reader (imported when chosen)."""
+
+GENERIC_READER = "sqlalchemy"
+"""The name of the generic path in logs and errors."""
+
+
+class ReaderError(EtlAssetsError):
+    """A fast reader that failed terminally; the message names the source, the window and the
+    reader."""
+
+
+class ReaderConnectionError(ConnectionError):
+    """A fast reader that lost or could not reach its database: transient, so the extraction
+    starts the window again (:class:`~etl_assets.sources.extraction.Extraction`)."""
+
+
+class FastReader(ABC):
+    """Reads windows of one table as batches of its Arrow ``schema``, ordered by ``cursor``.
+
+    ``url``: the driver's connection URL (holds the password: never shown). ``columns``: the
+    reflected table's columns, in ``schema``'s order.
+    """
+
+    name: str = ""
+    """How logs and errors name the reader (``adbc-postgresql``)."""
+
+    def __init__(self, url: str, dialect: sa.Dialect, table: sa.Table, schema: pa.Schema,
+                 cursor: str, select: list[str],
+                 converters: dict[str, Callable[[pa.Array], pa.Array]]) -> None:
+        self.url = url
+        self.dialect = dialect
+        self.table = table
+        self.schema = schema
+        self.cursor = cursor
+        self._select = select
+        self._converters = converters
+
+    @classmethod
+    def plan(cls, url: sa.URL, table: sa.Table, schema: pa.Schema,
+             cursor: str) -> FastReader | str:
+        """The reader for ``table``, or why it cannot read it exactly (one phrase)."""
+        driver_url = cls.driver_url(url)
+        if driver_url is None:
+            return f"{cls.name} cannot take this connection's options"
+        dialect = url.get_dialect()()
+        quote = dialect.identifier_preparer.quote
+        select = []
+        converters = {}
+        for column, field in zip(table.columns, schema, strict=True):
+            expression = cls.select_expression(column, field, quote(column.name))
+            if expression is None:
+                return f"{cls.name} cannot carry column {column.name} ({column.type}) exactly"
+            select.append(expression)
+            converter = cls.value_converter(field)
+            if converter is not None:
+                converters[field.name] = converter
+        return cls(driver_url, dialect, table, schema, cursor, select, converters)
+
+    @classmethod
+    @abstractmethod
+    def driver_url(cls, url: sa.URL) -> str | None:
+        """The driver's URL for SQLAlchemy's ``url``; None when it cannot take its options."""
+
+    @classmethod
+    @abstractmethod
+    def select_expression(cls, column: sa.Column[Any], field: pa.Field,
+                          quoted: str) -> str | None:
+        """What to select for ``column`` (``quoted``) so that the driver's value casts to
+        ``field`` exactly; None when no expression does."""
+
+    @classmethod
+    def value_converter(cls, field: pa.Field) -> Callable[[pa.Array], pa.Array] | None:
+        """What turns the driver's array into ``field``'s values where a cast would not (the
+        default: nothing, the cast does)."""
+        return None
+
+    def literal(self, value: Bound) -> str:
+        """``value`` as a SQL literal comparable with the cursor column: a number, or a
+        timestamp's text (:func:`timestamp_text`)."""
+        if isinstance(value, datetime):
+            return f"'{timestamp_text(value)}'"
+        return str(int(value))
+
+    @abstractmethod
+    def driver_batches(self, query: str) -> Iterator[pa.RecordBatch]:
+        """The driver's batches of ``query``, as they come (any size, the driver's types)."""
+
+    def is_transient(self, error: BaseException) -> bool:
+        """Whether the driver's ``error`` is a lost or unreachable connection (some drivers
+        say so only in the text of an ``OSError`` or a ``RuntimeError``)."""
+        return is_transient(error) or lost_connection(str(error))
+
+    def query(self, lo: Bound, hi: Bound) -> str:
+        """The SELECT of the rows with ``lo < cursor <= hi``, ordered by the cursor."""
+        preparer = self.dialect.identifier_preparer
+        cursor = preparer.quote(self.cursor)
+        return (f"SELECT {', '.join(self._select)} FROM {preparer.format_table(self.table)} "
+                f"WHERE {cursor} > {self.literal(lo)} AND {cursor} <= {self.literal(hi)} "
+                f"ORDER BY {cursor}")
+
+    def batches(self, lo: Bound, hi: Bound, what: str) -> Iterator[pa.RecordBatch]:
+        """The rows with ``lo < cursor <= hi`` ordered by the cursor, as batches of the
+        source's schema (of any size). ``what`` names the source and the window in errors."""
+        named = f"{what} (reader {self.name})"
+        try:
+            for batch in self.driver_batches(self.query(lo, hi)):
+                if self._converters:
+                    batch = pa.RecordBatch.from_arrays(
+                        [self._converters[name](column) if name in self._converters else column
+                         for name, column in zip(batch.schema.names, batch.columns,
+                                                 strict=True)],
+                        names=batch.schema.names)
+                yield conformed(batch, self.schema, self.cursor, named)
+        except (KeyboardInterrupt, SystemExit, GeneratorExit, EtlAssetsError):
+            raise
+        except BaseException as exc:  # connectorx raises a Rust panic as a BaseException
+            if self.is_transient(exc):
+                raise ReaderConnectionError(f"reader {self.name}: {describe(exc)}") from exc
+            raise ReaderError(f"{named}: {describe(exc)}") from exc
+
+
+def timestamp_text(value: datetime) -> str:
+    """``value`` as ``YYYY-MM-DD HH:MM:SS.ffffff`` (with ``+00:00`` when it has a zone): the
+    text every reader's database compares with its timestamp columns, and the form SQLAlchemy
+    stores SQLite timestamps in."""
+    text = (f"{value.year:04d}-{value.month:02d}-{value.day:02d} {value.hour:02d}:"
+            f"{value.minute:02d}:{value.second:02d}.{value.microsecond:06d}")
+    if value.tzinfo is not None:
+        offset = value.utcoffset()
+        assert offset is not None
+        minutes = int(offset.total_seconds()) // 60
+        sign = "-" if minutes < 0 else "+"
+        text += f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+    return text
+
+
+def conformed(batch: pa.RecordBatch, schema: pa.Schema, cursor: str,
+              what: str) -> pa.RecordBatch:
+    """``batch`` cast to ``schema`` with Arrow's safe casts (no value may change: a decimal
+    that would lose digits, a number out of range, text that is no timestamp fail, naming
+    the column and the row's cursor value)."""
+    arrays = []
+    for field, array in zip(schema, batch.columns, strict=True):
+        if isinstance(array, pa.ExtensionArray):  # ADBC's json, uuid and opaque types
+            array = array.storage
+        if array.type != field.type:
+            try:
+                array = pc.cast(array, field.type)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
+                row = _first_uncastable(array, field.type)
+                at = batch.column(cursor)[row].as_py() if row is not None else "?"
+                raise ReaderError(f"{what}: column {field.name} ({field.type}) cannot hold "
+                                  f"{array[row].as_py() if row is not None else 'a value'!r} "
+                                  f"of the row with {cursor} = {at}: {error}") from error
+        arrays.append(array)
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+def _first_uncastable(array: pa.Array, arrow_type: pa.DataType) -> int | None:
+    for row in range(len(array)):
+        try:
+            pc.cast(array.slice(row, 1), arrow_type)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return row
+    return None
+
+
+def plan_reader(url: sa.URL, table: sa.Table, schema: pa.Schema,
+                cursor: str) -> FastReader | str:
+    """The fast reader of ``table`` at ``url``, or why the generic path reads it."""
+    dialect = url.get_backend_name()
+    reference = READERS.get(dialect)
+    if reference is None:
+        return f"no fast reader for {dialect}"
+    module, _, name = reference.partition(":")
+    reader: type[FastReader] = getattr(importlib.import_module(module), name)
+    return reader.plan(url, table, schema, cursor)
