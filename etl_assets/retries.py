@@ -48,7 +48,8 @@ MYSQL_TRANSIENT_CODES = frozenset({
 })
 # A connection the server answered but refused: another attempt gets the same answer.
 _REFUSED_LOGIN = re.compile(r"authentication failed|no password supplied|does not exist|"
-                            r"no pg_hba.conf entry|permission denied", re.IGNORECASE)
+                            r"no pg_hba.conf entry|permission denied|access denied",
+                            re.IGNORECASE)
 # What a PostgreSQL server answers a connection when it cannot take one now.
 _PG_FATAL_TRANSIENT = re.compile(r"starting up|shutting down|in recovery mode|too many clients|"
                                  r"connection slots are reserved|terminating connection",
@@ -208,4 +209,6 @@ def _connection_failed(text: str) -> bool:
 def lost_connection(text: str) -> bool:
     """Whether an error's ``text`` tells of a lost, refused or timed-out connection (for
     clients whose errors carry no code, such as connectorx)."""
+    if _REFUSED_LOGIN.search(text):  # the server answered: another attempt gets the same
+        return False
     return bool(_LOST_CONNECTION.search(text) or _PG_FATAL_TRANSIENT.search(text))

@@ -139,15 +139,29 @@ class FastReader(ABC):
         """The rows with ``lo < cursor <= hi`` ordered by the cursor, as batches of the
         source's schema (of any size). ``what`` names the source and the window in errors."""
         named = f"{what} (reader {self.name})"
+        for batch in self._guarded(self.driver_batches(self.query(lo, hi)), named):
+            if self._converters:
+                batch = pa.RecordBatch.from_arrays(
+                    [self._converters[name](column) if name in self._converters else column
+                     for name, column in zip(batch.schema.names, batch.columns, strict=True)],
+                    names=batch.schema.names)
+            yield conformed(batch, self.schema, self.cursor, named)
+
+    def count(self, lo: Bound, hi: Bound, what: str) -> int:
+        """How many rows have ``lo < cursor <= hi``."""
+        preparer = self.dialect.identifier_preparer
+        cursor = preparer.quote(self.cursor)
+        query = (f"SELECT count(*) AS n FROM {preparer.format_table(self.table)} "
+                 f"WHERE {cursor} > {self.literal(lo)} AND {cursor} <= {self.literal(hi)}")
+        batches = list(self._guarded(self.driver_batches(query), f"{what} (reader {self.name})"))
+        return sum(int(b.column(0)[0].as_py() or 0) for b in batches if b.num_rows)
+
+    def _guarded(self, batches: Iterator[pa.RecordBatch],
+                 named: str) -> Iterator[pa.RecordBatch]:
+        """``batches``, a driver's error raised as :class:`ReaderConnectionError` (transient)
+        or :class:`ReaderError` naming ``named`` (the source, the window, the reader)."""
         try:
-            for batch in self.driver_batches(self.query(lo, hi)):
-                if self._converters:
-                    batch = pa.RecordBatch.from_arrays(
-                        [self._converters[name](column) if name in self._converters else column
-                         for name, column in zip(batch.schema.names, batch.columns,
-                                                 strict=True)],
-                        names=batch.schema.names)
-                yield conformed(batch, self.schema, self.cursor, named)
+            yield from batches
         except (KeyboardInterrupt, SystemExit, GeneratorExit, EtlAssetsError):
             raise
         except BaseException as exc:  # connectorx raises a Rust panic as a BaseException

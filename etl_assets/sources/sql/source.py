@@ -207,18 +207,10 @@ class SqlSource:
         connections = self.spec.parallel_reads
         if connections == 1:
             return reader.batches(lo, hi, what)
-        rows = self._count(lo, hi)
+        rows = reader.count(lo, hi, what)
         parts = slices(lo, hi, max(connections, -(-rows // (QUEUED_BATCHES
                                                              * self.spec.chunk_rows))))
         return read_in_parallel(lambda a, b: reader.batches(a, b, what), parts, connections)
-
-    def _count(self, lo: Bound, hi: Bound) -> int:
-        """Rows with ``lo < cursor <= hi`` (how many slices a parallel read cuts)."""
-        assert self.table is not None
-        cursor = self.table.c[self.spec.cursor]
-        with self.engine.connect() as conn:
-            return int(conn.execute(sa.select(sa.func.count()).where(
-                cursor > lo, cursor <= hi)).scalar_one())
 
     def _batches(self, window: Window, schema: pa.Schema | None) -> Iterator[pa.RecordBatch]:
         chunk = self.spec.chunk_rows
