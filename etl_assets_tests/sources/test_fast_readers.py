@@ -386,8 +386,22 @@ def test_a_value_the_driver_cannot_parse_fails_as_a_reader_error(tmp_path: Path)
     src = source(url, "t")
     assert src.reader() == "connectorx-sqlite"
     with pytest.raises(ReaderError, match=r"^source 'src' window \(0, 5\] \(reader "
-                                          r"connectorx-sqlite\): PanicException: .*Parse"):
+                                          r"connectorx-sqlite\): column day: PanicException: .*Parse"):
         list(src.extract(Window(0, 5)))
+
+
+def test_a_value_the_column_type_cannot_hold_names_the_column_and_row(tmp_path: Path) -> None:
+    rows = [(i, "a", "2024-01-01 00:00:00.000000", "2024-01-01", 1, 1.0,
+             1e20 if i == 7 else 1.5, b"", "{}", 1) for i in range(1, 10)]
+    src = source(sqlite_table(tmp_path, rows), "t")
+    assert src.reader() == "connectorx-sqlite"
+    with pytest.raises(ReaderError, match=r"^source 'src' window \(0, 9\] \(reader connectorx-sqlite\): "
+                                          r"column amount \(decimal128\(12, 2\)\) cannot hold 1e\+20 of "
+                                          r"the row with id = 7: "):
+        list(src.extract(Window(0, 9)))
+    generic = source(src.url, "t", reader="generic")
+    with pytest.raises(Exception, match="column amount"):  # the generic path refuses it too
+        list(generic.extract(Window(0, 9)))
 
 
 def test_a_naive_cursor_window_reads_with_microseconds(pg: PgSchema) -> None:

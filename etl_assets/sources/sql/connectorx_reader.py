@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 import pyarrow as pa
@@ -10,6 +11,8 @@ import pyarrow as pa
 from etl_assets.sources.sql.fast_reader import FastReader
 
 _BATCH_ROWS = 50_000  # rows per batch the driver hands over
+# how connectorx names the column of a value it could not convert (by its position)
+_FAILED_COLUMN = re.compile(r"FromSqlConversionFailure\((\d+)")
 
 
 class ConnectorxReader(FastReader):
@@ -22,3 +25,9 @@ class ConnectorxReader(FastReader):
         reader = connectorx.read_sql(self.url, query, return_type="arrow_stream",
                                      batch_size=_BATCH_ROWS)
         yield from reader
+
+    def at_fault(self, error: BaseException) -> str:
+        found = _FAILED_COLUMN.search(str(error))
+        if found and int(found.group(1)) < len(self.schema):
+            return f"column {self.schema.names[int(found.group(1))]}: "
+        return ""

@@ -140,12 +140,7 @@ class FastReader(ABC):
         source's schema (of any size). ``what`` names the source and the window in errors."""
         named = f"{what} (reader {self.name})"
         for batch in self._guarded(self.driver_batches(self.query(lo, hi)), named):
-            if self._converters:
-                batch = pa.RecordBatch.from_arrays(
-                    [self._converters[name](column) if name in self._converters else column
-                     for name, column in zip(batch.schema.names, batch.columns, strict=True)],
-                    names=batch.schema.names)
-            yield conformed(batch, self.schema, self.cursor, named)
+            yield conformed(batch, self.schema, self.cursor, named, self._converters)
 
     def count(self, lo: Bound, hi: Bound, what: str) -> int:
         """How many rows have ``lo < cursor <= hi``."""
@@ -167,7 +162,11 @@ class FastReader(ABC):
         except BaseException as exc:  # connectorx raises a Rust panic as a BaseException
             if self.is_transient(exc):
                 raise ReaderConnectionError(f"reader {self.name}: {describe(exc)}") from exc
-            raise ReaderError(f"{named}: {describe(exc)}") from exc
+            raise ReaderError(f"{named}: {self.at_fault(exc)}{describe(exc)}") from exc
+
+    def at_fault(self, error: BaseException) -> str:
+        """``column <name>: `` when the driver's ``error`` tells which column failed."""
+        return ""
 
 
 def timestamp_text(value: datetime) -> str:
@@ -185,33 +184,42 @@ def timestamp_text(value: datetime) -> str:
     return text
 
 
-def conformed(batch: pa.RecordBatch, schema: pa.Schema, cursor: str,
-              what: str) -> pa.RecordBatch:
-    """``batch`` cast to ``schema`` with Arrow's safe casts (no value may change: a decimal
-    that would lose digits, a number out of range, text that is no timestamp fail, naming
-    the column and the row's cursor value)."""
+def conformed(batch: pa.RecordBatch, schema: pa.Schema, cursor: str, what: str,
+              converters: dict[str, Callable[[pa.Array], pa.Array]] | None = None,
+              ) -> pa.RecordBatch:
+    """``batch`` cast to ``schema`` with Arrow's safe casts, or a column's converter (no value
+    may change: a decimal that would lose digits, a number out of range, text that is no
+    timestamp fail, naming the column and the row's cursor value)."""
     arrays = []
     for field, array in zip(schema, batch.columns, strict=True):
         if isinstance(array, pa.ExtensionArray):  # ADBC's json, uuid and opaque types
             array = array.storage
-        if array.type != field.type:
+        convert = (converters or {}).get(field.name) or _caster(field.type)
+        if field.name in (converters or {}) or array.type != field.type:
             try:
-                array = pc.cast(array, field.type)
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
-                row = _first_uncastable(array, field.type)
+                array = convert(array)
+            except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as error:
+                row = _first_failing(array, convert)
+                value = array[row].as_py() if row is not None else "a value"
                 at = batch.column(cursor)[row].as_py() if row is not None else "?"
                 raise ReaderError(f"{what}: column {field.name} ({field.type}) cannot hold "
-                                  f"{array[row].as_py() if row is not None else 'a value'!r} "
-                                  f"of the row with {cursor} = {at}: {error}") from error
+                                  f"{value!r} of the row with {cursor} = {at}: "
+                                  f"{describe(error)}") from error
         arrays.append(array)
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
-def _first_uncastable(array: pa.Array, arrow_type: pa.DataType) -> int | None:
+def _caster(arrow_type: pa.DataType) -> Callable[[pa.Array], pa.Array]:
+    def cast(array: pa.Array) -> pa.Array:
+        return pc.cast(array, arrow_type)  # safe: fails rather than change a value
+    return cast
+
+
+def _first_failing(array: pa.Array, convert: Callable[[pa.Array], pa.Array]) -> int | None:
     for row in range(len(array)):
         try:
-            pc.cast(array.slice(row, 1), arrow_type)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            convert(array.slice(row, 1))
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
             return row
     return None
 
