@@ -15,7 +15,7 @@ DG := VIRTUAL_ENV=$(abspath $(VENV)) $(BIN)/dg
 DAGSTER_JOB_EXECUTE := PYTHONWARNINGS='ignore:Function `job_execute_command` is superseded' \
 	$(BIN)/dagster job execute
 
-.PHONY: install demo dev status stop-demo test test-fast lint bench bench-pg bench-pg-migrate bench-bigquery bench-http bench-parquet bench-backfill
+.PHONY: install demo dev status stop-demo test test-fast lint bench bench-pg bench-pg-migrate bench-bigquery bench-http bench-parquet bench-backfill bench-extract
 
 install: $(VENV)/.installed
 
@@ -94,3 +94,9 @@ bench-http: install
 # per partition (in process, and `dagster job execute` extrapolated).
 bench-backfill: install
 	$(BIN)/python bench/backfill.py $(BENCH_ARGS)
+
+# Extracting one window of 1M rows x 10 columns (PostgreSQL, MariaDB, SQLite): ours vs
+# connectorx, pandas and dlt (`bench` extra); then the window end to end vs connectorx + COPY.
+bench-extract: install
+	$(BIN)/pip install -q -e ".[bench]"
+	$(BIN)/python bench/extract.py $(BENCH_ARGS)
