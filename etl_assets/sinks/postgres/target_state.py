@@ -96,6 +96,11 @@ def table_columns(conninfo: str, name: TableName) -> list[str] | None:
     return None if catalog is None else [c.name for c in catalog[1]]
 
 
+PROBED_KEYS_MAX = 100_000
+"""Above this many keys a window's keys are hash-joined with the table, not probed one by one
+through its key's index."""
+
+
 def count_windows(conninfo: str, name: TableName, cursor: str,
                   asks: list[tuple[Window, pa.Table | None]]) -> list[WindowCount]:
     """What ``name`` holds of each (window, keys) of ``asks`` (see ``WindowCount``), on one
@@ -169,11 +174,14 @@ def _count_keys(conn: psycopg.Connection[Any], name: TableName, cursor: sql.Iden
     with conn.cursor().copy(sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
             temp, columns)) as copy:
         copy.write(_csv(distinct))
-    # One index probe a key: the planner, costing random reads as on disk, would rather
-    # hash-join a scan of the whole table (144 ms against 10 ms for 10k keys in 1M rows). An
-    # upsert target always has the unique index ON CONFLICT needs.
-    conn.execute("SET LOCAL enable_hashjoin = off")
-    conn.execute("SET LOCAL enable_mergejoin = off")
+    if distinct.num_rows < PROBED_KEYS_MAX:
+        # One index probe a key: the planner, costing random reads as on disk, would rather
+        # hash-join a scan of the whole table (144 ms against 10 ms for 10k keys in 1M rows).
+        # An upsert target always has the unique index ON CONFLICT needs.
+        conn.execute("SET LOCAL enable_hashjoin = off")
+        conn.execute("SET LOCAL enable_mergejoin = off")
+    else:  # so many keys that a hash join wins (1M keys: 0.6 s against 1.1 s of probes)
+        conn.execute(sql.SQL("ANALYZE {}").format(temp))
     match = sql.SQL(" AND ").join(
         sql.SQL("k.{0} = t.{0}").format(sql.Identifier(c)) for c in keys.column_names)
     inside, newer = conn.execute(sql.SQL(

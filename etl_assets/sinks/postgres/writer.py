@@ -97,6 +97,9 @@ class PostgresUpsertWriter:
         self._newest_by: str | None = None  # set by prepare() when the rule applies
         self.retry = retry or RetryPolicy(retries=0)
         self._session_ready = False  # the temporary staging table exists on this connection
+        # COPY straight into the target, no temporary table and INSERT .. SELECT: without a
+        # key always; with one while no batch has met a key the table holds (set by prepare)
+        self._copy_directly = False
 
     def __enter__(self) -> PostgresUpsertWriter:
         self._retrying(f"connecting to {mask_url(self.conninfo)}", self._connect,
@@ -194,11 +197,19 @@ class PostgresUpsertWriter:
             self._write_target = self._replace.replacement
         with self.conn.transaction():
             self._upsert = self._upsert_statement(existing)
+            self._copy_directly = self._replace is None and (
+                not self.primary_key or self._target_is_empty())
             self._slice_delete = None if self._replace else self._slice_statement(schema)
             if not self.primary_key:
                 actions.append(self._append_mode_note())
             self._ensure_session()
         return actions
+
+    def _target_is_empty(self) -> bool:
+        assert self.conn is not None
+        row = self.conn.execute(sql.SQL("SELECT NOT EXISTS (SELECT FROM {})").format(
+            self.target)).fetchone()
+        return bool(row and row[0])
 
     def _ensure_session(self) -> None:
         """The connection's temporary staging table (gone with a lost connection)."""
@@ -362,22 +373,16 @@ class PostgresUpsertWriter:
         self._ensure_session()
         with self.conn.transaction(), self.conn.cursor() as cur:
             self._before_first_batch(cur)
-            try:
-                with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
-                        self.staging, sql.SQL(", ").join(map(sql.Identifier,
-                                                             self._columns)))) as copy:
-                    copy.write(data)
-            except psycopg.Error as exc:
-                if is_transient(exc):
-                    raise
-                raise PostgresSinkError(self._describe(exc, batch)) from None
-            try:
-                cur.execute(self._upsert)
-            except psycopg.Error as exc:
-                if is_transient(exc):
-                    raise
-                raise PostgresSinkError(self._describe_insert(exc)) from None
-            changed = cur.rowcount
+            changed = self._copied_directly(cur, batch, data)
+            if changed is None:
+                self._copy(cur, self.staging, batch, data)
+                try:
+                    cur.execute(self._upsert)
+                except psycopg.Error as exc:
+                    if is_transient(exc):
+                        raise
+                    raise PostgresSinkError(self._describe_insert(exc)) from None
+                changed = cur.rowcount
             if self.watermark is not None:
                 record_watermark(self.conn, self._write_target, self.watermark,
                                  self.watermark.after_batch(batch, final))
@@ -385,6 +390,46 @@ class PostgresUpsertWriter:
         self._finished = final
         self._replace_loaded = self._replace is not None
         return changed
+
+    def _copied_directly(self, cur: psycopg.Cursor[Any], batch: pa.RecordBatch,
+                         data: bytes) -> int | None:
+        """The rows COPYed straight into the target, or None when the batch must be upserted
+        from the temporary table. A batch holding a key the table already has (another
+        partition's run got there first) is rolled back to a savepoint and upserted, and so
+        are the partition's later batches: the upsert's newest-wins rule decides."""
+        if not self._copy_directly:
+            return None
+        assert self.conn is not None
+        if not self.primary_key:
+            try:
+                self._copy(cur, self._write_target, batch, data)
+            except psycopg.errors.UniqueViolation as exc:  # a unique index the sink lacks
+                raise PostgresSinkError(self._describe(exc, batch)) from None
+            return cur.rowcount
+        try:
+            with self.conn.transaction():  # a savepoint
+                self._copy(cur, self._write_target, batch, data)
+        except psycopg.errors.UniqueViolation:
+            self._copy_directly = False
+            self.log.info(f"{self.display}: a key of this partition is in the table already; "
+                          f"upserting from here on")
+            return None
+        return cur.rowcount
+
+    def _copy(self, cur: psycopg.Cursor[Any], into: sql.Composable, batch: pa.RecordBatch,
+              data: bytes) -> None:
+        """COPY ``data`` (``batch`` as CSV) into ``into``; a value the table refuses fails
+        naming the row (a unique violation is left to the caller)."""
+        try:
+            with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
+                    into, sql.SQL(", ").join(map(sql.Identifier, self._columns)))) as copy:
+                copy.write(data)
+        except psycopg.errors.UniqueViolation:
+            raise
+        except psycopg.Error as exc:
+            if is_transient(exc):
+                raise
+            raise PostgresSinkError(self._describe(exc, batch)) from None
 
     def _swap_in(self) -> None:
         assert self.conn is not None and self._replace is not None
@@ -446,7 +491,7 @@ class PostgresUpsertWriter:
 
     def _row_text(self, batch: pa.RecordBatch, row: int) -> str:
         values = batch.slice(row, 1).to_pylist()[0]
-        shown = {k: values[k] for k in self.primary_key} if all(
+        shown = {k: values[k] for k in self.primary_key} if self.primary_key and all(
             values.get(k) is not None for k in self.primary_key) else values
         return ", ".join(f"{k}={v!r}" for k, v in shown.items())
 

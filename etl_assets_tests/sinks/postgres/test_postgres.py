@@ -175,3 +175,38 @@ def test_staging_table_names_are_per_partition_and_run() -> None:
     assert a != staging_table_name("sink", "0..10", "run-b")
     assert a != staging_table_name("sink", "10..20", "run-a")
     assert len(a) <= 63
+
+
+def test_an_empty_table_is_copied_into_directly_until_a_key_is_there_already(pg: PgSchema) -> None:
+    """Two runs prepared on an empty table both COPY straight into it; the second meets the
+    first's keys, rolls its batch back to a savepoint and upserts it (newest wins) instead."""
+    schema = pa.schema([pa.field("id", pa.int64()), pa.field("at", pa.int64()),
+                        pa.field("v", pa.string())])
+    first = PostgresUpsertWriter(pg.url, pg.table("target"), ["id"], "etl_stage_a", cursor_column="at")
+    second = PostgresUpsertWriter(pg.url, pg.table("target"), ["id"], "etl_stage_b", cursor_column="at")
+    with first, second:
+        first.prepare(schema)
+        second.prepare(schema)
+        assert first._copy_directly and second._copy_directly
+        older = pa.RecordBatch.from_pylist([{"id": i, "at": 1, "v": "old"} for i in range(100)], schema)
+        newer = pa.RecordBatch.from_pylist([{"id": i, "at": 2, "v": "new"} for i in range(50, 150)], schema)
+        assert second.write(newer) == 100  # copied in
+        assert first.write(older) == 50  # ids 50..99 are newer in the table: only 0..49 land
+        assert not first._copy_directly and second._copy_directly
+        assert first.write(pa.RecordBatch.from_pylist([{"id": 200, "at": 1, "v": "late"}], schema)) == 1
+    rows = dict(pg.execute(f"SELECT id, v FROM {pg.table('target')}"))
+    assert len(rows) == 151 and rows[0] == "old" and rows[50] == "new" and rows[149] == "new"
+    assert rows[200] == "late"
+    with writer(pg) as again:  # a table with rows: upserted from the first batch
+        again.prepare(schema)
+        assert not again._copy_directly
+
+
+def test_a_unique_index_the_keyless_sink_lacks_names_the_row(pg: PgSchema) -> None:
+    pg.execute(f"CREATE TABLE {pg.table('target')} (id int, v text)")
+    pg.execute(f"CREATE UNIQUE INDEX ON {pg.table('target')} (v)")
+    batch = pa.RecordBatch.from_pylist([{"id": 1, "v": "a"}, {"id": 2, "v": "a"}])
+    with writer(pg, key=()) as w:
+        w.prepare(batch.schema)
+        with pytest.raises(PostgresSinkError, match=r"row id=2, v='a': duplicate key value"):
+            w.write(batch)
