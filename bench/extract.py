@@ -13,7 +13,7 @@ at 2024-01-01 + g seconds (UTC).
    max RSS, its imports included; they are made before the clock starts):
 
    - ours:       ``SqlSource(...).extract(Window(lo, hi))``, every batch (the reader it chose
-                 is printed when the source says)
+                 is printed when the source says); ours-2 the same with ``parallel_reads: 2``
    - connectorx: ``read_sql(url, query, return_type="arrow_stream", batch_size=50000)``
    - pandas:     ``read_sql(query, connection, chunksize=50000)`` on a SQLAlchemy connection
                  with ``stream_results`` (DataFrames, not Arrow)
@@ -78,7 +78,7 @@ DATABASE = "bench_extract"
 DAGSTER_DATABASE = "bench_extract_dagster"
 TABLE = "bench_source"
 DATABASES = ("postgres", "mariadb", "sqlite")
-CONTENDERS = ("ours", "connectorx", "pandas", "dlt")
+CONTENDERS = ("ours", "ours-2", "connectorx", "pandas", "dlt")  # ours-2: parallel_reads 2
 START = datetime(2024, 1, 1, tzinfo=timezone.utc)
 SQLITE_DESCRIPTION = "description " * 5
 
@@ -142,13 +142,14 @@ class Read:
                 f"AND updated_at <= {literal(self.hi)} ORDER BY updated_at")
 
 
-def read_ours(read: Read) -> Iterator[Batch]:
+def read_ours(read: Read, parallel_reads: int = 1) -> Iterator[Batch]:
     from etl_assets.sources.sql.source import SqlSource
     from etl_assets.sources.sql.spec import SqlSourceSpec
     from etl_assets.watermark import Window
 
     spec = SqlSourceSpec(connection={"url": "sqlite://"}, table=TABLE, cursor="updated_at",
-                         primary_key=["id"], chunk_rows=read.chunk_rows)
+                         primary_key=["id"], chunk_rows=read.chunk_rows,
+                         parallel_reads=parallel_reads)
     source = SqlSource("bench", spec, read.url)
     window = Window(START, read.hi)
     try:
@@ -217,9 +218,15 @@ def read_dlt(read: Read) -> Iterator[Batch]:
                                       chunk_size=read.chunk_rows, incremental=incremental)
 
 
+def read_ours_parallel(read: Read) -> Iterator[Batch]:
+    return read_ours(read, parallel_reads=2)
+
+
 READERS: dict[str, Callable[[Read], Iterator[Batch]]] = {
-    "ours": read_ours, "connectorx": read_connectorx, "pandas": read_pandas, "dlt": read_dlt}
-IMPORTS = {"ours": ["etl_assets.sources.sql.source"], "connectorx": ["connectorx"],
+    "ours": read_ours, "ours-2": read_ours_parallel, "connectorx": read_connectorx,
+    "pandas": read_pandas, "dlt": read_dlt}
+IMPORTS = {"ours": ["etl_assets.sources.sql.source"],
+           "ours-2": ["etl_assets.sources.sql.source"], "connectorx": ["connectorx"],
            "pandas": ["pandas"], "dlt": ["dlt", "dlt.sources.sql_database"]}
 
 
