@@ -21,7 +21,8 @@ The tree, by what to do about an error::
     │   ├── FileFormatError            (also ValueError) data a file format cannot hold
     │   └── MergeKeyError              (also ValueError) keys an update merge cannot compare
     └── a component's own error, any of the kinds above but transient (the message says which):
-        SourceError, StagingError, PostgresSinkError, FileSinkError, HttpSinkError,
+        SourceError, ReaderError (a fast reader's), StagingError, PostgresSinkError,
+        FileSinkError, HttpSinkError,
         BigQueryLoadFailed (``transient`` says whether its rows are worth a later replay),
         MaskedError (stands in for an exception whose text held a secret)
 

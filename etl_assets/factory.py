@@ -85,8 +85,8 @@ def build_source_asset(name: str, spec: SourceSpecBase,
         with masked_errors():  # the rows are read later, by the staging IO manager
             source = open_source(name, spec)  # one for every window of a range run
             context.log.info(f"{name}: extracting {spec.cursor} in "
-                             f"{_windows(keys)} from {where} at {source.location()} with reader "
-                             f"{source.reader()}")
+                             f"{_windows(keys)} from {where} at {source.location()}")
+        reader_named: list[str] = []  # the reader is logged once, when the first window starts
 
         def extraction(key: str) -> Extraction:
             with masked_errors():
@@ -94,6 +94,9 @@ def build_source_asset(name: str, spec: SourceSpecBase,
 
             def start() -> RecordBatchStream:
                 stream = source.extract(window)
+                if not reader_named:  # known once the source is reflected (retried in here)
+                    reader_named.append(source.reader())
+                    context.log.info(f"{name}: reading with reader {reader_named[0]}")
                 last = key == keys[-1]  # the source is released after the last window
                 return RecordBatchStream(
                     stream.schema, _disposing(stream, source) if last else stream,

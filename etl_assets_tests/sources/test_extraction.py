@@ -134,7 +134,7 @@ def test_the_source_asset_retries_a_terminated_copy_and_stages_every_row(
     warnings = [e.user_message for e in instance.all_logs(result.run_id)
                 if "extracting the window again" in (e.user_message or "")]
     assert len(warnings) == 1 and "source 'events' window 0..100000" in warnings[0]
-    assert any("with reader adbc-postgresql" in (e.user_message or "")
+    assert any("reading with reader adbc-postgresql" in (e.user_message or "")
                for e in instance.all_logs(result.run_id))
 
 

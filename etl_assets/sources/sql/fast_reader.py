@@ -54,8 +54,9 @@ class ReaderConnectionError(ConnectionError):
 class FastReader(ABC):
     """Reads windows of one table as batches of its Arrow ``schema``, ordered by ``cursor``.
 
-    ``url``: the driver's connection URL (holds the password: never shown). ``columns``: the
-    reflected table's columns, in ``schema``'s order.
+    ``url``: the driver's connection URL (holds the password: never shown). ``select``: what
+    to select for each column of ``schema``; ``converters``: the columns a cast cannot make
+    (see :meth:`value_converter`). Made by :meth:`plan`.
     """
 
     name: str = ""
@@ -129,11 +130,14 @@ class FastReader(ABC):
 
     def query(self, lo: Bound, hi: Bound) -> str:
         """The SELECT of the rows with ``lo < cursor <= hi``, ordered by the cursor."""
+        return (f"SELECT {', '.join(self._select)} {self._rows_in(lo, hi)} "
+                f"ORDER BY {self.dialect.identifier_preparer.quote(self.cursor)}")
+
+    def _rows_in(self, lo: Bound, hi: Bound) -> str:
         preparer = self.dialect.identifier_preparer
         cursor = preparer.quote(self.cursor)
-        return (f"SELECT {', '.join(self._select)} FROM {preparer.format_table(self.table)} "
-                f"WHERE {cursor} > {self.literal(lo)} AND {cursor} <= {self.literal(hi)} "
-                f"ORDER BY {cursor}")
+        return (f"FROM {preparer.format_table(self.table)} "
+                f"WHERE {cursor} > {self.literal(lo)} AND {cursor} <= {self.literal(hi)}")
 
     def batches(self, lo: Bound, hi: Bound, what: str) -> Iterator[pa.RecordBatch]:
         """The rows with ``lo < cursor <= hi`` ordered by the cursor, as batches of the
@@ -144,10 +148,7 @@ class FastReader(ABC):
 
     def count(self, lo: Bound, hi: Bound, what: str) -> int:
         """How many rows have ``lo < cursor <= hi``."""
-        preparer = self.dialect.identifier_preparer
-        cursor = preparer.quote(self.cursor)
-        query = (f"SELECT count(*) AS n FROM {preparer.format_table(self.table)} "
-                 f"WHERE {cursor} > {self.literal(lo)} AND {cursor} <= {self.literal(hi)}")
+        query = f"SELECT count(*) AS n {self._rows_in(lo, hi)}"
         batches = list(self._guarded(self.driver_batches(query), f"{what} (reader {self.name})"))
         return sum(int(b.column(0)[0].as_py() or 0) for b in batches if b.num_rows)
 

@@ -4,6 +4,7 @@ through the database's fast reader where it has one that carries every column ex
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
 from functools import cached_property
@@ -207,9 +208,10 @@ class SqlSource:
         connections = self.spec.parallel_reads
         if connections == 1:
             return reader.batches(lo, hi, what)
-        rows = reader.count(lo, hi, what)
-        parts = slices(lo, hi, max(connections, -(-rows // (QUEUED_BATCHES
-                                                             * self.spec.chunk_rows))))
+        # slices of about QUEUED_BATCHES batches, so a slice read ahead fits its queue
+        rows_per_slice = QUEUED_BATCHES * self.spec.chunk_rows
+        parts = slices(lo, hi, max(connections,
+                                   math.ceil(reader.count(lo, hi, what) / rows_per_slice)))
         return read_in_parallel(lambda a, b: reader.batches(a, b, what), parts, connections)
 
     def _batches(self, window: Window, schema: pa.Schema | None) -> Iterator[pa.RecordBatch]:
