@@ -138,15 +138,45 @@ def test_postgres_every_type_the_sink_writes_reads_back_equal(pg: PgSchema) -> N
                 assert same(read[column], value), (column, read[column], value)
 
 
-def test_a_postgres_table_with_arrays_or_intervals_takes_the_generic_path(pg: PgSchema) -> None:
-    table = pg.table("lists")
-    pg.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, tags text[], took interval)")
-    pg.execute(f"INSERT INTO {table} VALUES (1, ARRAY['a', NULL], '1 day'), (2, NULL, NULL)")
+def test_a_postgres_table_with_an_interval_takes_the_generic_path(pg: PgSchema) -> None:
+    table = pg.table("spans")
+    pg.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, took interval)")
+    pg.execute(f"INSERT INTO {table} VALUES (1, '1 day'), (2, NULL)")
     src = source(pg.url, table)
-    assert src.reader() == "sqlalchemy (adbc-postgresql cannot carry column tags (ARRAY) exactly)"
+    assert src.reader() == "sqlalchemy (adbc-postgresql cannot carry column took (INTERVAL) exactly)"
     rows = pa.Table.from_batches(list(src.extract(Window(0, 2)))).to_pylist()
-    assert rows == [{"id": 1, "tags": ["a", None], "took": timedelta(days=1)},
-                    {"id": 2, "tags": None, "took": None}]
+    assert rows == [{"id": 1, "took": timedelta(days=1)}, {"id": 2, "took": None}]
+
+
+def test_postgres_arrays_of_one_dimension_equal_the_generic_path(pg: PgSchema) -> None:
+    table = pg.table("lists")
+    pg.execute(f'CREATE TABLE {table} (id int PRIMARY KEY, tags text[], "it\'s" int[], '
+               f"names varchar(8)[], ats timestamptz[], flags bool[], refs uuid[])")
+    pg.execute(f"INSERT INTO {table} VALUES (1, ARRAY['a', NULL, 'b\"c'], '{{1,NULL}}', '{{x}}', "
+               f"ARRAY['2024-01-01 00:00+02'::timestamptz], '{{t,f}}', NULL), "
+               f"(2, '{{}}', NULL, NULL, NULL, NULL, NULL), (3, NULL, '{{}}', '{{}}', '{{}}', '{{}}', NULL)")
+    src = source(pg.url, table)
+    assert src.reader() == "sqlalchemy (adbc-postgresql cannot carry column refs (UUID[]) exactly)"
+    pg.execute(f"ALTER TABLE {table} DROP COLUMN refs")
+    fast, _ = fast_and_generic(pg.url, table, Window(0, 3), "adbc-postgresql")
+    rows = pa.Table.from_batches(fast).to_pylist()
+    assert rows[0]["tags"] == ["a", None, 'b"c'] and rows[0]["it's"] == [1, None]
+    assert rows[0]["ats"] == [datetime(2023, 12, 31, 22, tzinfo=UTC)]
+    assert rows[1]["tags"] == [] and rows[2]["tags"] is None
+
+
+def test_a_multidimensional_array_fails_naming_the_column(pg: PgSchema) -> None:
+    """The driver would flatten it (and the list type cannot hold it): the read fails."""
+    table = pg.table("grid")
+    pg.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, cells int[])")
+    pg.execute(f"INSERT INTO {table} VALUES (1, '{{1,2}}'), (2, '{{{{1,2}},{{3,4}}}}')")
+    src = source(pg.url, table)
+    assert src.reader() == "adbc-postgresql"
+    assert pa.Table.from_batches(list(src.extract(Window(0, 1)))).to_pylist() == [
+        {"id": 1, "cells": [1, 2]}]
+    with pytest.raises(ReaderError, match=r"source 'src' window \(0, 2\] \(reader adbc-postgresql\): "
+                                          r".*column cells holds a multidimensional array"):
+        list(src.extract(Window(0, 2)))
 
 
 # MySQL / MariaDB: connectorx

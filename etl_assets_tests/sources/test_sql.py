@@ -25,9 +25,13 @@ def source(url: str, **fields: object) -> SqlSource:
     return SqlSource("readings", spec, url)
 
 
-def test_postgres_table_types_values_and_chunks(pg: PgSchema) -> None:
+@pytest.mark.parametrize(("reader", "name"), [("auto", "adbc-postgresql"),
+                                              ("generic", "sqlalchemy (reader: generic)")])
+def test_postgres_table_types_values_and_chunks(pg: PgSchema, reader: str, name: str) -> None:
     table = create_pg_readings(pg, last=25)
-    src = source(pg.url, table=table, cursor="updated_at", primary_key=["id"], chunk_rows=10)
+    src = source(pg.url, table=table, cursor="updated_at", primary_key=["id"], chunk_rows=10,
+                 reader=reader)
+    assert src.reader() == name
     assert src.cursor_type == "timestamp"
     schema = src.schema
     assert schema.field("updated_at").type == pa.timestamp("us", tz="UTC")

@@ -87,7 +87,8 @@ class FastReader(ABC):
         for column, field in zip(table.columns, schema, strict=True):
             expression = cls.select_expression(column, field, quote(column.name))
             if expression is None:
-                return f"{cls.name} cannot carry column {column.name} ({column.type}) exactly"
+                return (f"{cls.name} cannot carry column {column.name} "
+                        f"({_type_name(column, dialect)}) exactly")
             select.append(expression)
             converter = cls.value_converter(field)
             if converter is not None:
@@ -168,6 +169,14 @@ class FastReader(ABC):
     def at_fault(self, error: BaseException) -> str:
         """``column <name>: `` when the driver's ``error`` tells which column failed."""
         return ""
+
+
+def _type_name(column: sa.Column[Any], dialect: sa.Dialect) -> str:
+    """The column's type as the database names it (``UUID[]``, not SQLAlchemy's ``ARRAY``)."""
+    try:
+        return str(column.type.compile(dialect=dialect))
+    except sa.exc.CompileError:
+        return str(column.type)
 
 
 def timestamp_text(value: datetime) -> str:

@@ -14,6 +14,7 @@ from typing import Any
 
 import pyarrow as pa
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 from etl_assets.arrow_types import logical_type_of
 from etl_assets.connections import libpq_url
@@ -22,6 +23,13 @@ from etl_assets.watermark import Bound
 
 _BATCH_BYTES = 8 << 20  # the driver's batches: about this many bytes of COPY data each
 _TEXT_TYPES = (sa.String, sa.Enum)
+
+
+def _plain(arrow: pa.DataType) -> bool:
+    """Types the driver gives as the source's Arrow type already."""
+    return (pa.types.is_integer(arrow) or pa.types.is_floating(arrow)
+            or pa.types.is_boolean(arrow) or pa.types.is_date32(arrow)
+            or pa.types.is_time64(arrow) or pa.types.is_timestamp(arrow))
 
 
 class PostgresReader(FastReader):
@@ -44,12 +52,21 @@ class PostgresReader(FastReader):
             if isinstance(sql_type, sa.CHAR | sa.NCHAR):
                 return quoted
             return f"{quoted}::text" if isinstance(sql_type, _TEXT_TYPES) else None
-        if (pa.types.is_integer(arrow) or pa.types.is_floating(arrow)
-                or pa.types.is_boolean(arrow) or pa.types.is_date32(arrow)
-                or pa.types.is_time64(arrow) or pa.types.is_timestamp(arrow)
-                or pa.types.is_binary(arrow)):
+        if _plain(arrow) or pa.types.is_binary(arrow):
             return quoted
-        return None  # arrays, intervals: the generic path
+        if (pa.types.is_list(arrow) and isinstance(sql_type, sa.ARRAY)
+                and (_plain(arrow.value_type) or (
+                    pa.types.is_string(arrow.value_type)
+                    and type(sql_type.item_type) in (sa.String, sa.Text, sa.VARCHAR, sa.TEXT)))):
+            # The driver flattens an array of two or more dimensions, which the list type
+            # cannot hold either: such a value fails the read, naming the column (a cast the
+            # server evaluates only for it).
+            array_type = sql_type.compile(dialect=postgresql.dialect())
+            name = column.name.replace("'", "''")
+            return (f"CASE WHEN array_ndims({quoted}) > 1 THEN ('column {name} holds a "
+                    f"multidimensional array: ' || {quoted}::text)::int::text::{array_type} "
+                    f"ELSE {quoted} END")
+        return None  # intervals, arrays of other types: the generic path
 
     def literal(self, value: Bound) -> str:
         if isinstance(value, datetime):
