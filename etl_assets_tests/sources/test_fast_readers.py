@@ -280,9 +280,9 @@ def test_an_in_memory_sqlite_database_takes_the_generic_path() -> None:
     # another connection to an in-memory database sees another, empty database
     table = sa.Table("t", sa.MetaData(), sa.Column("id", sa.Integer, primary_key=True))
     schema = pa.schema([pa.field("id", pa.int64())])
-    assert SqliteReader.plan(sa.make_url("sqlite://"), table, schema, "id") == (
+    assert SqliteReader.plan("sqlite://", table, schema, "id") == (
         "connectorx-sqlite cannot take this connection's options")
-    assert isinstance(SqliteReader.plan(sa.make_url("sqlite:///x.db"), table, schema, "id"),
+    assert isinstance(SqliteReader.plan("sqlite:///x.db", table, schema, "id"),
                       SqliteReader)
 
 
@@ -371,7 +371,7 @@ def test_a_lost_postgres_server_is_transient_and_names_the_reader(pg: PgSchema) 
     table = pg.table("t")
     pg.execute(f"CREATE TABLE {table} (id int PRIMARY KEY)")
     src = source(pg.url, table)
-    reader = PostgresReader.plan(sa.make_url("postgresql+psycopg://postgres:pw@127.0.0.1:1/x"),
+    reader = PostgresReader.plan("postgresql+psycopg://postgres:pw@127.0.0.1:1/x",
                                  src.table, src.schema, "id")
     assert isinstance(reader, PostgresReader)
     with pytest.raises(ReaderConnectionError) as failed:

@@ -31,3 +31,12 @@ class ConnectorxReader(FastReader):
         if found and int(found.group(1)) < len(self.schema):
             return f"column {self.schema.names[int(found.group(1))]}: "
         return ""
+
+
+def carried_as_is(arrow: pa.DataType) -> bool:
+    """Types connectorx gives exactly, cast to the source's own width at most: integers,
+    floats, booleans, dates, binary and timestamps without a zone."""
+    return (pa.types.is_integer(arrow) or pa.types.is_floating(arrow)
+            or pa.types.is_boolean(arrow) or pa.types.is_date32(arrow)
+            or pa.types.is_binary(arrow)
+            or (pa.types.is_timestamp(arrow) and arrow.tz is None))

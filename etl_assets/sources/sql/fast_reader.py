@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import sqlalchemy as sa
 
+from etl_assets.connections import sqlalchemy_url
 from etl_assets.errors import EtlAssetsError
 from etl_assets.retries import describe, is_transient, lost_connection
 from etl_assets.watermark import Bound
@@ -74,13 +75,14 @@ class FastReader(ABC):
         self._converters = converters
 
     @classmethod
-    def plan(cls, url: sa.URL, table: sa.Table, schema: pa.Schema,
+    def plan(cls, url: str, table: sa.Table, schema: pa.Schema,
              cursor: str) -> FastReader | str:
-        """The reader for ``table``, or why it cannot read it exactly (one phrase)."""
+        """The reader for ``table`` at ``url`` (the source's, resolved), or why it cannot read
+        it exactly (one phrase)."""
         driver_url = cls.driver_url(url)
         if driver_url is None:
             return f"{cls.name} cannot take this connection's options"
-        dialect = url.get_dialect()()
+        dialect = sa.make_url(sqlalchemy_url(url)).get_dialect()()
         quote = dialect.identifier_preparer.quote
         select = []
         converters = {}
@@ -97,8 +99,8 @@ class FastReader(ABC):
 
     @classmethod
     @abstractmethod
-    def driver_url(cls, url: sa.URL) -> str | None:
-        """The driver's URL for SQLAlchemy's ``url``; None when it cannot take its options."""
+    def driver_url(cls, source_url: str) -> str | None:
+        """The driver's URL for the source's URL; None when it cannot take its options."""
 
     @classmethod
     @abstractmethod
@@ -234,10 +236,11 @@ def _first_failing(array: pa.Array, convert: Callable[[pa.Array], pa.Array]) -> 
     return None
 
 
-def plan_reader(url: sa.URL, table: sa.Table, schema: pa.Schema,
+def plan_reader(url: str, table: sa.Table, schema: pa.Schema,
                 cursor: str) -> FastReader | str:
-    """The fast reader of ``table`` at ``url``, or why the generic path reads it."""
-    dialect = url.get_backend_name()
+    """The fast reader of ``table`` at ``url`` (the source's, resolved), or why the generic
+    path reads it."""
+    dialect = sa.make_url(sqlalchemy_url(url)).get_backend_name()
     reference = READERS.get(dialect)
     if reference is None:
         return f"no fast reader for {dialect}"

@@ -16,7 +16,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
 from etl_assets.arrow_types import logical_type_of
-from etl_assets.sources.sql.connectorx_reader import ConnectorxReader
+from etl_assets.connections import sqlalchemy_url
+from etl_assets.sources.sql.connectorx_reader import ConnectorxReader, carried_as_is
 
 _EXACT_TEXT = (sa.String, sa.Enum)
 _CHANGED = (mysql.SET, mysql.YEAR, mysql.BIT, sa.Time)
@@ -28,7 +29,8 @@ class MySqlReader(ConnectorxReader):
     name = "connectorx-mysql"
 
     @classmethod
-    def driver_url(cls, url: sa.URL) -> str | None:
+    def driver_url(cls, source_url: str) -> str | None:
+        url = sa.make_url(sqlalchemy_url(source_url))
         if url.query or not url.host:  # a socket, TLS or charset option: pymysql's only
             return None
         user = quote(url.username or "", safe="")
@@ -47,9 +49,4 @@ class MySqlReader(ConnectorxReader):
         if logical_type_of(field) == "json" or (pa.types.is_string(arrow)
                                                 and isinstance(sql_type, _EXACT_TEXT)):
             return quoted
-        if (pa.types.is_integer(arrow) or pa.types.is_floating(arrow)
-                or pa.types.is_boolean(arrow) or pa.types.is_date32(arrow)
-                or pa.types.is_binary(arrow)
-                or (pa.types.is_timestamp(arrow) and arrow.tz is None)):
-            return quoted
-        return None
+        return quoted if carried_as_is(arrow) else None

@@ -38,8 +38,8 @@ class PostgresReader(FastReader):
     name = "adbc-postgresql"
 
     @classmethod
-    def driver_url(cls, url: sa.URL) -> str | None:
-        return libpq_url(url.render_as_string(hide_password=False))
+    def driver_url(cls, source_url: str) -> str | None:
+        return libpq_url(source_url)  # a keyword string as it is: libpq reads both
 
     @classmethod
     def select_expression(cls, column: sa.Column[Any], field: pa.Field,

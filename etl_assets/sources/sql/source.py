@@ -136,8 +136,7 @@ class SqlSource:
         if self.spec.reader == "generic":
             return "reader: generic"
         assert self.schema is not None
-        return plan_reader(sa.make_url(sqlalchemy_url(self.url, f"source {self.name!r}")),
-                           self.table, self.schema, self.spec.cursor)
+        return plan_reader(self.url, self.table, self.schema, self.spec.cursor)
 
     def reader(self) -> str:
         """Which reader extracts the windows (and why the generic one, when it does)."""

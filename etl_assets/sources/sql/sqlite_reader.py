@@ -19,7 +19,8 @@ import pyarrow as pa
 import sqlalchemy as sa
 
 from etl_assets.arrow_types import logical_type_of
-from etl_assets.sources.sql.connectorx_reader import ConnectorxReader
+from etl_assets.connections import sqlalchemy_url
+from etl_assets.sources.sql.connectorx_reader import ConnectorxReader, carried_as_is
 
 
 class SqliteReader(ConnectorxReader):
@@ -28,7 +29,8 @@ class SqliteReader(ConnectorxReader):
     name = "connectorx-sqlite"
 
     @classmethod
-    def driver_url(cls, url: sa.URL) -> str | None:
+    def driver_url(cls, source_url: str) -> str | None:
+        url = sa.make_url(sqlalchemy_url(source_url))
         database = url.database
         if not database or database == ":memory:" or url.query:
             return None  # in memory: another connection sees another database
@@ -44,12 +46,7 @@ class SqliteReader(ConnectorxReader):
             return quoted
         if pa.types.is_string(arrow):
             return quoted if isinstance(sql_type, sa.String) else None
-        if (pa.types.is_integer(arrow) or pa.types.is_floating(arrow)
-                or pa.types.is_boolean(arrow) or pa.types.is_date32(arrow)
-                or pa.types.is_binary(arrow)
-                or (pa.types.is_timestamp(arrow) and arrow.tz is None)):
-            return quoted
-        return None
+        return quoted if carried_as_is(arrow) else None
 
     @classmethod
     def value_converter(cls, field: pa.Field) -> Callable[[pa.Array], pa.Array] | None:
