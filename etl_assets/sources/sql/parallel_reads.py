@@ -62,9 +62,8 @@ def read_in_parallel(read: Callable[[Bound, Bound], Iterator[pa.RecordBatch]],
 
     with ThreadPoolExecutor(connections, thread_name_prefix="parallel-read") as pool:
         pending: deque[queue.Queue[object]] = deque()
-        remaining = iter(parts)
         try:
-            for part in remaining:
+            for part in parts:
                 out: queue.Queue[object] = queue.Queue(QUEUED_BATCHES)
                 pool.submit(fill, part, out)
                 pending.append(out)

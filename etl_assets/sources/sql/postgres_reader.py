@@ -48,7 +48,7 @@ class PostgresReader(FastReader):
         if logical_type_of(field) in ("json", "uuid", "numeric") or pa.types.is_decimal(arrow):
             return f"{quoted}::text"  # the server's own text: exact, cast back by Arrow
         if pa.types.is_string(arrow):
-            # char(n)::text would drop its padding; enums and domains come as their text
+            # char(n)::text would drop its padding; an enum comes as its text
             if isinstance(sql_type, sa.CHAR | sa.NCHAR):
                 return quoted
             return f"{quoted}::text" if isinstance(sql_type, _TEXT_TYPES) else None
