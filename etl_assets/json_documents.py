@@ -42,7 +42,7 @@ def _plain(value: object) -> object:
     if isinstance(value, date | time):
         return value.isoformat()
     if isinstance(value, Decimal):
-        return str(value)
+        return format(value, "f")  # plain notation: "0.0000000000", not "0E-10"
     if isinstance(value, float):
         return _float(value)
     if isinstance(value, timedelta):
@@ -178,8 +178,10 @@ def json_values(column: pa.Array, field: pa.Field) -> pa.Array:
             return pc.fill_null(pc.if_else(pc.is_finite(column), text, None), _NULL)
         if pa.types.is_string(kind) or pa.types.is_large_string(kind):
             return _json_strings(column)
-        if pa.types.is_decimal(kind):  # exact text, as documents() gives it
-            return _quoted(pc.cast(column, pa.large_string()))
+        if pa.types.is_decimal(kind):  # plain text, as documents() gives it (Arrow's cast
+            # writes some, zero at a scale of 10 say, in scientific notation: "0E-10")
+            return _quoted(pa.array([None if v is None else format(v, "f")
+                                     for v in column.to_pylist()], pa.large_string()))
         if pa.types.is_null(kind):
             return pa.array(["null"] * len(column), pa.large_string())
         if pa.types.is_date32(kind):

@@ -81,3 +81,18 @@ def test_whole_batch_json_lines_equal_the_documents() -> None:
         # floats stay floats for readers that infer types from the text
         assert all(isinstance(p["half"], float | None) for p in parsed)
     assert json_lines(full.slice(0, 0)) == b""
+
+
+def test_decimals_are_plain_text_in_documents_and_json_lines() -> None:
+    """Not scientific notation ("0E-10", "-1E-10"), whichever path serialises them."""
+    from etl_assets.json_documents import json_lines
+
+    schema = pa.schema([pa.field("d", pa.decimal128(20, 10)), pa.field("big", pa.decimal256(65, 30))])
+    batch = pa.RecordBatch.from_pylist([
+        {"d": Decimal("0E-10"), "big": Decimal("1E+34")},
+        {"d": Decimal("-1E-10"), "big": Decimal("-0.000000000000000000000000000001")},
+    ], schema)
+    expected = [{"d": "0.0000000000", "big": "10000000000000000000000000000000000.000000000000000000000000000000"},
+                {"d": "-0.0000000001", "big": "-0.000000000000000000000000000001"}]
+    assert documents(batch) == expected
+    assert [json.loads(line) for line in json_lines(batch).decode().split("\n")[:-1]] == expected

@@ -228,12 +228,9 @@ def test_mariadb_fast_reader_carries_every_type_exactly(mysql_url: str) -> None:
 
 
 def test_mariadb_fast_reader_equals_the_generic_path(mysql_url: str) -> None:
-    # DOUBLE is left out: the generic path cannot read it yet (SQLAlchemy makes it a decimal)
-    ddl = MARIADB_DDL.replace("score DOUBLE, ", "")
-    row = MARIADB_ROW.replace("1.5, 21.5, ", "1.5, ")
-    rows = ", ".join(row.replace("(1, '2024-01-01 12", f"({i}, '2024-01-{i:02d} 12")
-                     for i in range(1, 29))
-    table = mariadb_table(mysql_url, ddl, rows)
+    rows = ", ".join(MARIADB_ROW.replace("(1, '2024-01-01 12", f"({i}, '2024-01-{i:02d} 12")
+                     .replace("21.5", f"{i} / 3.0e0") for i in range(1, 29))
+    table = mariadb_table(mysql_url, MARIADB_DDL, rows)
     fast_and_generic(mysql_url, table, Window(0, 28), "connectorx-mysql", chunk_rows=10)
 
 

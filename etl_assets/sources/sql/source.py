@@ -149,9 +149,7 @@ class SqlSource:
     def _window_select(self, lo: Bound, hi: Bound, order: bool = True) -> sa.Executable:
         if self.table is not None:
             cursor = self.table.c[self.spec.cursor]
-            # JSON travels as text: no parse in the driver and dump again here.
-            columns = [sa.type_coerce(c, sa.Text).label(c.name) if isinstance(c.type, sa.JSON)
-                       else c for c in self.table.columns]
+            columns = [_as_fetched(c) for c in self.table.columns]
             stmt = sa.select(*columns).where(cursor > self._bound(lo), cursor <= self._bound(hi))
             return stmt.order_by(cursor) if order else stmt
         assert self.spec.query is not None
@@ -246,6 +244,17 @@ class SqlSource:
                         f"{bad!r}: {first_error}"
                     ) from first_error
         return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+def _as_fetched(column: sa.Column[Any]) -> sa.ColumnElement[Any]:
+    """``column`` as the generic path selects it: JSON as its text (no parse in the driver
+    and dump again here); a float the dialect would turn into a decimal (MySQL's DOUBLE,
+    rounded to 10 places) as the driver's float."""
+    if isinstance(column.type, sa.JSON):
+        return sa.type_coerce(column, sa.Text).label(column.name)
+    if isinstance(column.type, sa.Float) and column.type.asdecimal:
+        return sa.type_coerce(column, sa.Float(asdecimal=False)).label(column.name)
+    return column
 
 
 def _json_as_text(dbapi_connection: psycopg.Connection[Any],
