@@ -1,7 +1,8 @@
 """Arrow record batches -> JSON documents, for sinks that speak JSON (HTTP APIs, JSON lines).
 
 One mapping for every JSON sink: timestamps and dates as ISO 8601 text (timestamps with a zone
-end in ``Z`` or an offset), decimals and unbounded numerics as text (exact), JSON columns as
+end in ``Z`` or an offset), decimals and unbounded numerics as plain text (exact), integers
+beyond ±(2^53 - 1) as text where the sink says so (``big_integers``), JSON columns as
 the JSON value itself (not a string holding it), UUIDs as text, binary as base64, durations
 as seconds (float). NaN and infinities become null, which JSON has no other way to say.
 """
@@ -14,7 +15,7 @@ import math
 from collections.abc import Callable, Iterator
 from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -23,6 +24,12 @@ import pyarrow.compute as pc
 from etl_assets.arrow_types import logical_type_of
 
 Document = dict[str, Any]
+BigIntegers = Literal["string", "number"]
+"""How an integer beyond ±(2^53 - 1) is written: as a JSON string (what a JavaScript-based
+reader keeps exactly: it reads every number as a double) or as a JSON number."""
+
+SAFE_INTEGER = 2**53 - 1
+"""The largest integer a double holds exactly (JavaScript's ``Number.MAX_SAFE_INTEGER``)."""
 
 
 def _iso_datetime(value: datetime) -> str:
@@ -60,12 +67,19 @@ def _parsed_json(value: str | None) -> object:
     return None if value is None else json.loads(value)
 
 
-def _converter(field: pa.Field) -> Callable[[Any], Any] | None:
+def _big_as_string(value: int | None) -> int | str | None:
+    return str(value) if value is not None and abs(value) > SAFE_INTEGER else value
+
+
+def _converter(field: pa.Field, big_integers: BigIntegers = "number",
+               ) -> Callable[[Any], Any] | None:
     """The per-value conversion for ``field``; None where the Python value is JSON already."""
     if logical_type_of(field) == "json":
         return _parsed_json
     kind = field.type
-    if pa.types.is_integer(kind) or pa.types.is_string(kind) or pa.types.is_large_string(kind) \
+    if pa.types.is_integer(kind):
+        return _big_as_string if big_integers == "string" and kind.bit_width == 64 else None
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind) \
             or pa.types.is_boolean(kind) or pa.types.is_null(kind):
         return None
     if pa.types.is_floating(kind):
@@ -73,20 +87,22 @@ def _converter(field: pa.Field) -> Callable[[Any], Any] | None:
     return lambda v: None if v is None else _plain(v)
 
 
-def documents(batch: pa.RecordBatch | pa.Table) -> list[Document]:
+def documents(batch: pa.RecordBatch | pa.Table,
+              big_integers: BigIntegers = "number") -> list[Document]:
     """Every row of ``batch`` as a JSON-ready dict, columns in schema order."""
     names = batch.schema.names
     columns = []
     for i, field in enumerate(batch.schema):
         values = batch.column(i).to_pylist()
-        convert = _converter(field)
+        convert = _converter(field, big_integers)
         columns.append([convert(v) for v in values] if convert else values)
     return [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]
 
 
-def iter_json_lines(batch: pa.RecordBatch | pa.Table) -> Iterator[bytes]:
+def iter_json_lines(batch: pa.RecordBatch | pa.Table,
+                    big_integers: BigIntegers = "number") -> Iterator[bytes]:
     """Each row of ``batch`` as one line of compact JSON (UTF-8, ending in ``\\n``)."""
-    for document in documents(batch):
+    for document in documents(batch, big_integers):
         yield dumps(document) + b"\n"
 
 
@@ -107,7 +123,7 @@ _NEEDS_ESCAPE = r'["\\\x00-\x1f]'
 _UTC_NAMES = (None, "UTC", "utc", "Etc/UTC", "+00:00", "Z")
 
 
-def json_lines(batch: pa.RecordBatch | pa.Table) -> bytes:
+def json_lines(batch: pa.RecordBatch | pa.Table, big_integers: BigIntegers = "number") -> bytes:
     """Every row of ``batch`` as a line of compact JSON: the documents of :func:`documents`,
     serialised a column at a time (integers, booleans and floats by Arrow kernels, strings by
     the C string encoder) and joined by Arrow, several times faster than a row at a time."""
@@ -117,7 +133,7 @@ def json_lines(batch: pa.RecordBatch | pa.Table) -> bytes:
     for i, field in enumerate(batch.schema):
         key = encode_string(field.name) + ":"
         parts.append(pa.scalar(("{" if i == 0 else ",") + key, pa.large_string()))
-        parts.append(json_values(_as_array(batch.column(i)), field))
+        parts.append(json_values(_as_array(batch.column(i)), field, big_integers))
     parts.append(pa.scalar("}\n", pa.large_string()))
     lines = pc.binary_join_element_wise(*parts, _EMPTY)
     if isinstance(lines, pa.ChunkedArray):
@@ -164,12 +180,19 @@ def _as_array(column: pa.Array | pa.ChunkedArray) -> pa.Array:
     return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
 
 
-def json_values(column: pa.Array, field: pa.Field) -> pa.Array:
+def json_values(column: pa.Array, field: pa.Field,
+                big_integers: BigIntegers = "number") -> pa.Array:
     """``column`` as JSON text, one value a row, ``null`` for nulls (large_string)."""
     kind = field.type
     if logical_type_of(field) is None:
         if pa.types.is_integer(kind) or pa.types.is_boolean(kind):
-            return pc.fill_null(pc.cast(column, pa.large_string()), _NULL)
+            text = pc.cast(column, pa.large_string())
+            if big_integers == "string" and pa.types.is_integer(kind) and kind.bit_width == 64:
+                big = pc.greater(column, pa.scalar(SAFE_INTEGER, kind))
+                if pa.types.is_signed_integer(kind):
+                    big = pc.or_(big, pc.less(column, pa.scalar(-SAFE_INTEGER, kind)))
+                text = pc.if_else(big, _quoted(text), text)
+            return pc.fill_null(text, _NULL)
         if pa.types.is_floating(kind):
             text = pc.cast(column, pa.large_string())
             # Arrow writes 3.0 as "3": keep it a float for readers that infer types.
@@ -188,5 +211,5 @@ def json_values(column: pa.Array, field: pa.Field) -> pa.Array:
             return _quoted(pc.cast(column, pa.large_string()))
         if pa.types.is_timestamp(kind) and kind.unit != "ns" and kind.tz in _UTC_NAMES:
             return _quoted(_iso_timestamps(column, utc=kind.tz is not None))
-    convert = _converter(field) or (lambda v: v)
+    convert = _converter(field, big_integers) or (lambda v: v)
     return pa.array([_ENCODER.encode(convert(v)) for v in column.to_pylist()], pa.large_string())

@@ -6,8 +6,11 @@ revisions); this module holds what they share."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from datetime import datetime, timezone
+
+_INTEGER_TEXT = re.compile(r"-?[0-9]+")
 
 
 def missing_cursor(where: str, column: str, columns: Sequence[str]) -> str:
@@ -29,7 +32,7 @@ def is_newer(stored: object, ours: object) -> bool:
     left, right = _comparable(stored), _comparable(ours)
     if isinstance(left, datetime) and isinstance(right, datetime):
         return left > right
-    if isinstance(left, float) and isinstance(right, float):
+    if isinstance(left, int | float) and isinstance(right, int | float):
         return left > right
     if isinstance(left, str) and isinstance(right, str):
         return left > right
@@ -37,6 +40,8 @@ def is_newer(stored: object, ours: object) -> bool:
 
 
 def _comparable(value: object) -> object:
+    if isinstance(value, str) and _INTEGER_TEXT.fullmatch(value):
+        return int(value)  # an integer beyond 2^53 written as text (``big_integers``)
     if isinstance(value, str):
         try:  # Python 3.10's fromisoformat does not read a trailing Z
             moment = datetime.fromisoformat(value[:-1] + "+00:00" if value.endswith("Z")
@@ -46,4 +51,4 @@ def _comparable(value: object) -> object:
         if moment.tzinfo is not None:
             moment = moment.astimezone(timezone.utc).replace(tzinfo=None)
         return moment
-    return float(value) if isinstance(value, int | float) else value
+    return value  # numbers compare as they are: an int beyond 2^53 exactly

@@ -96,3 +96,29 @@ def test_decimals_are_plain_text_in_documents_and_json_lines() -> None:
                 {"d": "-0.0000000001", "big": "-0.000000000000000000000000000001"}]
     assert documents(batch) == expected
     assert [json.loads(line) for line in json_lines(batch).decode().split("\n")[:-1]] == expected
+
+
+def test_integers_beyond_2_53_as_strings_when_asked() -> None:
+    from etl_assets.json_documents import json_lines
+
+    schema = pa.schema([pa.field("i", pa.int64()), pa.field("u", pa.uint64()), pa.field("small", pa.int32())])
+    batch = pa.RecordBatch.from_pylist([
+        {"i": 2**53 - 1, "u": 2**53, "small": 2**31 - 1},
+        {"i": -(2**53), "u": 2**64 - 1, "small": None},
+        {"i": None, "u": None, "small": -5}], schema)
+    as_text = [{"i": 2**53 - 1, "u": str(2**53), "small": 2**31 - 1},
+               {"i": str(-(2**53)), "u": str(2**64 - 1), "small": None},
+               {"i": None, "u": None, "small": -5}]
+    assert documents(batch, "string") == as_text
+    assert [json.loads(line) for line in json_lines(batch, "string").decode().split("\n")[:-1]] == as_text
+    assert documents(batch) == batch.to_pylist()  # numbers: the default of JSON lines files
+    assert [json.loads(line) for line in json_lines(batch).decode().split("\n")[:-1]] == batch.to_pylist()
+
+
+def test_newest_wins_compares_integers_written_as_text_as_integers() -> None:
+    from etl_assets.newest_wins import is_newer
+
+    assert is_newer(str(2**64 - 1), str(2**64 - 2))  # beyond a double's precision
+    assert not is_newer("9", "10") and is_newer("10", 9)  # as numbers, not as text
+    assert is_newer(2**53 + 1, 2**53) and not is_newer(1.5, 2)
+    assert is_newer("2024-01-02T00:00:00Z", "2024-01-01T23:00:00-02:00") is False

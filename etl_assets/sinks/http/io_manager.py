@@ -123,7 +123,7 @@ class HttpApiIOManager(SinkIOManager[HttpSinkSpec]):
             ids = [self._id_of(d, where) for d in documents]
             bodies = [dumps(d) for d in documents]
         else:
-            bodies = json_lines(batch).split(b"\n")[:-1]
+            bodies = json_lines(batch, self.spec.big_integers).split(b"\n")[:-1]
             ids = self._ids_of(batch, where)
         if self.spec.id_key:
             bodies = [with_field(b, self.spec.id_key, i) if i is not None else b

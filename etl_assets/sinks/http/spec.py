@@ -8,6 +8,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, field_validator, model_validator
 
 from etl_assets.code_versions import NotData
+from etl_assets.json_documents import BigIntegers
 from etl_assets.secrets import described_location, has_user_info
 from etl_assets.settings import (
     CONFLICT_DESCRIPTION,
@@ -49,6 +50,9 @@ class HttpSinkSpec(SinkSpecBase, RetrySettings, KeyedSinkSettings):
         None, description=CONFLICT_DESCRIPTION + ". newest needs couchdb_revisions (the stored "
                           "document is read and compared); default: newest with "
                           "couchdb_revisions, else last_write")
+    big_integers: BigIntegers = Field(
+        "string", description="integers beyond ±(2^53 - 1) as JSON strings (a JavaScript-based "
+                              "target reads numbers as doubles and rounds them) or numbers")
     concurrency: NotData[int] = Field(16, gt=0, description="requests in flight")
     bulk_docs: NotData[int] = Field(1000, gt=0, description="documents per bulk request "
                                                     "(datasette takes at most 100)")

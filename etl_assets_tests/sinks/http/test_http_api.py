@@ -289,3 +289,30 @@ def test_peak_memory_does_not_grow_with_the_documents(format: str) -> None:
     assert large - small < held_mb // 2, (
         f"peak RSS {small} MB for {counts[0]:,} documents, {large} MB for {counts[1]:,} "
         f"(holding them would add {held_mb} MB)")
+
+
+def test_integers_beyond_2_53_reach_a_javascript_target_exactly_as_strings(
+        pouchdb: PouchDB, etl_home: Path) -> None:
+    """pouchdb-server keeps numbers as JavaScript doubles: 18446744073709551614 would come back
+    as 18446744073709552000. By default such integers go as strings; small ones stay numbers;
+    decimals go in plain notation."""
+    schema = pa.schema([pa.field("id", pa.int64()), pa.field("u", pa.uint64()),
+                        pa.field("d", pa.decimal128(20, 10)),
+                        pa.field("updated_at", pa.timestamp("us", tz="UTC"))])
+    at = datetime(2024, 3, 1, 1, tzinfo=UTC)
+    rows = pa.RecordBatch.from_pylist([
+        {"id": 2**53 + 1, "u": 2**64 - 2, "d": Decimal("0E-10"), "updated_at": at},
+        {"id": -(2**53) - 1, "u": 2**53 - 1, "d": Decimal("-1E-10"), "updated_at": at},
+        {"id": 7, "u": None, "d": None, "updated_at": at}], schema)
+    exact = pouchdb.create("big_integers")
+    write_exact = sink(etl_home, url=f"{exact}/{{id}}", method="PUT", couchdb_revisions=True)
+    assert run_sink(write_exact, [rows], schema, DAY, "readings_api")["documents_failed"] == 0
+    stored = pouchdb.documents("big_integers")
+    assert stored[str(2**53 + 1)] == {"id": str(2**53 + 1), "u": str(2**64 - 2),
+                                      "d": "0.0000000000", "updated_at": "2024-03-01T01:00:00Z"}
+    assert stored[str(-(2**53) - 1)]["u"] == 2**53 - 1 and stored[str(-(2**53) - 1)]["d"] == "-0.0000000001"
+    assert stored["7"]["id"] == 7
+    rounded = pouchdb.create("big_numbers")
+    write_numbers = sink(etl_home, url=f"{rounded}/{{id}}", method="PUT", big_integers="number")
+    run_sink(write_numbers, [rows], schema, DAY, "readings_api")
+    assert pouchdb.documents("big_numbers")[str(2**53 + 1)]["u"] != 2**64 - 2  # rounded by JS
