@@ -15,7 +15,7 @@ from typing import Any
 
 import pyarrow as pa
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects import mysql, postgresql
 from sqlalchemy.sql import sqltypes
 
 LOGICAL_TYPE = b"etl_assets.logical_type"
@@ -54,11 +54,22 @@ def _numeric_field(name: str, sql_type: sa.Numeric[Any], nullable: bool) -> pa.F
     return pa.field(name, decimal(precision, scale or 0), nullable)
 
 
-def arrow_field(column: sa.Column[Any], dialect: str) -> pa.Field:
-    """The Arrow field for a reflected column of a ``dialect`` database."""
+def is_tinyint1(sql_type: sa.types.TypeEngine[Any]) -> bool:
+    """MySQL's TINYINT(1), which is what BOOLEAN is there."""
+    return isinstance(sql_type, mysql.TINYINT) and getattr(sql_type, "display_width", None) == 1
+
+
+def arrow_field(column: sa.Column[Any], dialect: str,
+                tinyint1_as_boolean: bool = False) -> pa.Field:
+    """The Arrow field for a reflected column of a ``dialect`` database (MySQL's TINYINT(1)
+    a boolean with ``tinyint1_as_boolean``)."""
     sql_type, name, nullable = column.type, column.name, bool(column.nullable)
-    if isinstance(sql_type, sa.Boolean):
+    if isinstance(sql_type, sa.Boolean) or (tinyint1_as_boolean and is_tinyint1(sql_type)):
         arrow: pa.DataType = pa.bool_()
+    elif isinstance(sql_type, mysql.YEAR):
+        arrow = pa.int16()
+    elif isinstance(sql_type, mysql.BIT):  # up to 64 bits, as the unsigned number they spell
+        arrow = pa.uint64()
     elif isinstance(sql_type, sa.Integer):
         arrow = _integer_type(sql_type, dialect)
     elif isinstance(sql_type, sa.Float):
@@ -69,6 +80,8 @@ def arrow_field(column: sa.Column[Any], dialect: str) -> pa.Field:
         arrow = pa.timestamp("us", tz="UTC" if sql_type.timezone else None)
     elif isinstance(sql_type, sa.Date):
         arrow = pa.date32()
+    elif isinstance(sql_type, sa.Time) and dialect in ("mysql", "mariadb"):
+        arrow = pa.duration("us")  # MySQL's TIME spans -838:59:59 to 838:59:59
     elif isinstance(sql_type, sa.Time):  # a time with a zone has no Arrow type: text
         arrow = pa.string() if sql_type.timezone else pa.time64("us")
     elif isinstance(sql_type, sqltypes._AbstractInterval):
@@ -101,6 +114,19 @@ def _to_bytes(value: object) -> object:
     return bytes(value) if isinstance(value, memoryview | bytearray) else value
 
 
+def _boolean(value: object) -> object:
+    """A boolean, or a MySQL TINYINT(1)'s 0 or 1 as one (any other number is left as it is,
+    for ``pa.array`` to refuse rather than make it true)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value in (0, 1):
+        return value == 1
+    return value
+
+
+def _bits(value: object) -> object:
+    """MySQL's BIT(n), which the driver gives as big-endian bytes, as its number."""
+    return int.from_bytes(value, "big") if isinstance(value, bytes | bytearray) else value
+
+
 def value_converter(field: pa.Field) -> Callable[[object], object] | None:
     """A per-value function that makes a driver's value acceptable to ``pa.array``, or None
     where the driver's values go in as they are (see :func:`fallback_converter`)."""
@@ -111,6 +137,10 @@ def value_converter(field: pa.Field) -> Callable[[object], object] | None:
         return _text
     if pa.types.is_binary(field.type):
         return _to_bytes
+    if pa.types.is_boolean(field.type):
+        return _boolean
+    if pa.types.is_uint64(field.type):
+        return _bits
     return None
 
 

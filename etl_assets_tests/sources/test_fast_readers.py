@@ -13,6 +13,8 @@ import pymysql
 import pytest
 import sqlalchemy as sa
 
+from etl_assets.arrow_types import logical_type_of
+from etl_assets.errors import EtlAssetsError
 from etl_assets.retries import is_transient
 from etl_assets.sinks.postgres.writer import PostgresUpsertWriter
 from etl_assets.sources.sql.fast_reader import ReaderConnectionError, ReaderError
@@ -234,14 +236,6 @@ def test_mariadb_fast_reader_equals_the_generic_path(mysql_url: str) -> None:
     fast_and_generic(mysql_url, table, Window(0, 28), "connectorx-mysql", chunk_rows=10)
 
 
-@pytest.mark.parametrize("column", ["took TIME", "bits BIT(5)", "born YEAR", "tags SET('a','b')"])
-def test_mariadb_types_connectorx_would_change_take_the_generic_path(mysql_url: str, column: str) -> None:
-    table = mariadb_table(mysql_url, "CREATE TABLE `{t}` (id INT PRIMARY KEY, " + column + ")", "")
-    name = column.split()[0]
-    assert source(mysql_url, table).reader().startswith(
-        f"sqlalchemy (connectorx-mysql cannot carry column {name} ")
-
-
 # SQLite: connectorx
 
 SQLITE_DDL = """CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT, at DATETIME, day DATE,
@@ -442,3 +436,42 @@ def test_a_naive_cursor_window_reads_with_microseconds(pg: PgSchema) -> None:
     assert rows == [{"id": 2, "at": datetime(2024, 1, 1, 0, 0, 0, 2), "clock": None}]
     assert src.reader() == "adbc-postgresql"
     assert time(1, 2, 3) not in [r["clock"] for r in rows]
+
+
+EVERY_MARIADB_TYPE = """
+CREATE TABLE `{t}` (
+    id INT PRIMARY KEY, flag BOOLEAN, tiny TINYINT(4), doc JSON, born YEAR, bits BIT(5),
+    bit1 BIT(1), took TIME(6), tags SET('a', 'b'), kind ENUM('x', 'y'), `we``ird` INT,
+    dbl DOUBLE, big BIGINT UNSIGNED)
+"""
+
+
+def test_every_mariadb_type_reads_the_same_on_both_paths(mysql_url: str) -> None:
+    table = mariadb_table(mysql_url, EVERY_MARIADB_TYPE, (
+        "(1, TRUE, 5, '{\"a\": [1, null]}', 2024, b'10101', b'1', '-838:59:59.000000', 'a,b', "
+        "'y', 3, 21.5, 18446744073709551615), "
+        "(2, FALSE, -128, 'null', 1901, b'0', b'0', '838:59:59.999999', '', 'x', NULL, -0.0, 0), "
+        "(3, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)"))
+    fast, _ = fast_and_generic(mysql_url, table, Window(0, 3), "connectorx-mysql")
+    schema = fast[0].schema
+    assert schema.field("flag").type == pa.bool_() and schema.field("tiny").type == pa.int32()
+    assert logical_type_of(schema.field("doc")) == "json"  # MariaDB's LONGTEXT + json_valid
+    assert schema.field("took").type == pa.duration("us") and schema.field("bits").type == pa.uint64()
+    first, second, third = pa.Table.from_batches(fast).to_pylist()
+    assert first == {"id": 1, "flag": True, "tiny": 5, "doc": '{"a": [1, null]}', "born": 2024,
+                     "bits": 21, "bit1": 1, "took": -timedelta(hours=838, minutes=59, seconds=59),
+                     "tags": "a,b", "kind": "y", "we`ird": 3, "dbl": 21.5, "big": 2**64 - 1}
+    assert second["flag"] is False and second["took"] == timedelta(hours=838, minutes=59, seconds=59,
+                                                                    microseconds=999_999)
+    assert second["doc"] == "null" and second["tags"] == "" and second["born"] == 1901
+    assert all(value is None for key, value in third.items() if key != "id")
+
+
+@pytest.mark.parametrize("reader", ["auto", "generic"])
+def test_a_tinyint1_other_than_0_or_1_fails_unless_read_as_an_integer(mysql_url: str, reader: str) -> None:
+    table = mariadb_table(mysql_url, "CREATE TABLE `{t}` (id INT PRIMARY KEY, flag TINYINT(1))",
+                          "(1, 1), (2, 7)")
+    with pytest.raises(EtlAssetsError, match=r"column flag .*7"):
+        list(source(mysql_url, table, reader=reader).extract(Window(0, 2)))
+    integers = source(mysql_url, table, reader=reader, tinyint1="integer")
+    assert pa.Table.from_batches(list(integers.extract(Window(0, 2)))).column("flag").to_pylist() == [1, 7]

@@ -2,16 +2,19 @@
 protocol on PyPI; about 7x pymysql through SQLAlchemy, docs/extraction.md).
 
 connectorx reads every DECIMAL as decimal(38,10) through a 28-digit type, so decimals are
-selected as their text and cast back to the column's own precision and scale; types it would
-change (TIME beyond 24 h, BIT, YEAR, SET) send the table to the generic path.
+selected as their text and cast back to the column's own precision and scale; TIME (which
+spans ±838 hours) as its microseconds; BIT(n) comes as bytes, made its number here, and
+TINYINT(1) as a boolean only when it holds 0 or 1.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
@@ -20,7 +23,6 @@ from etl_assets.connections import sqlalchemy_url
 from etl_assets.sources.sql.connectorx_reader import ConnectorxReader, carried_as_is
 
 _EXACT_TEXT = (sa.String, sa.Enum)
-_CHANGED = (mysql.SET, mysql.YEAR, mysql.BIT, sa.Time)
 
 
 class MySqlReader(ConnectorxReader):
@@ -42,11 +44,40 @@ class MySqlReader(ConnectorxReader):
     def select_expression(cls, column: sa.Column[Any], field: pa.Field,
                           quoted: str) -> str | None:
         arrow, sql_type = field.type, column.type
-        if isinstance(sql_type, _CHANGED):
-            return None
+        if pa.types.is_duration(arrow) and isinstance(sql_type, sa.Time):
+            return f"CAST(TIME_TO_SEC({quoted}) * 1000000 AS SIGNED)"
+        if pa.types.is_uint64(arrow) and isinstance(sql_type, mysql.BIT):
+            return quoted
         if pa.types.is_decimal(arrow) or logical_type_of(field) == "numeric":
             return f"CAST({quoted} AS CHAR)"
         if logical_type_of(field) == "json" or (pa.types.is_string(arrow)
                                                 and isinstance(sql_type, _EXACT_TEXT)):
             return quoted
         return quoted if carried_as_is(arrow) else None
+
+    @classmethod
+    def value_converter(cls, field: pa.Field) -> Callable[[pa.Array], pa.Array] | None:
+        if pa.types.is_boolean(field.type):
+            return _boolean
+        if pa.types.is_uint64(field.type):
+            return _bits
+        return None
+
+
+def _boolean(array: pa.Array) -> pa.Array:
+    """TINYINT(1) (an integer array) as booleans; a value other than 0 or 1 is refused."""
+    if pa.types.is_boolean(array.type):
+        return array
+    other = pc.and_(pc.not_equal(array, 0), pc.not_equal(array, 1))
+    if pc.any(other).as_py():
+        raise pa.ArrowInvalid("a TINYINT(1) read as a boolean holds a value other than 0 or "
+                              "1 (tinyint1: integer reads it as a number)")
+    return pc.cast(array, pa.bool_())
+
+
+def _bits(array: pa.Array) -> pa.Array:
+    """BIT(n) (big-endian bytes) as numbers; other unsigned integers as they are."""
+    if not (pa.types.is_binary(array.type) or pa.types.is_large_binary(array.type)):
+        return array
+    return pa.array([None if value is None else int.from_bytes(value, "big")
+                     for value in array.to_pylist()], pa.uint64())

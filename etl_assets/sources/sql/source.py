@@ -5,6 +5,7 @@ through the database's fast reader where it has one that carries every column ex
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
 from functools import cached_property
@@ -13,6 +14,7 @@ from typing import Any
 import psycopg
 import pyarrow as pa
 import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from etl_assets.arrow_types import arrow_field, fallback_converter, infer_field, value_converter
@@ -84,6 +86,8 @@ class SqlSource:
         except sa.exc.NoSuchTableError:
             raise SourceError(f"source {self.name!r}: table {name.display} does not exist "
                               f"in {mask_url(self.url)}") from None
+        if self.engine.dialect.name in ("mysql", "mariadb"):
+            table = _mysql_table_as_declared(table, self.engine)
         missing = [c for c in [self.spec.cursor, *self.spec.primary_key] if c not in table.c]
         if missing:
             raise SourceError(f"source {self.name!r}: table {name.display} has no column "
@@ -126,7 +130,8 @@ class SqlSource:
         if self.table is None:
             return None
         dialect = self.engine.dialect.name
-        return pa.schema([arrow_field(column, dialect) for column in self.table.columns])
+        booleans = self.spec.tinyint1 == "boolean"
+        return pa.schema([arrow_field(column, dialect, booleans) for column in self.table.columns])
 
     @cached_property
     def _fast_reader(self) -> FastReader | str:
@@ -246,12 +251,40 @@ class SqlSource:
         return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
+def _mysql_table_as_declared(table: sa.Table, engine: sa.Engine) -> sa.Table:
+    """``table`` as the MySQL/MariaDB server declares it, where SQLAlchemy's reflection does
+    not: a backtick in a column name is not left doubled (`a``b` is column a`b), and a
+    MariaDB JSON column (LONGTEXT with a ``json_valid`` check) is JSON."""
+    json_columns: set[str] = set()
+    if getattr(engine.dialect, "is_mariadb", False):
+        with engine.connect() as conn:
+            clauses = conn.execute(sa.text(
+                "SELECT CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS "
+                "WHERE CONSTRAINT_SCHEMA = COALESCE(:schema, DATABASE()) AND TABLE_NAME = :t"
+            ), {"schema": table.schema, "t": table.name}).scalars().all()
+        for clause in clauses:
+            found = re.fullmatch(r"json_valid\(`((?:[^`]|``)+)`\)", clause.strip())
+            if found:
+                json_columns.add(found.group(1).replace("``", "`"))
+    names = {c.name: c.name.replace("``", "`") for c in table.columns}
+    if not json_columns and all(old == new for old, new in names.items()):
+        return table
+    columns = [sa.Column(names[c.name], sa.JSON() if names[c.name] in json_columns else c.type,
+                         primary_key=c.primary_key, nullable=c.nullable)
+               for c in table.columns]
+    return sa.Table(table.name, sa.MetaData(), *columns, schema=table.schema)
+
+
 def _as_fetched(column: sa.Column[Any]) -> sa.ColumnElement[Any]:
     """``column`` as the generic path selects it: JSON as its text (no parse in the driver
-    and dump again here); a float the dialect would turn into a decimal (MySQL's DOUBLE,
-    rounded to 10 places) as the driver's float."""
-    if isinstance(column.type, sa.JSON):
+    and dump again here), a MySQL SET as its text (not a Python set), a MySQL TIME as the
+    driver's timedelta (SQLAlchemy would make -838:59:59 a time of day); a float the dialect
+    would turn into a decimal (MySQL's DOUBLE, rounded to 10 places) as the driver's
+    float."""
+    if isinstance(column.type, sa.JSON | mysql.SET):
         return sa.type_coerce(column, sa.Text).label(column.name)
+    if isinstance(column.type, mysql.TIME):  # the driver's timedelta, not a time of day
+        return sa.type_coerce(column, sa.types.NullType()).label(column.name)
     if isinstance(column.type, sa.Float) and column.type.asdecimal:
         return sa.type_coerce(column, sa.Float(asdecimal=False)).label(column.name)
     return column

@@ -22,6 +22,9 @@ class SqlSourceSpec(SourceSpecBase, TableSettings):
                                                 "that holds a dot: '\"my.schema\".\"t.x\"'")
     query: str | None = Field(None, description="SELECT with :lo and :hi bind parameters")
     chunk_rows: NotData[int] = Field(50_000, gt=0, description="rows per extracted batch")
+    tinyint1: Literal["boolean", "integer"] = Field(
+        "boolean", description="MySQL/MariaDB TINYINT(1) (BOOLEAN there): a boolean (a value "
+                               "other than 0 or 1 fails the window), or its integer")
     # Every reader gives the same rows and types (the fast ones refuse a table they cannot
     # read exactly): NotData.
     reader: NotData[Literal["auto", "generic"]] = Field(
