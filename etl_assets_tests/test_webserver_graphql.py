@@ -198,12 +198,18 @@ BACKFILL_RUNS = """query ($id: String!) { runsOrError(filter: {tags: [
 def test_a_backfill_of_four_windows_from_the_api_is_one_run(
         dagster: tuple[Dagster, str, str]) -> None:
     servers, _, _ = dagster
-    partitions = servers.wait_for(lambda: (lambda keys: keys if len(keys) == 4 else None)(
-        servers.query('{ partitionSetsOrError(repositorySelector: {repositoryName: "__repository__", '
-                      'repositoryLocationName: "etl_assets"}, pipelineName: "readings_job") '
-                      '{ ... on PartitionSets { results { partitionsOrError { ... on Partitions '
-                      '{ results { name } } } } } } }')["partitionSetsOrError"]["results"][0]
-        ["partitionsOrError"]["results"]), "four partitions")
+    def four_partitions() -> list[dict] | None:
+        sets = servers.query(
+            '{ partitionSetsOrError(repositorySelector: {repositoryName: "__repository__", '
+            'repositoryLocationName: "etl_assets"}, pipelineName: "readings_job") '
+            '{ ... on PartitionSets { results { partitionsOrError { ... on Partitions '
+            '{ results { name } } } } } } }')["partitionSetsOrError"].get("results")
+        if not sets:  # the webserver has not loaded the code location yet
+            return None
+        keys = sets[0]["partitionsOrError"].get("results") or []
+        return keys if len(keys) == 4 else None
+
+    partitions = servers.wait_for(four_partitions, "four partitions")
     keys = [p["name"] for p in partitions]
     servers.wait_for(lambda: len(servers.query(RUNS)["runsOrError"]["results"]) >= 4,
                      "the sensor's runs")
