@@ -201,15 +201,13 @@ def json_values(column: pa.Array, field: pa.Field,
             return pc.fill_null(pc.if_else(pc.is_finite(column), text, None), _NULL)
         if pa.types.is_string(kind) or pa.types.is_large_string(kind):
             return _json_strings(column)
-        if pa.types.is_decimal(kind):  # plain text, as documents() gives it (Arrow's cast
-            # writes some, zero at a scale of 10 say, in scientific notation: "0E-10")
-            return _quoted(pa.array([None if v is None else format(v, "f")
-                                     for v in column.to_pylist()], pa.large_string()))
         if pa.types.is_null(kind):
             return pa.array(["null"] * len(column), pa.large_string())
         if pa.types.is_date32(kind):
             return _quoted(pc.cast(column, pa.large_string()))
         if pa.types.is_timestamp(kind) and kind.unit != "ns" and kind.tz in _UTC_NAMES:
             return _quoted(_iso_timestamps(column, utc=kind.tz is not None))
+    # the rest a value at a time, as documents() gives it: decimals among them, whose text
+    # Arrow's cast writes in scientific notation at times ("0E-10")
     convert = _converter(field, big_integers) or (lambda v: v)
     return pa.array([_ENCODER.encode(convert(v)) for v in column.to_pylist()], pa.large_string())

@@ -164,7 +164,7 @@ def _transient_itself(error: BaseException) -> bool:
     if module == "adbc_driver_manager":  # ADBC's drivers (the fast PostgreSQL reader)
         state = getattr(error, "sqlstate", None)
         if isinstance(state, str) and state:
-            return state in PG_TRANSIENT_SQLSTATES or state.startswith("08")
+            return _pg_state_transient(state)
         return type(error).__name__ == "OperationalError" and _connection_failed(str(error))
     if module == "pymysql":
         code = error.args[0] if error.args and isinstance(error.args[0], int) else None
@@ -193,10 +193,15 @@ def _pg_transient(error: BaseException) -> bool:
         return False
     state = error.sqlstate
     if state is not None:
-        return state in PG_TRANSIENT_SQLSTATES or state.startswith("08")
+        return _pg_state_transient(state)
     if not isinstance(error, psycopg.OperationalError | psycopg.InterfaceError):
         return False
     return _connection_failed(str(error))
+
+
+def _pg_state_transient(state: str) -> bool:
+    """Whether a PostgreSQL SQLSTATE (from psycopg or ADBC) is worth another attempt."""
+    return state in PG_TRANSIENT_SQLSTATES or state.startswith("08")
 
 
 def _connection_failed(text: str) -> bool:

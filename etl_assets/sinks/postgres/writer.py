@@ -401,14 +401,11 @@ class PostgresUpsertWriter:
             return None
         assert self.conn is not None
         if not self.primary_key:
-            try:
-                self._copy(cur, self._write_target, batch, data)
-            except psycopg.errors.UniqueViolation as exc:  # a unique index the sink lacks
-                raise PostgresSinkError(self._describe(exc, batch)) from None
+            self._copy(cur, self._write_target, batch, data)
             return cur.rowcount
         try:
             with self.conn.transaction():  # a savepoint
-                self._copy(cur, self._write_target, batch, data)
+                self._copy(cur, self._write_target, batch, data, meets_stored_keys=True)
         except psycopg.errors.UniqueViolation:
             self._copy_directly = False
             self.log.info(f"{self.display}: a key of this partition is in the table already; "
@@ -417,17 +414,17 @@ class PostgresUpsertWriter:
         return cur.rowcount
 
     def _copy(self, cur: psycopg.Cursor[Any], into: sql.Composable, batch: pa.RecordBatch,
-              data: bytes) -> None:
+              data: bytes, *, meets_stored_keys: bool = False) -> None:
         """COPY ``data`` (``batch`` as CSV) into ``into``; a value the table refuses fails
-        naming the row (a unique violation is left to the caller)."""
+        naming the row. ``meets_stored_keys``: a unique violation (a key the table holds) is
+        left to the caller, which upserts the batch instead."""
         try:
             with cur.copy(sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
                     into, sql.SQL(", ").join(map(sql.Identifier, self._columns)))) as copy:
                 copy.write(data)
-        except psycopg.errors.UniqueViolation:
-            raise
         except psycopg.Error as exc:
-            if is_transient(exc):
+            if is_transient(exc) or (meets_stored_keys
+                                     and isinstance(exc, psycopg.errors.UniqueViolation)):
                 raise
             raise PostgresSinkError(self._describe(exc, batch)) from None
 

@@ -202,12 +202,13 @@ def conformed(batch: pa.RecordBatch, schema: pa.Schema, cursor: str, what: str,
     """``batch`` cast to ``schema`` with Arrow's safe casts, or a column's converter (no value
     may change: a decimal that would lose digits, a number out of range, text that is no
     timestamp fail, naming the column and the row's cursor value)."""
+    converters = converters or {}
     arrays = []
     for field, array in zip(schema, batch.columns, strict=True):
         if isinstance(array, pa.ExtensionArray):  # ADBC's json, uuid and opaque types
             array = array.storage
-        convert = (converters or {}).get(field.name) or _caster(field.type)
-        if field.name in (converters or {}) or array.type != field.type:
+        convert = converters.get(field.name) or _caster(field.type)
+        if field.name in converters or array.type != field.type:
             try:
                 array = convert(array)
             except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as error:
