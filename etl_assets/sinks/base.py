@@ -27,6 +27,7 @@ from etl_assets.partition_outputs import (
     partition_streams,
     windows_progress,
 )
+from etl_assets.secrets import mask_text
 from etl_assets.settings import check_reference
 from etl_assets.sinks.check_settings import CheckSettings
 from etl_assets.watermark import Bound, Window
@@ -113,6 +114,13 @@ class WindowCount:
 
 
 Metadata = Mapping[str, object]
+
+
+def unreadable_target(error: BaseException) -> dict[str, str]:
+    """``target_metadata_error``: what ``target_metadata()`` gives, beside what it knows
+    without the target, when the target cannot be read after the write (the rows were
+    handled: the run does not fail for it). Masked."""
+    return {"target_metadata_error": mask_text(f"{type(error).__name__}: {error}")}
 """Asset metadata: label -> a value Dagster's ``normalize_metadata`` takes."""
 
 

@@ -26,7 +26,7 @@ from etl_assets.home import expand_vars
 from etl_assets.logs import Log
 from etl_assets.progress import ProgressLog
 from etl_assets.secrets import mask_text, masked_errors, masked_log
-from etl_assets.sinks.base import Metadata, SinkIOManager, WindowCount
+from etl_assets.sinks.base import Metadata, SinkIOManager, WindowCount, unreadable_target
 from etl_assets.sinks.bigquery.spec import BigQuerySinkSpec, WriteMode
 from etl_assets.sinks.bigquery.target_state import TableReader, declared_key, table_columns
 from etl_assets.sinks.bigquery.writer import (
@@ -179,8 +179,7 @@ class BigQuerySinkIOManager(SinkIOManager[BigQuerySinkSpec]):
         try:
             table = self.reader().table()
         except Exception as exc:  # the client raises many kinds for being unreachable
-            return {**metadata, "target_metadata_error": mask_text(f"{type(exc).__name__}: "
-                                                                   f"{exc}")}
+            return {**metadata, **unreadable_target(exc)}
         if table is None:
             return metadata
         key = declared_key(table) or (self.setup.primary_key if self.spec.write == "merge"

@@ -24,7 +24,7 @@ from etl_assets.dead_letters import ReplayReport
 from etl_assets.logs import Log
 from etl_assets.progress import ProgressLog
 from etl_assets.secrets import mask_text, masked_errors, masked_log, shown_location
-from etl_assets.sinks.base import Metadata, SinkIOManager, WindowCount
+from etl_assets.sinks.base import Metadata, SinkIOManager, WindowCount, unreadable_target
 from etl_assets.sinks.column_schema import TargetColumn, column_schema
 from etl_assets.sinks.files.formats import file_format
 from etl_assets.sinks.files.spec import ParquetSinkSpec
@@ -115,8 +115,7 @@ class ParquetSinkIOManager(SinkIOManager[ParquetSinkSpec]):
             state = dataset_state(self.target(), file_format(self.spec.format),
                                   self.spec.mode)
         except Exception as exc:  # fsspec stores raise many kinds for being down
-            return {**metadata, "target_metadata_error": mask_text(f"{type(exc).__name__}: "
-                                                                   f"{exc}")}
+            return {**metadata, **unreadable_target(exc)}
         if state.schema is not None:
             unique = self.spec.mode == "update" or (self.spec.mode == "replace"
                                                     and self.spec.drop_duplicates)

@@ -16,8 +16,8 @@ from psycopg import sql
 from etl_assets.batches import RecordBatchStream
 from etl_assets.connections import libpq_url, resolve_url
 from etl_assets.progress import ProgressLog
-from etl_assets.secrets import mask_text, masked_errors, masked_log
-from etl_assets.sinks.base import Metadata, SinkIOManager, SinkSetup, WindowCount
+from etl_assets.secrets import masked_errors, masked_log
+from etl_assets.sinks.base import Metadata, SinkIOManager, SinkSetup, WindowCount, unreadable_target
 from etl_assets.sinks.column_schema import TargetColumn, column_schema
 from etl_assets.sinks.postgres.declared import compiled_type, load_declared_table
 from etl_assets.sinks.postgres.spec import PostgresSinkSpec
@@ -107,7 +107,7 @@ class PostgresUpsertIOManager(SinkIOManager[PostgresSinkSpec]):
         try:
             state = table_state(self.conninfo(), self.qualified_table())
         except psycopg.Error as exc:
-            return {"target_metadata_error": mask_text(f"{type(exc).__name__}: {exc}")}
+            return unreadable_target(exc)
         if state is None:
             return {}
         metadata: dict[str, object] = {
