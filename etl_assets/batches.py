@@ -131,3 +131,15 @@ def winning_rows(table: pa.Table, keys: Sequence[str], row: str,
         grouped = table.group_by(list(keys), use_threads=False).aggregate([(row, "max")])
         numbers = grouped[f"{row}_max"]
     return pc.take(numbers, pc.sort_indices(numbers)).combine_chunks()
+
+
+def with_last(batches: Iterable[pa.RecordBatch]) -> Iterator[tuple[pa.RecordBatch, bool]]:
+    """Each batch with whether it is the last one (one batch of look-ahead)."""
+    iterator = iter(batches)
+    previous = next(iterator, None)
+    for batch in iterator:
+        assert previous is not None
+        yield previous, False
+        previous = batch
+    if previous is not None:
+        yield previous, True

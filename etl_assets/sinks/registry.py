@@ -17,6 +17,7 @@ from etl_assets.sinks.base import SinkIOManager, SinkSetup, SinkSpecBase
 from etl_assets.sinks.bigquery.spec import BigQuerySinkSpec
 from etl_assets.sinks.files.spec import ParquetSinkSpec
 from etl_assets.sinks.http.spec import HttpSinkSpec
+from etl_assets.sinks.mysql.spec import MysqlSinkSpec
 from etl_assets.sinks.postgres.spec import PostgresSinkSpec
 
 
@@ -55,6 +56,7 @@ SINK_KINDS: dict[str, SinkKind] = {
                          "etl_assets.sinks.bigquery.io_manager:BigQuerySinkIOManager",
                          extra="bigquery"),
     "http": SinkKind(HttpSinkSpec, "etl_assets.sinks.http.io_manager:HttpApiIOManager"),
+    "mysql": SinkKind(MysqlSinkSpec, "etl_assets.sinks.mysql.io_manager:MysqlUpsertIOManager"),
 }
 
 

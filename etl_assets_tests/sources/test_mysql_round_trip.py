@@ -1,5 +1,5 @@
 """A MariaDB table of every type, through the whole pipeline (source, staging, sinks), lands
-with values equal in PostgreSQL, parquet and JSON lines."""
+with values equal in PostgreSQL, MariaDB (the MySQL sink), parquet and JSON lines."""
 
 import json
 from datetime import timedelta
@@ -7,6 +7,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pymysql
 import pytest
 from dagster import DagsterInstance
 
@@ -34,7 +35,7 @@ ROWS = ("(1, TRUE, 5, '{\"a\": [1, null]}', 2024, b'10101', '-838:59:59', 'a,b',
 
 
 @pytest.mark.slow
-def test_every_mariadb_type_round_trips_into_postgres_parquet_and_json_lines(
+def test_every_mariadb_type_round_trips_into_postgres_mysql_parquet_and_json_lines(
         mysql_url: str, pg: PgSchema, instance: DagsterInstance, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
     table = mariadb_table(mysql_url, DDL, ROWS)
@@ -45,6 +46,9 @@ def test_every_mariadb_type_round_trips_into_postgres_parquet_and_json_lines(
             "sinks": {"every_pg": {"source": "readings", "kind": "postgres",
                                    "connection": {"env": "TEST_TARGET_URL"},
                                    "table": pg.table("every")},
+                      "every_mysql": {"source": "readings", "kind": "mysql",
+                                      "connection": {"env": "TEST_SOURCE_URL"},
+                                      "table": f"{table}_copy"},
                       "every_parquet": {"source": "readings", "kind": "parquet",
                                         "path": str(tmp_path / "lake"), "mode": "replace"},
                       "every_json": {"source": "readings", "kind": "parquet", "format": "json",
@@ -71,6 +75,22 @@ def test_every_mariadb_type_round_trips_into_postgres_parquet_and_json_lines(
         row["raw"] = bytes(row["raw"]) if row["raw"] is not None else None
     assert landed[:2] == expected
     assert all(v is None for k, v in landed[2].items() if k != "id")
+
+    database = mysql_url.rsplit("/", 1)[1]
+    conn = pymysql.connect(host="127.0.0.1", user="root", database=database)
+    with conn.cursor(pymysql.cursors.DictCursor) as cur:
+        cur.execute(f"SELECT * FROM `{table}_copy` ORDER BY id")
+        copied = cur.fetchall()
+        cur.execute(f"SHOW COLUMNS FROM `{table}_copy`")
+        types = {c["Field"]: c["Type"] for c in cur.fetchall()}
+    conn.close()
+    assert types["flag"] == "tinyint(1)" and types["big"] == "bigint(20) unsigned"
+    assert types["money"] == "decimal(65,30)" and types["took"] == "time(6)"
+    for row, want in zip(copied, expected, strict=False):
+        assert {**row, "flag": bool(row["flag"]), "doc": json.loads(row["doc"]),
+                "day": row["day"].isoformat()} == {**want, "at": row["at"]}
+    assert copied[0]["at"].isoformat() == "2024-01-01T12:00:00.123456"
+    assert all(v is None for k, v in copied[2].items() if k != "id")
 
     lake = pq.read_table(tmp_path / "lake").sort_by("id").to_pylist()
     for row, want in zip(lake, expected, strict=False):

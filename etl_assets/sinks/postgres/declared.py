@@ -18,8 +18,10 @@ import sqlalchemy as sa
 from psycopg import sql
 from sqlalchemy.dialects import postgresql
 
+from etl_assets.sinks.declared_table import load_declared_table
 from etl_assets.sinks.postgres.table import ColumnDef
-from etl_assets.transforms import TransformError, import_reference
+
+__all__ = ["DeclaredTable", "compiled_type", "load_declared_table", "resolve_declared_table"]
 
 
 @dataclass(frozen=True)
@@ -32,17 +34,6 @@ class DeclaredTable:
 
     def column(self, name: str) -> ColumnDef | None:
         return next((c for c in self.columns if c.name == name), None)
-
-
-def load_declared_table(reference: str, owner: str) -> sa.Table:
-    """The SQLAlchemy Table that ``reference`` (``module:attribute``) names; an ORM class
-    with a ``__table__`` is accepted too."""
-    target = import_reference(reference, owner, "table_definition")
-    table = getattr(target, "__table__", target)
-    if not isinstance(table, sa.Table):
-        raise TransformError(f"{owner}: table_definition {reference} is a "
-                             f"{type(target).__name__}, not a SQLAlchemy Table")
-    return table
 
 
 def compiled_type(column: sa.Column[Any]) -> str:

@@ -14,26 +14,25 @@ first batch's transaction, so a re-run replaces the slice instead of duplicating
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import logging
 import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import psycopg
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import sqlalchemy as sa
 from psycopg import sql
 
-from etl_assets.batches import last_row_per_key
+from etl_assets.batches import last_row_per_key, with_last
 from etl_assets.logs import Log
 from etl_assets.newest_wins import missing_cursor
 from etl_assets.retries import RetryPolicy, describe, is_transient
 from etl_assets.secrets import mask_url
 from etl_assets.settings import Conflict
+from etl_assets.sinks.keyed_rows import null_key, row_text, staging_table_name
 from etl_assets.sinks.postgres.column_types import csv_ready, postgres_type
 from etl_assets.sinks.postgres.declared import (
     resolve_declared_table,
@@ -48,6 +47,8 @@ from etl_assets.sinks.postgres.spec import DeleteMode
 from etl_assets.sinks.postgres.table import ColumnDef, TableDef, existing_table
 from etl_assets.sinks.postgres.watermark import WatermarkTarget, record_watermark
 from etl_assets.table_names import TableName
+
+__all__ = ["PostgresUpsertWriter", "staging_table_name", "with_last"]
 
 T = TypeVar("T")
 
@@ -470,12 +471,9 @@ class PostgresUpsertWriter:
         return f"{self.display}{column}: {diag.message_primary or exc}{detail}"
 
     def _check_keys_present(self, batch: pa.RecordBatch) -> None:
-        for key in self.primary_key:
-            column = batch.column(key)
-            if column.null_count:
-                row = pc.index(pc.is_null(column), True).as_py()
-                raise PostgresSinkError(f"{self.display}: primary key column {key} is NULL in "
-                                        f"batch row {row}: {self._row_text(batch, row)}")
+        problem = null_key(batch, self.primary_key)
+        if problem:
+            raise PostgresSinkError(f"{self.display}: {problem}")
 
     def _csv(self, batch: pa.RecordBatch) -> bytes:
         arrays = [csv_ready(batch.column(i), batch.schema.field(i))
@@ -486,12 +484,6 @@ class PostgresUpsertWriter:
                                                          quoting_style="all_valid"))
         return sink.getvalue()
 
-    def _row_text(self, batch: pa.RecordBatch, row: int) -> str:
-        values = batch.slice(row, 1).to_pylist()[0]
-        shown = {k: values[k] for k in self.primary_key} if self.primary_key and all(
-            values.get(k) is not None for k in self.primary_key) else values
-        return ", ".join(f"{k}={v!r}" for k, v in shown.items())
-
     def _describe(self, exc: psycopg.Error, batch: pa.RecordBatch) -> str:
         message = exc.diag.message_primary or str(exc)
         context = exc.diag.context or ""
@@ -500,23 +492,6 @@ class PostgresUpsertWriter:
             return f"{self.display}: COPY failed: {message}"
         row = int(match.group(1)) - 1
         column = f" column {match.group(2)}" if match.group(2) else ""
-        where = self._row_text(batch, row) if 0 <= row < batch.num_rows else f"row {row}"
+        where = (row_text(batch, row, self.primary_key) if 0 <= row < batch.num_rows
+                 else f"row {row}")
         return f"{self.display}:{column} row {where}: {message}"
-
-
-def staging_table_name(asset: str, partition: str | None, run_id: str) -> str:
-    """A temporary table name unique to one asset, partition and run (max 63 bytes)."""
-    digest = hashlib.sha1(f"{asset}|{partition}|{run_id}".encode()).hexdigest()[:16]
-    return f"etl_stage_{digest}"
-
-
-def with_last(batches: Iterable[pa.RecordBatch]) -> Iterator[tuple[pa.RecordBatch, bool]]:
-    """Each batch with whether it is the last one (one batch of look-ahead)."""
-    iterator = iter(batches)
-    previous = next(iterator, None)
-    for batch in iterator:
-        assert previous is not None
-        yield previous, False
-        previous = batch
-    if previous is not None:
-        yield previous, True

@@ -1,0 +1,66 @@
+"""The spec of a MySQL/MariaDB sink: what ``kind: mysql`` accepts."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from etl_assets.code_versions import NotData
+from etl_assets.settings import (
+    CONFLICT_DESCRIPTION,
+    Conflict,
+    ConnectionSpec,
+    KeyedSinkSettings,
+    RetrySettings,
+    TableSettings,
+    check_reference,
+    check_table,
+)
+from etl_assets.sinks.base import SinkSpecBase
+
+
+class MysqlSinkSpec(SinkSpecBase, RetrySettings, KeyedSinkSettings, TableSettings):
+    """Upsert into a MySQL 8 / MariaDB 10.6+ table: LOAD DATA LOCAL INFILE into a temporary
+    table, then INSERT .. ON DUPLICATE KEY UPDATE."""
+
+    kind: Literal["mysql"]
+    connection: ConnectionSpec
+    table: str = Field(description="table or database.table to write (created when missing, "
+                                   "in the URL's database without one)")
+    primary_key: list[str] | None = Field(
+        None, description="default: the source's primary key; [] for a table without one")
+    table_definition: str | None = Field(
+        None, description="module:attribute naming a SQLAlchemy Table whose columns and "
+                          "database types the target must have (wins over the data's types)")
+    without_key: Literal["replace_window", "append"] = Field(
+        "replace_window", description="a table without a primary key: delete the partition's "
+                                      "window of the source's cursor, then append (a re-run "
+                                      "replaces it), or plain append")
+    delete: Literal["off", "all"] = Field(
+        "off", description="off: keep the table's other rows; all: each run's rows replace the "
+                           "table's (loaded into a new table swapped in by one RENAME TABLE "
+                           "after the first batch; a run without rows leaves it as is)")
+    conflict: Conflict = Field("newest", description=CONFLICT_DESCRIPTION)
+    local_infile_refused: NotData[Literal["insert", "fail"]] = Field(
+        "insert", description="when the server refuses LOAD DATA LOCAL INFILE: insert: load "
+                              "each batch by multi-row INSERTs (slower; warned once a run); "
+                              "fail: a one-line error")
+    on_error: NotData[Literal["fail", "dead_letter"]] = Field(
+        "fail", description="a row the table refuses (strict sql_mode: out of range, too "
+                            "long, not a date...): fail the run naming table, column and row; "
+                            "or keep it as a dead letter (the run goes on; the sink's replay "
+                            "job writes it again)")
+    retries: NotData[int] = Field(5, ge=0, description="more attempts of a batch (in a new "
+                                  "transaction, on a new connection) after a transient error: "
+                                  "connection lost, server gone away, deadlock, lock wait "
+                                  "timeout")
+
+    _definition_ref = field_validator("table_definition")(check_reference)
+    _table = field_validator("table")(check_table)
+
+    def describe_target(self) -> str:
+        return self.table_name.display
+
+    def asset_kinds(self) -> set[str]:
+        return {"mysql"}
