@@ -19,8 +19,9 @@ STRICT_SQL_MODE = ("STRICT_ALL_TABLES,NO_ZERO_DATE,NO_ZERO_IN_DATE,ERROR_FOR_DIV
                    "NO_ENGINE_SUBSTITUTION")
 """The session's sql_mode: modes MySQL 8 and MariaDB both know (no NO_AUTO_CREATE_USER)."""
 
-LOCAL_INFILE_REFUSED = {1148, 3948, 2068}
-"""Error codes of a refused LOAD DATA LOCAL: MariaDB and MySQL 5.7, MySQL 8, the client."""
+LOCAL_INFILE_REFUSED = {1148, 3948, 2068, 4166}
+"""Error codes of a refused LOAD DATA LOCAL: MySQL 5.7 and older MariaDB, MySQL 8, the
+client, MariaDB 10.6+."""
 
 
 def connect_arguments(url: str, owner: str) -> dict[str, Any]:

@@ -131,12 +131,13 @@ class MysqlUpsertIOManager(SinkIOManager[MysqlSinkSpec]):
             **store.metadata(asset, partition),
         }
 
-    @staticmethod
-    def _write_taking_out(writer: MysqlUpsertWriter, batch: pa.RecordBatch,
+    @classmethod
+    def _write_taking_out(cls, writer: MysqlUpsertWriter, batch: pa.RecordBatch,
                           final: bool) -> tuple[int, list[int], list[str]]:
         """Write ``batch``, taking out each row the table refuses and writing the rest again;
-        returns the rows changed, the refused rows' positions and their errors (past
-        ``REFUSED_ROWS_MAX``, or when the server names no row, the rest of the batch)."""
+        returns the rows changed, the refused rows' positions and their errors. When the
+        server names no row (a CHECK constraint), the batch is written in halves down to the
+        refused rows; past ``REFUSED_ROWS_MAX`` refused rows the rest of it is refused."""
         kept = pa.array(range(batch.num_rows), pa.int64())
         out: list[int] = []
         errors: list[str] = []
@@ -146,13 +147,30 @@ class MysqlUpsertIOManager(SinkIOManager[MysqlSinkSpec]):
                         out, errors)
             except RefusedRows as exc:
                 message = mask_text(str(exc))
-                if exc.row is None or len(out) >= REFUSED_ROWS_MAX:
+                if len(out) >= REFUSED_ROWS_MAX or (exc.row is None and len(kept) == 1):
                     out.extend(kept.to_pylist())
                     errors.extend([message] * len(kept))
                     return 0, out, errors
+                if exc.row is None:
+                    return cls._halves(writer, batch, kept, final, out, errors)
                 out.append(kept[exc.row].as_py())
                 errors.append(message)
                 kept = pa.concat_arrays([kept[:exc.row], kept[exc.row + 1:]])
+
+    @classmethod
+    def _halves(cls, writer: MysqlUpsertWriter, batch: pa.RecordBatch, kept: pa.Array,
+                final: bool, out: list[int], errors: list[str]
+                ) -> tuple[int, list[int], list[str]]:
+        """``_write_taking_out`` of the rows ``kept`` of ``batch``, in two halves."""
+        changed = 0
+        middle = len(kept) // 2
+        for part, last in ((kept[:middle], False), (kept[middle:], final)):
+            rows = batch.take(part)
+            written, refused, why = cls._write_taking_out(writer, rows, last)
+            changed += written
+            out.extend(part[i].as_py() for i in refused)
+            errors.extend(why)
+        return changed, out, errors
 
     # -- what the table holds --------------------------------------------------------------
 

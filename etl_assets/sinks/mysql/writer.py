@@ -347,6 +347,8 @@ class MysqlUpsertWriter:
         """Upsert one batch in its own transaction; returns the rows inserted or changed.
         ``final``: the partition's last batch, after which the watermark is the window's hi.
         A value the table refuses raises :class:`RefusedRows` naming its row."""
+        if not batch.num_rows:  # e.g. a transform kept no row: nothing to load or swap in
+            return 0
         batch = batch.select(self._columns)
         if self.primary_key:
             self._check_keys_present(batch)

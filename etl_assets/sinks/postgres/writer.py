@@ -358,6 +358,8 @@ class PostgresUpsertWriter:
         A transient error rolls the batch back and it is written again on a new connection
         (the upsert and the watermark make that exactly-once)."""
         assert self._upsert is not None
+        if not batch.num_rows:  # e.g. a transform kept no row: nothing to load or swap in
+            return 0
         batch = batch.select(self._columns)
         if self.primary_key:
             self._check_keys_present(batch)
