@@ -80,9 +80,9 @@ def test_readings_land_with_values_equal_and_the_checks_pass(
     checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
     assert checks["row_count_reconciliation"].passed, checks["row_count_reconciliation"]
     assert checks["schema_drift"].passed
-    again = [m for m in (e.event_specific_data.materialization
-                         for e in result.get_asset_materialization_events())
-             if m.asset_key.path[-1] == "readings_my"][0]
+    again = next(m for m in (e.event_specific_data.materialization
+                             for e in result.get_asset_materialization_events())
+                 if m.asset_key.path[-1] == "readings_my")
     assert again.metadata["rows_changed"].value == 0  # a re-run changes nothing
 
     manager = sink_io_manager(parsed.sink_setup("readings_my"))
@@ -140,5 +140,5 @@ def test_refused_rows_become_dead_letters_the_replay_job_writes_later(
     assert maria.query(f"SELECT count(*) FROM `{maria.name}`") == [(60,)]
 
 
-def three_columns(batch):  # noqa: ANN001, ANN201 - a sink transform
+def three_columns(batch):  # a sink transform
     return batch.select(["id", "code", "updated_at"])

@@ -303,11 +303,11 @@ def test_a_refused_local_infile_loads_by_inserts_or_fails(maria: MariaDb) -> Non
             [{"id": 1, "v": 1}, {"id": 2, "v": 1}, {"id": 3, "v": 999}],
             pa.schema([("id", pa.int64()), ("v", pa.int32())]))
         maria.query(f"CREATE TABLE `{maria.name}_small` (id INT PRIMARY KEY, v TINYINT)")
-        with pytest.raises(RefusedRows, match=r"column v row id=3: Out of range"):
-            with MysqlUpsertWriter(maria.url, f"{maria.name}_small", ["id"], "etl_stage_t",
-                                   log=LogLines()) as writer:
-                writer.prepare(out_of_range.schema)
-                writer.write(out_of_range)
+        with pytest.raises(RefusedRows, match=r"column v row id=3: Out of range"), \
+                MysqlUpsertWriter(maria.url, f"{maria.name}_small", ["id"], "etl_stage_t",
+                                  log=LogLines()) as writer:
+            writer.prepare(out_of_range.schema)
+            writer.write(out_of_range)
     finally:
         maria.query("SET GLOBAL local_infile = 1")
 
