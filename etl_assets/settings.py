@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from etl_assets.code_versions import NotData
 from etl_assets.retries import RetryPolicy
@@ -151,6 +151,34 @@ class KeyedSinkSettings(StrictModel):
     cursor_column: str | None = Field(
         None, description="the column of the written rows that holds the source's cursor "
                           "(default: the source's cursor; set it when a transform renames it)")
+
+
+DeleteMode = Literal["off", "all"]
+
+
+class SqlTableSinkSettings(KeyedSinkSettings, TableSettings):
+    """What the SQL table sinks (PostgreSQL, MySQL) share: the key, a declared table, what a
+    table without a key does, delete mode and the conflict rule. Each kind adds ``table``."""
+
+    primary_key: list[str] | None = Field(
+        None, description="default: the source's primary key; [] for a table without one")
+    table_definition: str | None = Field(
+        None, description="module:attribute naming a SQLAlchemy Table whose columns and "
+                          "database types the target must have (wins over the data's types)")
+    without_key: Literal["replace_window", "append"] = Field(
+        "replace_window", description="a table without a primary key: delete the partition's "
+                                      "window of the source's cursor, then append (a re-run "
+                                      "replaces it), or plain append")
+    delete: DeleteMode = Field(
+        "off", description="off: keep the table's other rows; all: each run's rows replace the "
+                           "table's (loaded into a new table swapped in after the first batch, "
+                           "so readers never see it empty; a run without rows leaves it as is)")
+    conflict: Conflict = Field("newest", description=CONFLICT_DESCRIPTION)
+
+    _definition_ref = field_validator("table_definition")(check_reference)
+
+    def describe_target(self) -> str:
+        return self.table_name.display
 
 
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")

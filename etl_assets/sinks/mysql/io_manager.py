@@ -28,7 +28,6 @@ from etl_assets.sinks.base import Metadata, SinkIOManager, SinkSetup, WindowCoun
 from etl_assets.sinks.column_schema import TargetColumn, column_schema
 from etl_assets.sinks.comment_watermark import WatermarkTarget
 from etl_assets.sinks.declared_table import load_declared_table
-from etl_assets.sinks.keyed_rows import staging_table_name
 from etl_assets.sinks.mysql.connection import connect_arguments, url_database
 from etl_assets.sinks.mysql.errors import MysqlSinkError, RefusedRows
 from etl_assets.sinks.mysql.spec import MysqlSinkSpec
@@ -40,6 +39,7 @@ from etl_assets.sinks.mysql.target_state import (
     table_state,
 )
 from etl_assets.sinks.mysql.writer import MysqlUpsertWriter
+from etl_assets.sinks.table_writer import staging_table_name
 from etl_assets.watermark import Bound, Window, encode_bound
 
 REFUSED_ROWS_MAX = 100

@@ -7,41 +7,18 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from etl_assets.code_versions import NotData
-from etl_assets.settings import (
-    CONFLICT_DESCRIPTION,
-    Conflict,
-    ConnectionSpec,
-    KeyedSinkSettings,
-    RetrySettings,
-    TableSettings,
-    check_reference,
-    check_table,
-)
+from etl_assets.settings import ConnectionSpec, RetrySettings, SqlTableSinkSettings, check_table
 from etl_assets.sinks.base import SinkSpecBase
 
 
-class MysqlSinkSpec(SinkSpecBase, RetrySettings, KeyedSinkSettings, TableSettings):
+class MysqlSinkSpec(SinkSpecBase, RetrySettings, SqlTableSinkSettings):
     """Upsert into a MySQL 8 / MariaDB 10.6+ table: LOAD DATA LOCAL INFILE into a temporary
-    table, then INSERT .. ON DUPLICATE KEY UPDATE."""
+    table, then INSERT .. ON DUPLICATE KEY UPDATE (``delete: all`` swaps by RENAME TABLE)."""
 
     kind: Literal["mysql"]
     connection: ConnectionSpec
     table: str = Field(description="table or database.table to write (created when missing, "
                                    "in the URL's database without one)")
-    primary_key: list[str] | None = Field(
-        None, description="default: the source's primary key; [] for a table without one")
-    table_definition: str | None = Field(
-        None, description="module:attribute naming a SQLAlchemy Table whose columns and "
-                          "database types the target must have (wins over the data's types)")
-    without_key: Literal["replace_window", "append"] = Field(
-        "replace_window", description="a table without a primary key: delete the partition's "
-                                      "window of the source's cursor, then append (a re-run "
-                                      "replaces it), or plain append")
-    delete: Literal["off", "all"] = Field(
-        "off", description="off: keep the table's other rows; all: each run's rows replace the "
-                           "table's (loaded into a new table swapped in by one RENAME TABLE "
-                           "after the first batch; a run without rows leaves it as is)")
-    conflict: Conflict = Field("newest", description=CONFLICT_DESCRIPTION)
     local_infile_refused: NotData[Literal["insert", "fail"]] = Field(
         "insert", description="when the server refuses LOAD DATA LOCAL INFILE: insert: load "
                               "each batch by multi-row INSERTs (slower; warned once a run); "
@@ -56,11 +33,7 @@ class MysqlSinkSpec(SinkSpecBase, RetrySettings, KeyedSinkSettings, TableSetting
                                   "connection lost, server gone away, deadlock, lock wait "
                                   "timeout")
 
-    _definition_ref = field_validator("table_definition")(check_reference)
     _table = field_validator("table")(check_table)
-
-    def describe_target(self) -> str:
-        return self.table_name.display
 
     def asset_kinds(self) -> set[str]:
         return {"mysql"}

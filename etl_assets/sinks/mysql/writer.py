@@ -22,7 +22,7 @@ import logging
 import os
 import re
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Literal, TypeVar
 
 import pyarrow as pa
@@ -32,12 +32,10 @@ import sqlalchemy as sa
 from etl_assets.batches import last_row_per_key
 from etl_assets.errors import ConfigurationError, DataError
 from etl_assets.logs import Log
-from etl_assets.newest_wins import missing_cursor
 from etl_assets.retries import RetryPolicy, describe, is_transient
 from etl_assets.secrets import mask_url
 from etl_assets.settings import Conflict
 from etl_assets.sinks.comment_watermark import WatermarkTarget
-from etl_assets.sinks.keyed_rows import null_key, row_text
 from etl_assets.sinks.mysql.column_types import key_chars, mysql_type
 from etl_assets.sinks.mysql.connection import (
     LOCAL_INFILE_REFUSED,
@@ -66,6 +64,7 @@ from etl_assets.sinks.mysql.table import (
     unique_keys,
 )
 from etl_assets.sinks.mysql.watermark import LOCK_WAIT_S, named_lock, record_watermark
+from etl_assets.sinks.table_writer import SqlTableWriter
 from etl_assets.table_names import TableName
 
 T = TypeVar("T")
@@ -76,9 +75,11 @@ _COLUMN = re.compile(r"column (?:`[^`]*`\.)*[`']([^`']+)[`']|^Column '([^']+)'|"
                      r"CONSTRAINT `(?:[^`]*\.)?([^`.]+)` failed")
 
 
-class MysqlUpsertWriter:
+class MysqlUpsertWriter(SqlTableWriter):
     """Writes record batches into one MySQL table by LOAD DATA + upsert, a batch a
     transaction."""
+
+    error = MysqlSinkError
 
     def __init__(self, url: str, table: str | TableName, primary_key: Sequence[str],
                  staging_name: str, *, watermark: WatermarkTarget | None = None,
@@ -168,21 +169,6 @@ class MysqlUpsertWriter:
     def _cursor(self) -> Cursor:
         assert self.conn is not None
         return self.conn.cursor()
-
-    def _retrying(self, what: str, attempt: Callable[[], T], *, reconnect: bool = True) -> T:
-        """``attempt()`` under the retry policy: after a transient error (connection lost,
-        deadlock, lock wait timeout...) it runs again on a new connection, in a new
-        transaction; when the retries are spent, one error names the table and the cause."""
-        try:
-            return self.retry.call(attempt, what=f"{self.display}: {what}", log=self.log,
-                                   before_retry=(lambda _: self._connect()) if reconnect
-                                   else None)
-        except Exception as exc:
-            if not is_transient(exc):
-                raise
-            raise MysqlSinkError(f"{self.display}: {what} failed after "
-                                 f"{self.retry.retries + 1} attempt(s): {describe(exc)}"
-                                 ) from None
 
     # -- table ---------------------------------------------------------------------------
 
@@ -285,15 +271,6 @@ class MysqlUpsertWriter:
                 f"{self.display}: the table has no primary key or unique index on exactly "
                 f"({', '.join(self.primary_key)}), which an upsert needs")
 
-    def _newest_column(self, schema: pa.Schema) -> str | None:
-        if self.conflict != "newest" or not self.primary_key or self.cursor_column is None \
-                or self.cursor_column in self.primary_key:
-            return None
-        if self.cursor_column not in schema.names:
-            raise MysqlSinkError(missing_cursor(self.display, self.cursor_column,
-                                                schema.names))
-        return self.cursor_column
-
     def _ensure_session(self) -> None:
         """The connection's temporary table (gone with a lost connection)."""
         if self._session_ready or not self.primary_key:
@@ -332,14 +309,6 @@ class MysqlUpsertWriter:
         window = self.watermark.window
         return (f"DELETE FROM {self.target} WHERE {column} > %s AND {column} <= %s",
                 (window.lo, window.hi))
-
-    def _append_mode_note(self) -> str:
-        if self._slice_delete is not None:
-            assert self.watermark is not None
-            return (f"no primary key: replacing the slice {self.watermark.cursor} in "
-                    f"{self.watermark.window} of {self.display}")
-        return (f"no primary key and no partition column in the data: appending to "
-                f"{self.display}; a re-run of this partition adds its rows again")
 
     # -- batches -------------------------------------------------------------------------
 
@@ -517,11 +486,3 @@ class MysqlUpsertWriter:
             self._retrying("recording the watermark", lambda: record_watermark(
                 self._cursor(), self.database, self.table_name, target, target.window.hi))
         self._finished = True
-
-    def _check_keys_present(self, batch: pa.RecordBatch) -> None:
-        problem = null_key(batch, self.primary_key)
-        if problem:
-            raise MysqlSinkError(f"{self.display}: {problem}")
-
-    def _row_text(self, batch: pa.RecordBatch, row: int) -> str:
-        return row_text(batch, row, self.primary_key)

@@ -17,7 +17,7 @@ import contextlib
 import io
 import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
 import psycopg
@@ -28,11 +28,9 @@ from psycopg import sql
 
 from etl_assets.batches import last_row_per_key, with_last
 from etl_assets.logs import Log
-from etl_assets.newest_wins import missing_cursor
 from etl_assets.retries import RetryPolicy, describe, is_transient
 from etl_assets.secrets import mask_url
 from etl_assets.settings import Conflict
-from etl_assets.sinks.keyed_rows import null_key, row_text, staging_table_name
 from etl_assets.sinks.postgres.column_types import csv_ready, postgres_type
 from etl_assets.sinks.postgres.declared import (
     resolve_declared_table,
@@ -46,6 +44,7 @@ from etl_assets.sinks.postgres.migrations import migrate
 from etl_assets.sinks.postgres.spec import DeleteMode
 from etl_assets.sinks.postgres.table import ColumnDef, TableDef, existing_table
 from etl_assets.sinks.postgres.watermark import WatermarkTarget, record_watermark
+from etl_assets.sinks.table_writer import SqlTableWriter, staging_table_name
 from etl_assets.table_names import TableName
 
 __all__ = ["PostgresUpsertWriter", "staging_table_name", "with_last"]
@@ -56,8 +55,10 @@ T = TypeVar("T")
 _NO_EQUALITY = {"json", "xml", "point", "line", "lseg", "box", "path", "polygon", "circle"}
 
 
-class PostgresUpsertWriter:
+class PostgresUpsertWriter(SqlTableWriter):
     """Writes record batches into one PostgreSQL table by COPY + upsert, a batch a transaction."""
+
+    error = PostgresSinkError
 
     def __init__(self, conninfo: str, table: str | TableName, primary_key: Sequence[str],
                  staging_name: str, *, watermark: WatermarkTarget | None = None,
@@ -138,21 +139,6 @@ class PostgresUpsertWriter:
                     f"lost; run the partition again")
             self._replace.start()
 
-    def _retrying(self, what: str, attempt: Callable[[], T], *, reconnect: bool = True) -> T:
-        """``attempt()`` under the retry policy: after a transient error (connection lost,
-        server restarting, deadlock...) it runs again on a new connection, in a new
-        transaction; when the retries are spent, one error names the table and the cause."""
-        try:
-            return self.retry.call(attempt, what=f"{self.display}: {what}", log=self.log,
-                                   before_retry=(lambda _: self._connect()) if reconnect
-                                   else None)
-        except Exception as exc:
-            if not is_transient(exc):
-                raise
-            raise PostgresSinkError(f"{self.display}: {what} failed after "
-                                    f"{self.retry.retries + 1} attempt(s): {describe(exc)}"
-                                    ) from None
-
     # -- table ---------------------------------------------------------------------------
 
     def prepare(self, schema: pa.Schema) -> list[str]:
@@ -224,17 +210,6 @@ class PostgresUpsertWriter:
                     self.staging, sql.SQL(", ").join(map(sql.Identifier, self._columns)),
                     self.target))
         self._session_ready = True
-
-    def _newest_column(self, schema: pa.Schema) -> str | None:
-        """The column the newest-wins rule compares, when it applies: a keyed table whose key
-        does not hold the cursor, under ``conflict: newest``."""
-        if self.conflict != "newest" or not self.primary_key or self.cursor_column is None \
-                or self.cursor_column in self.primary_key:
-            return None
-        if self.cursor_column not in schema.names:
-            raise PostgresSinkError(missing_cursor(self.display, self.cursor_column,
-                                                      schema.names))
-        return self.cursor_column
 
     def _desired_columns(self, schema: pa.Schema) -> tuple[ColumnDef, ...]:
         """The target's columns: the declared table's (its primary key wins), else derived
@@ -310,14 +285,6 @@ class PostgresUpsertWriter:
         return sql.SQL("DELETE FROM {} WHERE {} > {} AND {} <= {}").format(
             self.target, sql.Identifier(self.watermark.cursor), sql.Literal(window.lo),
             sql.Identifier(self.watermark.cursor), sql.Literal(window.hi))
-
-    def _append_mode_note(self) -> str:
-        if self._slice_delete is not None:
-            assert self.watermark is not None
-            return (f"no primary key: replacing the slice {self.watermark.cursor} in "
-                    f"{self.watermark.window} of {self.display}")
-        return (f"no primary key and no partition column in the data: appending to "
-                f"{self.display}; a re-run of this partition adds its rows again")
 
     def _upsert_statement(self, target_types: dict[str, str]) -> sql.Composed:
         cols = sql.SQL(", ").join(map(sql.Identifier, self._columns))
@@ -472,11 +439,6 @@ class PostgresUpsertWriter:
         detail = f" ({diag.message_detail})" if diag.message_detail else ""
         return f"{self.display}{column}: {diag.message_primary or exc}{detail}"
 
-    def _check_keys_present(self, batch: pa.RecordBatch) -> None:
-        problem = null_key(batch, self.primary_key)
-        if problem:
-            raise PostgresSinkError(f"{self.display}: {problem}")
-
     def _csv(self, batch: pa.RecordBatch) -> bytes:
         arrays = [csv_ready(batch.column(i), batch.schema.field(i))
                   for i in range(batch.num_columns)]
@@ -494,6 +456,6 @@ class PostgresUpsertWriter:
             return f"{self.display}: COPY failed: {message}"
         row = int(match.group(1)) - 1
         column = f" column {match.group(2)}" if match.group(2) else ""
-        where = (row_text(batch, row, self.primary_key) if 0 <= row < batch.num_rows
+        where = (self._row_text(batch, row) if 0 <= row < batch.num_rows
                  else f"row {row}")
         return f"{self.display}:{column} row {where}: {message}"
