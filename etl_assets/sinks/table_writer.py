@@ -11,6 +11,7 @@ from typing import Any, ClassVar, TypeVar
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from etl_assets.batches import last_row_per_key
 from etl_assets.errors import EtlAssetsError
 from etl_assets.logs import Log
 from etl_assets.newest_wins import missing_cursor
@@ -34,6 +35,8 @@ class SqlTableWriter:
     cursor_column: str | None
     watermark: WatermarkTarget | None
     _slice_delete: Any
+    _columns: list[str]
+    _newest_by: str | None
 
     def _connect(self) -> None:
         """(Re)open the connection and what lives in its session."""
@@ -70,6 +73,15 @@ class SqlTableWriter:
                     f"{self.watermark.window} of {self.display}")
         return (f"no primary key and no partition column in the data: appending to "
                 f"{self.display}; a re-run of this partition adds its rows again")
+
+    def _one_row_per_key(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        """``batch``'s columns the table is written, one row a key (the newest); a NULL key
+        is refused."""
+        batch = batch.select(self._columns)
+        if not self.primary_key:
+            return batch
+        self._check_keys_present(batch)
+        return last_row_per_key(batch, self.primary_key, self._newest_by)
 
     def _check_keys_present(self, batch: pa.RecordBatch) -> None:
         """Refuse a batch with a NULL in a key column, naming the first such row."""

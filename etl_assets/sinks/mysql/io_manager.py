@@ -16,7 +16,7 @@ from typing import Any
 
 import pyarrow as pa
 import pymysql
-from dagster import OpExecutionContext, OutputContext, TableSchema
+from dagster import OpExecutionContext, OutputContext
 
 from etl_assets.batches import RecordBatchStream, with_last
 from etl_assets.connections import resolve_url
@@ -24,10 +24,8 @@ from etl_assets.dead_letters import ReplayReport
 from etl_assets.logs import Log
 from etl_assets.progress import ProgressLog
 from etl_assets.secrets import mask_text, masked_errors, masked_log
-from etl_assets.sinks.base import Metadata, SinkIOManager, SinkSetup, WindowCount, unreadable_target
-from etl_assets.sinks.column_schema import TargetColumn, column_schema
+from etl_assets.sinks.base import Metadata, WindowCount, unreadable_target
 from etl_assets.sinks.comment_watermark import WatermarkTarget
-from etl_assets.sinks.declared_table import load_declared_table
 from etl_assets.sinks.mysql.connection import connect_arguments, url_database
 from etl_assets.sinks.mysql.errors import MysqlSinkError, RefusedRows
 from etl_assets.sinks.mysql.spec import MysqlSinkSpec
@@ -39,6 +37,7 @@ from etl_assets.sinks.mysql.target_state import (
     table_state,
 )
 from etl_assets.sinks.mysql.writer import MysqlUpsertWriter
+from etl_assets.sinks.sql_table import SqlTableIOManager, table_metadata
 from etl_assets.sinks.table_writer import staging_table_name
 from etl_assets.watermark import Bound, Window, encode_bound
 
@@ -47,18 +46,11 @@ REFUSED_ROWS_MAX = 100
 this the rest of the batch is dead-lettered whole."""
 
 
-class MysqlUpsertIOManager(SinkIOManager[MysqlSinkSpec]):
+class MysqlUpsertIOManager(SqlTableIOManager[MysqlSinkSpec]):
     """Upserts a sink asset's batches into the sink's MySQL table (created when missing); see
     :class:`~etl_assets.sinks.mysql.spec.MysqlSinkSpec` for what each setting does."""
 
-    keeps_watermark = True
-    counts_windows = True
-    has_columns = True
-
-    def __init__(self, setup: SinkSetup[MysqlSinkSpec]) -> None:
-        super().__init__(setup)
-        reference = self.spec.table_definition
-        self.declared = load_declared_table(reference, setup.where) if reference else None
+    compiled_type = staticmethod(compiled_type)
 
     def url(self) -> str:
         """The sink's connection, resolved now."""
@@ -187,34 +179,14 @@ class MysqlUpsertIOManager(SinkIOManager[MysqlSinkSpec]):
             return unreadable_target(exc)
         if state is None:
             return {}
-        metadata: dict[str, object] = {
-            "dagster/table_name": f"{database}.{name}",
-            "dagster/column_schema": column_schema(state.columns, state.primary_key),
-        }
-        if state.rows is not None:
-            metadata["dagster/row_count"] = state.rows
-        else:
-            metadata["row_count_estimate"] = state.estimated_rows
-        return metadata
-
-    def declared_column_schema(self) -> TableSchema | None:
-        """The declared table's columns (``table_definition``), types as MySQL DDL."""
-        if self.declared is None:
-            return None
-        key = [c.name for c in self.declared.primary_key.columns]
-        return column_schema((TargetColumn(c.name, compiled_type(c),
-                                           bool(c.nullable) and c.name not in key)
-                              for c in self.declared.columns), key)
+        return table_metadata(f"{database}.{name}", state.columns, state.primary_key,
+                              state.rows, state.estimated_rows)
 
     @masked_errors()
     def target_columns(self) -> list[str] | None:
         return self.spec.retry_policy().call(
             lambda: table_columns(*self._located()),
             what=f"{self.setup.where}: reading the columns of {self.spec.table_name.display}")
-
-    def count_window(self, window: Window, keys: pa.Table | None) -> WindowCount:
-        """What the table holds of ``window`` (see ``WindowCount``)."""
-        return self.count_windows([(window, keys)])[0]
 
     @masked_errors()
     def count_windows(self, asks: list[tuple[Window, pa.Table | None]]) -> list[WindowCount]:

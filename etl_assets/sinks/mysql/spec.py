@@ -7,11 +7,11 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from etl_assets.code_versions import NotData
-from etl_assets.settings import ConnectionSpec, RetrySettings, SqlTableSinkSettings, check_table
-from etl_assets.sinks.base import SinkSpecBase
+from etl_assets.settings import ConnectionSpec, RetrySettings, check_table
+from etl_assets.sinks.sql_table import SqlTableSinkSpec
 
 
-class MysqlSinkSpec(SinkSpecBase, RetrySettings, SqlTableSinkSettings):
+class MysqlSinkSpec(SqlTableSinkSpec, RetrySettings):
     """Upsert into a MySQL 8 / MariaDB 10.6+ table: LOAD DATA LOCAL INFILE into a temporary
     table, then INSERT .. ON DUPLICATE KEY UPDATE (``delete: all`` swaps by RENAME TABLE)."""
 

@@ -29,7 +29,6 @@ import pyarrow as pa
 import pymysql
 import sqlalchemy as sa
 
-from etl_assets.batches import last_row_per_key
 from etl_assets.errors import ConfigurationError, DataError
 from etl_assets.logs import Log
 from etl_assets.retries import RetryPolicy, describe, is_transient
@@ -318,10 +317,7 @@ class MysqlUpsertWriter(SqlTableWriter):
         A value the table refuses raises :class:`RefusedRows` naming its row."""
         if not batch.num_rows:  # e.g. a transform kept no row: nothing to load or swap in
             return 0
-        batch = batch.select(self._columns)
-        if self.primary_key:
-            self._check_keys_present(batch)
-            batch = last_row_per_key(batch, self.primary_key, self._newest_by)
+        batch = self._one_row_per_key(batch)
         try:
             columns = texts(batch)
         except DataError as exc:

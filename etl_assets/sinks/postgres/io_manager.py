@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import psycopg
 import pyarrow as pa
-from dagster import OutputContext, TableSchema
+from dagster import OutputContext
 from psycopg import sql
 
 from etl_assets.batches import RecordBatchStream
 from etl_assets.connections import libpq_url, resolve_url
 from etl_assets.progress import ProgressLog
 from etl_assets.secrets import masked_errors, masked_log
-from etl_assets.sinks.base import Metadata, SinkIOManager, SinkSetup, WindowCount, unreadable_target
-from etl_assets.sinks.column_schema import TargetColumn, column_schema
-from etl_assets.sinks.postgres.declared import compiled_type, load_declared_table
+from etl_assets.sinks.base import Metadata, WindowCount, unreadable_target
+from etl_assets.sinks.postgres.declared import compiled_type
 from etl_assets.sinks.postgres.spec import PostgresSinkSpec
 from etl_assets.sinks.postgres.target_state import (
     count_windows,
@@ -28,23 +27,16 @@ from etl_assets.sinks.postgres.target_state import (
 )
 from etl_assets.sinks.postgres.watermark import WatermarkTarget, read_watermark
 from etl_assets.sinks.postgres.writer import PostgresUpsertWriter, staging_table_name, with_last
+from etl_assets.sinks.sql_table import SqlTableIOManager, table_metadata
 from etl_assets.table_names import TableName
 from etl_assets.watermark import Bound, Window, encode_bound
 
 
-class PostgresUpsertIOManager(SinkIOManager[PostgresSinkSpec]):
+class PostgresUpsertIOManager(SqlTableIOManager[PostgresSinkSpec]):
     """Upserts a sink asset's batches into the sink's table (created when missing); see
     :class:`~etl_assets.sinks.postgres.spec.PostgresSinkSpec` for what each setting does."""
 
-    keeps_watermark = True
-    counts_windows = True
-    has_columns = True
-
-    def __init__(self, setup: SinkSetup[PostgresSinkSpec]) -> None:
-        super().__init__(setup)
-        reference = self.spec.table_definition
-        # A wrong reference fails when the code location loads, not in a run.
-        self.declared = load_declared_table(reference, setup.where) if reference else None
+    compiled_type = staticmethod(compiled_type)
 
     def conninfo(self) -> str:
         """What psycopg opens: the sink's connection, resolved now."""
@@ -110,37 +102,15 @@ class PostgresUpsertIOManager(SinkIOManager[PostgresSinkSpec]):
             return unreadable_target(exc)
         if state is None:
             return {}
-        metadata: dict[str, object] = {
-            "dagster/table_name": f"{TableName(None, state.database).display}."
-                                  f"{state.name.display}",
-            "dagster/column_schema": column_schema(state.columns, state.primary_key),
-        }
-        if state.rows is not None:
-            metadata["dagster/row_count"] = state.rows
-        else:
-            metadata["row_count_estimate"] = state.estimated_rows
-        return metadata
-
-    def declared_column_schema(self) -> TableSchema | None:
-        """The declared table's columns (``table_definition``), types as its DDL spells them
-        (``VARCHAR(8)``; the catalog's spelling shows in ``target_metadata`` after a run)."""
-        if self.declared is None:
-            return None
-        key = [c.name for c in self.declared.primary_key.columns]
-        return column_schema((TargetColumn(c.name, compiled_type(c),
-                                           bool(c.nullable) and c.name not in key)
-                              for c in self.declared.columns), key)
+        return table_metadata(f"{TableName(None, state.database).display}.{state.name.display}",
+                              state.columns, state.primary_key, state.rows,
+                              state.estimated_rows)
 
     @masked_errors()
     def target_columns(self) -> list[str] | None:
         return self.spec.retry_policy().call(
             lambda: table_columns(self.conninfo(), self.qualified_table()),
             what=f"{self.setup.where}: reading the columns of {self.spec.table_name.display}")
-
-    def count_window(self, window: Window, keys: pa.Table | None) -> WindowCount:
-        """What the table holds of ``window`` (see ``WindowCount``): the given keys looked up
-        by the table's key, or the window's rows counted by cursor without keys."""
-        return self.count_windows([(window, keys)])[0]
 
     @masked_errors()
     def count_windows(self, asks: list[tuple[Window, pa.Table | None]]) -> list[WindowCount]:

@@ -11,15 +11,14 @@ from etl_assets.settings import (
     ConnectionSpec,
     DeleteMode,
     RetrySettings,
-    SqlTableSinkSettings,
     check_table,
 )
-from etl_assets.sinks.base import SinkSpecBase
+from etl_assets.sinks.sql_table import SqlTableSinkSpec
 
 __all__ = ["DeleteMode", "PostgresSinkSpec"]
 
 
-class PostgresSinkSpec(SinkSpecBase, RetrySettings, SqlTableSinkSettings):
+class PostgresSinkSpec(SqlTableSinkSpec, RetrySettings):
     """Upsert into a PostgreSQL table through COPY and a staging table."""
 
     kind: Literal["postgres"]

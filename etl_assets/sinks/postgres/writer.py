@@ -26,7 +26,7 @@ import pyarrow.csv as pacsv
 import sqlalchemy as sa
 from psycopg import sql
 
-from etl_assets.batches import last_row_per_key, with_last
+from etl_assets.batches import with_last
 from etl_assets.logs import Log
 from etl_assets.retries import RetryPolicy, describe, is_transient
 from etl_assets.secrets import mask_url
@@ -47,7 +47,7 @@ from etl_assets.sinks.postgres.watermark import WatermarkTarget, record_watermar
 from etl_assets.sinks.table_writer import SqlTableWriter, staging_table_name
 from etl_assets.table_names import TableName
 
-__all__ = ["PostgresUpsertWriter", "staging_table_name", "with_last"]
+__all__ = ["PostgresSinkError", "PostgresUpsertWriter", "staging_table_name", "with_last"]
 
 T = TypeVar("T")
 
@@ -327,10 +327,7 @@ class PostgresUpsertWriter(SqlTableWriter):
         assert self._upsert is not None
         if not batch.num_rows:  # e.g. a transform kept no row: nothing to load or swap in
             return 0
-        batch = batch.select(self._columns)
-        if self.primary_key:
-            self._check_keys_present(batch)
-            batch = last_row_per_key(batch, self.primary_key, self._newest_by)
+        batch = self._one_row_per_key(batch)
         data = self._csv(batch)
         changed = self._retrying(f"writing a batch of {batch.num_rows:,} rows",
                                  lambda: self._write_once(batch, data, final))

@@ -5,12 +5,9 @@ import pyarrow as pa
 import pytest
 
 from etl_assets.arrow_types import logical_field
-from etl_assets.sinks.postgres.writer import (
-    PostgresSinkError,
-    PostgresUpsertWriter,
-    last_row_per_key,
-    staging_table_name,
-)
+from etl_assets.batches import last_row_per_key
+from etl_assets.sinks.postgres.writer import PostgresSinkError, PostgresUpsertWriter
+from etl_assets.sinks.table_writer import staging_table_name
 from etl_assets_tests.conftest import PgSchema
 
 UTC = timezone.utc
