@@ -17,8 +17,8 @@ import re
 import uuid
 
 from etl_assets.logs import Log
+from etl_assets.sinks.mysql.locks import named_lock, release_lock
 from etl_assets.sinks.mysql.table import Cursor, quoted
-from etl_assets.sinks.mysql.watermark import named_lock
 
 REPLACEMENT_INFIX = "_etl_new_"
 
@@ -65,7 +65,7 @@ class ReplaceAll:
         self.release(cur)
 
     def release(self, cur: Cursor) -> None:
-        cur.execute("SELECT RELEASE_LOCK(%s)", (_builder_lock(self.database, self.replacement),))
+        release_lock(cur, _builder_lock(self.database, self.replacement))
 
 
 def drop_stale_replacements(cur: Cursor, database: str, name: str, *, log: Log) -> list[str]:

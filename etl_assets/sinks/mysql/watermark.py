@@ -9,13 +9,10 @@ runs of one table update it under a named lock, so neither loses the other's adv
 
 from __future__ import annotations
 
-import hashlib
-
 from etl_assets.sinks.comment_watermark import WatermarkTarget, advanced_comment, stored_watermark
+from etl_assets.sinks.mysql.locks import named_lock, release_lock, take_lock
 from etl_assets.sinks.mysql.table import Cursor, quoted
 from etl_assets.watermark import Bound
-
-LOCK_WAIT_S = 60
 
 
 def _comment(cur: Cursor, database: str, name: str) -> str | None:
@@ -25,24 +22,18 @@ def _comment(cur: Cursor, database: str, name: str) -> str | None:
     return row[0] if row else None
 
 
-def named_lock(purpose: str, database: str, name: str) -> str:
-    """A GET_LOCK name (at most 64 characters) for ``purpose`` on ``database.name``."""
-    digest = hashlib.sha1(f"{database}.{name}".encode()).hexdigest()[:32]
-    return f"etl_assets.{purpose[:16]}:{digest}"
-
-
 def record_watermark(cur: Cursor, database: str, name: str, target: WatermarkTarget,
                      candidate: Bound) -> None:
     """Advance the watermark on ``database.name`` to ``candidate`` if contiguous; call after
     the batch's transaction committed (the ALTER commits on its own)."""
     lock = named_lock("watermark", database, name)
-    cur.execute("SELECT GET_LOCK(%s, %s)", (lock, LOCK_WAIT_S))
+    take_lock(cur, lock, f"{database}.{name}: recording the watermark")
     try:
         comment = advanced_comment(_comment(cur, database, name), target, candidate)
         if comment is not None:
             cur.execute(f"ALTER TABLE {quoted(database, name)} COMMENT = %s", (comment,))
     finally:
-        cur.execute("SELECT RELEASE_LOCK(%s)", (lock,))
+        release_lock(cur, lock)
 
 
 def read_watermark(cur: Cursor, database: str, name: str) -> Bound | None:

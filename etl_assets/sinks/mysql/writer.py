@@ -44,6 +44,7 @@ from etl_assets.sinks.mysql.connection import (
 )
 from etl_assets.sinks.mysql.delete_all import ReplaceAll, drop_stale_replacements
 from etl_assets.sinks.mysql.errors import MysqlSinkError, RefusedRows
+from etl_assets.sinks.mysql.locks import named_lock, release_lock, take_lock
 from etl_assets.sinks.mysql.rows_text import (
     ColumnText,
     insert_tuples,
@@ -62,7 +63,7 @@ from etl_assets.sinks.mysql.table import (
     quoted,
     unique_keys,
 )
-from etl_assets.sinks.mysql.watermark import LOCK_WAIT_S, named_lock, record_watermark
+from etl_assets.sinks.mysql.watermark import record_watermark
 from etl_assets.sinks.table_writer import SqlTableWriter
 from etl_assets.table_names import TableName
 
@@ -197,7 +198,7 @@ class MysqlUpsertWriter(SqlTableWriter):
             drop_stale_replacements(cur, self.database, self.table_name, log=self.log)
         desired = self._desired_table(cur, schema)
         lock = named_lock("ddl", self.database, self.table_name)
-        cur.execute("SELECT GET_LOCK(%s, %s)", (lock, LOCK_WAIT_S))
+        take_lock(cur, lock, f"{self.display}: preparing the table")
         try:
             existing = existing_table(cur, self.database, self.table_name)
             if existing is None:
@@ -213,7 +214,7 @@ class MysqlUpsertWriter(SqlTableWriter):
                     actions.append(f"altered {self.display}: {', '.join(clauses)}")
                     existing = existing_table(cur, self.database, self.table_name) or existing
         finally:
-            cur.execute("SELECT RELEASE_LOCK(%s)", (lock,))
+            release_lock(cur, lock)
         if self.primary_key:
             self._check_key(cur, existing)
         self._columns = list(schema.names)
@@ -343,8 +344,8 @@ class MysqlUpsertWriter(SqlTableWriter):
         self._ensure_session()
         cur = self._cursor()
         try:
-            if self.primary_key:
-                cur.execute(f"DELETE FROM {self.staging}")
+            if self.primary_key:  # before the transaction: TRUNCATE may commit
+                cur.execute(f"TRUNCATE TABLE {self.staging}")
             if self._slice_delete is not None:
                 cur.execute(*self._slice_delete)
             into = self.staging if self.primary_key else self._write_target
