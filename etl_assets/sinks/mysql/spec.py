@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from etl_assets.code_versions import NotData
 from etl_assets.settings import ConnectionSpec, RetrySettings, check_table
@@ -34,6 +35,18 @@ class MysqlSinkSpec(SqlTableSinkSpec, RetrySettings):
                                   "timeout")
 
     _table = field_validator("table")(check_table)
+
+    @model_validator(mode="after")
+    def _a_mysql_connection(self) -> MysqlSinkSpec:
+        if self.connection.embedded:
+            raise ValueError("connection.embedded: the embedded server is PostgreSQL; give a "
+                             "MySQL/MariaDB URL through `env` or `url`")
+        url = self.connection.url
+        if url and "${" not in url.split("://", 1)[0] and not re.match(
+                r"(mysql|mariadb)(\+\w+)?://", url):
+            raise ValueError(f"connection.url: {url.split('://', 1)[0]}:// is not a "
+                             f"MySQL/MariaDB URL (mysql+pymysql://user@host:3306/database)")
+        return self
 
     def asset_kinds(self) -> set[str]:
         return {"mysql"}

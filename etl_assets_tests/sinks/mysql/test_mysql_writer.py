@@ -335,3 +335,18 @@ def test_a_server_out_of_reach_is_one_line_naming_the_table(maria: MariaDb) -> N
     with pytest.raises(MysqlSinkError, match=r"cannot connect to .*Access denied"):
         MysqlUpsertWriter(f"mysql+pymysql://nobody@127.0.0.1:3306/{maria.database}",
                           maria.name, ["id"], "etl_stage_test").__enter__()
+
+
+def test_a_spec_with_a_connection_that_is_not_mysql_is_refused() -> None:
+    from etl_assets.spec import SpecError, parse_spec
+
+    def spec(connection: dict[str, object]) -> dict[str, object]:
+        return {"sources": {"s": {"connection": {"env": "X"}, "table": "t", "cursor": "id"}},
+                "sinks": {"my": {"source": "s", "kind": "mysql", "table": "t",
+                                 "connection": connection}}}
+
+    with pytest.raises(SpecError, match=r"sink 'my'.*postgresql:// is not a MySQL/MariaDB URL"):
+        parse_spec(spec({"url": "postgresql://h/db"}))
+    with pytest.raises(SpecError, match=r"sink 'my'.*the embedded server is PostgreSQL"):
+        parse_spec(spec({"env": "X", "embedded": True}))
+    assert parse_spec(spec({"url": "mariadb+pymysql://h/db"})).sinks["my"].kind == "mysql"
