@@ -13,6 +13,7 @@ from dagster import DagsterInstance
 
 from etl_assets.batches import StreamNotes
 from etl_assets.factory import build_definitions
+from etl_assets.sources.sql.fast_reader import ReaderError
 from etl_assets.sources.sql.mysql_reader import MySqlReader
 from etl_assets.sources.sql.source import SourceError, SqlSource
 from etl_assets.spec import parse_spec
@@ -77,6 +78,20 @@ def test_zero_dates_are_null_and_counted_alike_on_both_paths(mysql_url: str,
     assert fast.schema.field("day").type == pa.date32()
     assert fast.schema.field("at").type == pa.timestamp("us")
     assert fast.schema.field("stamp").type == fast.schema.field("whole").type == pa.timestamp("us", "UTC")
+
+
+def test_an_invalid_date_is_no_zero_date_and_fails_the_window_on_both_paths(mysql_url: str) -> None:
+    """ALLOW_INVALID_DATES lets 2024-02-31 in: not a zero date, and no value to read."""
+    table = mariadb_table(mysql_url, "CREATE TABLE `{t}` (id INT PRIMARY KEY, day DATE)",
+                          "(1, '2024-02-29'), (2, '2024-02-31')",
+                          session="sql_mode = 'ALLOW_INVALID_DATES'")
+    with pytest.raises(ReaderError, match=r"^source 'src' window \(0, 2\] \(reader "
+                                          r"connectorx-mysql\): PanicException: .*2024-02-31"):
+        read(source(mysql_url, table), Window(0, 2))
+    with pytest.raises(SourceError, match=r"^source 'src' window \(0, 2\]: column day "
+                                          r"\(date32\[day\]\) cannot hold '2024-02-31' of the row "
+                                          r"with id = 2: "):
+        read(source(mysql_url, table, reader="generic"), Window(0, 2))
 
 
 def test_the_notes_say_source_column_and_count() -> None:

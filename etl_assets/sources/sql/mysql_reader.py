@@ -5,9 +5,10 @@ connectorx reads every DECIMAL as decimal(38,10) through a 28-digit type, so dec
 selected as their text and cast back to the column's own precision and scale; TIME (which
 spans ±838 hours) as its microseconds; BIT(n) comes as bytes, made its number here, and
 TINYINT(1) as a boolean only when it holds 0 or 1. connectorx panics on a zero date: DATE,
-DATETIME and TIMESTAMP are selected as ``IF(<zero date>, NULL, col)`` beside a flag column
-each, which is counted and dropped here; the session runs in UTC, so a TIMESTAMP comes as its
-UTC instant (:mod:`etl_assets.sources.sql.mysql_dates`).
+DATETIME and TIMESTAMP are selected with zero dates as NULL and, last, ``col IS NULL`` each,
+which tells the zero dates from the column's nulls here (counted, then dropped); the session
+runs in UTC, so a TIMESTAMP comes as its UTC instant
+(:mod:`etl_assets.sources.sql.mysql_dates`).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from etl_assets.arrow_types import logical_type_of
 from etl_assets.batches import StreamNotes
 from etl_assets.connections import sqlalchemy_url
 from etl_assets.sources.sql.connectorx_reader import ConnectorxReader, carried_as_is
-from etl_assets.sources.sql.mysql_dates import UTC_SESSION, holds_dates, zero_date
+from etl_assets.sources.sql.mysql_dates import UTC_SESSION, holds_dates, without_zero_date
 from etl_assets.watermark import Bound
 
 _EXACT_TEXT = (sa.String, sa.Enum)
@@ -42,10 +43,10 @@ class MySqlReader(ConnectorxReader):
                  cursor: str, select: list[str],
                  converters: dict[str, Callable[[pa.Array], pa.Array]]) -> None:
         super().__init__(url, dialect, table, schema, cursor, select, converters)
-        # the columns whose zero dates are read as null: a flag column each, selected last
+        # the columns whose zero dates are read as null, with `col IS NULL` each, selected last
         self._dated = [column.name for column in table.columns if holds_dates(column)]
-        self._select = [*select, *(zero_date(dialect.identifier_preparer.quote(name))
-                                   for name in self._dated)]
+        quote = dialect.identifier_preparer.quote
+        self._select = [*select, *(f"{quote(name)} IS NULL" for name in self._dated)]
 
     @classmethod
     def driver_url(cls, source_url: str) -> str | None:
@@ -62,9 +63,9 @@ class MySqlReader(ConnectorxReader):
                           quoted: str) -> str | None:
         arrow, sql_type = field.type, column.type
         if holds_dates(column) and (pa.types.is_date32(arrow) or pa.types.is_timestamp(arrow)):
-            # a zero date as null (counted by its flag); a TIMESTAMP (tz UTC) comes as the
-            # naive UTC time of the session, which the cast makes the instant
-            return f"IF({zero_date(quoted)}, NULL, {quoted})"
+            # a zero date as null (counted in noted); a TIMESTAMP (tz UTC) comes as the naive
+            # UTC time of the session, which the cast makes the instant
+            return without_zero_date(quoted)
         if pa.types.is_duration(arrow) and isinstance(sql_type, sa.Time):
             return f"CAST(TIME_TO_SEC({quoted}) * 1000000 AS SIGNED)"
         if pa.types.is_uint64(arrow) and isinstance(sql_type, mysql.BIT):
@@ -77,10 +78,12 @@ class MySqlReader(ConnectorxReader):
         return quoted if carried_as_is(arrow) else None
 
     def noted(self, batch: pa.RecordBatch, notes: StreamNotes) -> pa.RecordBatch:
-        """Counts each date column's zero dates (its flag column) and drops the flags."""
+        """Counts each date column's zero dates (its nulls less the column's own, which its
+        ``IS NULL`` column says) and drops the ``IS NULL`` columns."""
         columns = len(self.schema)
-        for name, flags in zip(self._dated, batch.columns[columns:], strict=True):
-            notes.count_zero_dates(name, int(pc.sum(flags).as_py() or 0))
+        for name, nulls in zip(self._dated, batch.columns[columns:], strict=True):
+            read_as_null = batch.column(self.schema.get_field_index(name)).null_count
+            notes.count_zero_dates(name, read_as_null - int(pc.sum(nulls).as_py() or 0))
         return batch.select(range(columns)) if self._dated else batch
 
     def literal(self, value: Bound) -> str:
