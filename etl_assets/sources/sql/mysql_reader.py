@@ -45,8 +45,8 @@ class MySqlReader(ConnectorxReader):
         super().__init__(url, dialect, table, schema, cursor, select, converters)
         # the columns whose zero dates are read as null, with `col IS NULL` each, selected last
         self._dated = [column.name for column in table.columns if holds_dates(column)]
-        quote = dialect.identifier_preparer.quote
-        self._select = [*select, *(f"{quote(name)} IS NULL" for name in self._dated)]
+        identifier = dialect.identifier_preparer.quote
+        self._select = [*select, *(f"{identifier(name)} IS NULL" for name in self._dated)]
 
     @classmethod
     def driver_url(cls, source_url: str) -> str | None:
