@@ -90,7 +90,7 @@ class Tally:
                     self._keys.append(pa.Table.from_batches([batch.select(self.key)]))
                 yield batch
 
-        return RecordBatchStream(stream.schema, tallied(), stream.version)
+        return RecordBatchStream(stream.schema, tallied(), stream.version, stream.notes)
 
     def keys(self) -> pa.Table | None:
         """The key columns of every row given (None for a sink without a key)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
@@ -12,6 +13,39 @@ import pyarrow.compute as pc
 BatchTransform = Callable[[pa.RecordBatch], "pa.RecordBatch | pa.Table | pd.DataFrame"]
 
 
+class StreamNotes:
+    """What reading a stream met that its rows do not show, counted as the batches are read
+    (complete once the stream is read to its end): the values read as null because no type
+    holds them, by column (``zero_dates_as_null``: MySQL's zero dates, ``0000-00-00`` or a
+    zero month or day). The staging IO manager logs them as warnings and records them in the
+    partition's metadata. ``what`` names where the rows come from (``source 'x' window
+    (0, 10]``). Safe to count into from several threads (parallel reads)."""
+
+    def __init__(self, what: str = "") -> None:
+        self.what = what
+        self.zero_dates_as_null: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def count_zero_dates(self, column: str, count: int) -> None:
+        """``count`` more zero dates of ``column`` read as null."""
+        if count:
+            with self._lock:
+                self.zero_dates_as_null[column] = self.zero_dates_as_null.get(column, 0) + count
+
+    def metadata(self) -> dict[str, object]:
+        """The notes as a materialization's metadata (nothing when there is nothing to say)."""
+        if not self.zero_dates_as_null:
+            return {}
+        return {"zero_dates_as_null": dict(sorted(self.zero_dates_as_null.items()))}
+
+    def warnings(self) -> list[str]:
+        """One line a column with zero dates read as null, naming where and how many."""
+        where = f"{self.what}: " if self.what else ""
+        return [f"{where}column {column}: {count:,} zero date{'s' if count > 1 else ''} "
+                f"(0000-00-00, or a zero month or day) read as null"
+                for column, count in sorted(self.zero_dates_as_null.items())]
+
+
 class RecordBatchStream:
     """A stream of ``pyarrow.RecordBatch`` with a known schema, consumed once.
 
@@ -19,15 +53,18 @@ class RecordBatchStream:
     stream of events); IO managers write it batch by batch, so a window never sits in memory.
     ``version``: the staged version the rows come from (strictly increasing per partition, see
     :mod:`etl_assets.staging.io_manager`); a higher version is a later extraction of the
-    window. None when the rows do not come from staging.
+    window. None when the rows do not come from staging. ``notes``: what reading the rows met
+    (:class:`StreamNotes`; a source's extraction fills them, a wrapper of a stream passes its
+    stream's on).
     """
 
     def __init__(self, schema: pa.Schema, batches: Iterable[pa.RecordBatch],
-                 version: int | None = None) -> None:
+                 version: int | None = None, notes: StreamNotes | None = None) -> None:
         self.schema = schema
         self._batches = iter(batches)
         self._consumed = False
         self.version = version
+        self.notes = notes if notes is not None else StreamNotes()
 
     def __iter__(self) -> Iterator[pa.RecordBatch]:
         if self._consumed:
@@ -49,7 +86,7 @@ class RecordBatchStream:
                 if out.num_rows:
                     yield out
 
-        return RecordBatchStream(out_schema, mapped(), self.version)
+        return RecordBatchStream(out_schema, mapped(), self.version, self.notes)
 
 
 def rebatched(batches: Iterable[pa.RecordBatch], schema: pa.Schema,

@@ -100,7 +100,7 @@ def build_source_asset(name: str, spec: SourceSpecBase,
                 last = key == keys[-1]  # the source is released after the last window
                 return RecordBatchStream(
                     stream.schema, _disposing(stream, source) if last else stream,
-                    stream.version)
+                    stream.version, stream.notes)
 
             return Extraction(f"source {name!r} window {key}", start, spec.retry_policy(),
                               context.log)

@@ -94,7 +94,9 @@ class Source(Protocol):
         ...
 
     def extract(self, window: Window) -> RecordBatchStream:
-        """The rows whose cursor is in ``window`` (lo < cursor <= hi), in batches."""
+        """The rows whose cursor is in ``window`` (lo < cursor <= hi), in batches; the
+        stream's ``notes`` count what the read met (values read as null...), complete once
+        it is read to its end."""
         ...
 
     def dispose(self) -> None:

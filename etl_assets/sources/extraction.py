@@ -36,7 +36,7 @@ class Extraction(RecordBatchStream):
         self.failures = 0  # transient failures so far
         self._start = start
         first = self._started()
-        super().__init__(first.schema, first, first.version)
+        super().__init__(first.schema, first, first.version, first.notes)
 
     def retrying(self, write: Callable[[RecordBatchStream], T]) -> T:
         """``write(stream)``, with this extraction first and, after each transient error, with

@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from dagster import InputContext, IOManager, MetadataValue, OutputContext
 
-from etl_assets.batches import RecordBatchStream
+from etl_assets.batches import RecordBatchStream, StreamNotes
 from etl_assets.home import expand_vars
 from etl_assets.logs import Log
 from etl_assets.partition_outputs import (
@@ -189,16 +189,20 @@ class ParquetStagingIOManager(IOManager):
         path.parent.mkdir(parents=True, exist_ok=True)
         label = f"{context.asset_key.to_user_string()} [{partition}] -> staging"
 
-        def write(attempt: RecordBatchStream) -> tuple[StagedManifest, ProgressLog]:
+        def write(attempt: RecordBatchStream,
+                  ) -> tuple[StagedManifest, ProgressLog, StreamNotes]:
             progress = ProgressLog(context.log, label, done_line=context.has_partition_key)
             return write_staged(path, attempt, run_id=context.run_id,
                                 shard_rows=self.spec.shard_rows, progress=progress,
-                                log=context.log, sweep=sweep), progress
+                                log=context.log, sweep=sweep), progress, attempt.notes
 
-        # An extraction that fails transiently is written again from the window's beginning.
-        manifest, progress = (stream.retrying(write) if isinstance(stream, Extraction)
-                              else write(stream))
+        # An extraction that fails transiently is written again from the window's beginning
+        # (with notes of its own: those of the attempt that was staged are the window's).
+        manifest, progress, notes = (stream.retrying(write) if isinstance(stream, Extraction)
+                                     else write(stream))
         progress.done()
+        for warning in notes.warnings():
+            context.log.warning(warning)
         return {
             "dagster/row_count": manifest.rows,  # the window's rows in the source
             "shards": len(manifest.shards),
@@ -206,6 +210,7 @@ class ParquetStagingIOManager(IOManager):
             "path": MetadataValue.path(str(path)),
             "rows_per_second": progress.rows_per_second,
             "version": str(manifest.version),
+            **notes.metadata(),
         }
 
     @masked_errors()

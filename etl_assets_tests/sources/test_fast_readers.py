@@ -14,6 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from etl_assets.arrow_types import logical_type_of
+from etl_assets.batches import StreamNotes
 from etl_assets.errors import EtlAssetsError
 from etl_assets.retries import is_transient
 from etl_assets.sinks.postgres.writer import PostgresUpsertWriter
@@ -196,10 +197,13 @@ MARIADB_ROW = ("(1, '2024-01-01 12:00:00.123456', '2024-01-01 12:00:00.5', "
                "'quote \" comma ,', 'hé €', 'ab', 'b', '{\"k\": [1, null]}', x'00ff', x'')")
 
 
-def mariadb_table(url: str, ddl: str, rows: str) -> str:
+def mariadb_table(url: str, ddl: str, rows: str, session: str = "time_zone = '+00:00'") -> str:
+    """A new table of ``ddl`` holding ``rows``, written by a session with the settings
+    ``session`` (UTC by default: TIMESTAMP values are written as the UTC they spell)."""
     name = f"t_{uuid.uuid4().hex[:8]}"
     engine = sa.create_engine(url)
     with engine.begin() as conn:
+        conn.exec_driver_sql(f"SET SESSION {session}")
         conn.exec_driver_sql(ddl.format(t=name))
         if rows:
             conn.exec_driver_sql(f"INSERT INTO `{name}` VALUES {rows}")
@@ -216,7 +220,7 @@ def test_mariadb_fast_reader_carries_every_type_exactly(mysql_url: str) -> None:
     first, second = pa.Table.from_batches(batches).to_pylist()
     assert first == {
         "id": 1, "at": datetime(2024, 1, 1, 12, 0, 0, 123456),
-        "stamp": datetime(2024, 1, 1, 12, 0, 0, 500000),
+        "stamp": datetime(2024, 1, 1, 12, 0, 0, 500000, tzinfo=UTC),
         "huge": Decimal("12345678901234567890123456789012345.123456789012345678901234567890"),
         "money": Decimal("-123456789.125"), "unsigned_big": 2**64 - 1, "small": -128,
         "flag": 1, "ratio": 1.5, "score": 21.5, "day": date(2024, 2, 29),
@@ -227,6 +231,8 @@ def test_mariadb_fast_reader_carries_every_type_exactly(mysql_url: str) -> None:
     assert all(value is None for key, value in second.items() if key not in ("id", "at"))
     assert batches[0].schema.field("huge").type == pa.decimal256(65, 30)
     assert batches[0].schema.field("unsigned_big").type == pa.uint64()
+    assert batches[0].schema.field("stamp").type == pa.timestamp("us", tz="UTC")
+    assert batches[0].schema.field("at").type == pa.timestamp("us")  # DATETIME: naive
 
 
 def test_mariadb_fast_reader_equals_the_generic_path(mysql_url: str) -> None:
@@ -366,7 +372,7 @@ def test_a_lost_postgres_server_is_transient_and_names_the_reader(pg: PgSchema) 
                                  src.table, src.schema, "id")
     assert isinstance(reader, PostgresReader)
     with pytest.raises(ReaderConnectionError) as failed:
-        list(reader.batches(0, 1, "source 'src' window (0, 1]"))
+        list(reader.batches(0, 1, "source 'src' window (0, 1]", StreamNotes()))
     assert is_transient(failed.value)
     assert str(failed.value).startswith("reader adbc-postgresql: OperationalError: ")
     assert ":pw@" not in str(failed.value)

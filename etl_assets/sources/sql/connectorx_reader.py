@@ -19,11 +19,16 @@ class ConnectorxReader(FastReader):
     """A table read through ``connectorx.read_sql(.., return_type="arrow_stream")``, which
     streams (one batch of the driver's at a time, not the whole result)."""
 
+    session: tuple[str, ...] = ()
+    """Statements each connection runs before the query (connectorx's
+    ``pre_execution_query``, which it runs for PostgreSQL and MySQL only)."""
+
     def driver_batches(self, query: str) -> Iterator[pa.RecordBatch]:
         import connectorx
 
         reader = connectorx.read_sql(self.url, query, return_type="arrow_stream",
-                                     batch_size=_BATCH_ROWS)
+                                     batch_size=_BATCH_ROWS,
+                                     pre_execution_query=list(self.session) or None)
         yield from reader
 
     def at_fault(self, error: BaseException) -> str:

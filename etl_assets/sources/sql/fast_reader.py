@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import sqlalchemy as sa
 
+from etl_assets.batches import StreamNotes
 from etl_assets.connections import sqlalchemy_url
 from etl_assets.errors import EtlAssetsError
 from etl_assets.retries import describe, is_transient, lost_connection
@@ -142,12 +143,21 @@ class FastReader(ABC):
         return (f"FROM {preparer.format_table(self.table)} "
                 f"WHERE {cursor} > {self.literal(lo)} AND {cursor} <= {self.literal(hi)}")
 
-    def batches(self, lo: Bound, hi: Bound, what: str) -> Iterator[pa.RecordBatch]:
+    def batches(self, lo: Bound, hi: Bound, what: str,
+                notes: StreamNotes) -> Iterator[pa.RecordBatch]:
         """The rows with ``lo < cursor <= hi`` ordered by the cursor, as batches of the
-        source's schema (of any size). ``what`` names the source and the window in errors."""
+        source's schema (of any size); what the read met is counted into ``notes``. ``what``
+        names the source and the window in errors."""
         named = f"{what} (reader {self.name})"
         for batch in self._guarded(self.driver_batches(self.query(lo, hi)), named):
-            yield conformed(batch, self.schema, self.cursor, named, self._converters)
+            yield conformed(self.noted(batch, notes), self.schema, self.cursor, named,
+                            self._converters)
+
+    def noted(self, batch: pa.RecordBatch, notes: StreamNotes) -> pa.RecordBatch:
+        """The driver's ``batch`` with the columns of the schema only: a reader that selects
+        more (flags of what its expressions changed) counts them into ``notes`` here. The
+        default: the batch as it is."""
+        return batch
 
     def count(self, lo: Bound, hi: Bound, what: str) -> int:
         """How many rows have ``lo < cursor <= hi``."""
@@ -214,7 +224,8 @@ def conformed(batch: pa.RecordBatch, schema: pa.Schema, cursor: str, what: str,
             except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as error:
                 row = _first_failing(array, convert)
                 value = array[row].as_py() if row is not None else "a value"
-                at = batch.column(cursor)[row].as_py() if row is not None else "?"
+                at = (batch.column(schema.get_field_index(cursor))[row].as_py()
+                      if row is not None else "?")
                 raise ReaderError(f"{what}: column {field.name} ({field.type}) cannot hold "
                                   f"{value!r} of the row with {cursor} = {at}: "
                                   f"{describe(error)}") from error

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterator, Sequence
+from contextlib import closing
 from datetime import datetime, timezone
 from functools import cached_property
 from typing import Any
@@ -15,15 +16,17 @@ import psycopg
 import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
+from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from etl_assets.arrow_types import arrow_field, fallback_converter, infer_field, value_converter
-from etl_assets.batches import RecordBatchStream, rebatched
+from etl_assets.batches import RecordBatchStream, StreamNotes, rebatched
 from etl_assets.connections import resolve_url, sqlalchemy_url
 from etl_assets.errors import EtlAssetsError
 from etl_assets.secrets import mask_url
 from etl_assets.sources.base import CursorType
 from etl_assets.sources.sql.fast_reader import GENERIC_READER, FastReader, plan_reader
+from etl_assets.sources.sql.mysql_dates import UTC_SESSION, dates_array, holds_dates, is_zero_date
 from etl_assets.sources.sql.parallel_reads import QUEUED_BATCHES, read_in_parallel, slices
 from etl_assets.sources.sql.spec import SqlSourceSpec
 from etl_assets.watermark import Bound, Window
@@ -65,6 +68,8 @@ class SqlSource:
                                   pool_pre_ping=True)
         if engine.dialect.driver == "psycopg":
             sa.event.listen(engine, "connect", _json_as_text)
+        if engine.dialect.name in ("mysql", "mariadb"):
+            sa.event.listen(engine, "connect", _utc_session)
         return engine
 
     def location(self) -> str:
@@ -116,11 +121,13 @@ class SqlSource:
         return isinstance(sql_type, sa.DateTime) and bool(sql_type.timezone)
 
     def _bound(self, value: Bound) -> Bound:
-        """``value`` with the cursor column's time zone awareness."""
+        """``value`` with the cursor column's time zone awareness (aware: in UTC; a naive
+        value of an aware column is UTC, as the session of a MySQL TIMESTAMP is)."""
         if isinstance(value, datetime) and self._cursor_is_aware is not None:
-            if self._cursor_is_aware and value.tzinfo is None:
-                return value.replace(tzinfo=timezone.utc)
-            if not self._cursor_is_aware and value.tzinfo is not None:
+            if self._cursor_is_aware:
+                return (value.replace(tzinfo=timezone.utc) if value.tzinfo is None
+                        else value.astimezone(timezone.utc))
+            if value.tzinfo is not None:
                 return value.astimezone(timezone.utc).replace(tzinfo=None)
         return value
 
@@ -178,8 +185,13 @@ class SqlSource:
         return self._checked(oldest), self._checked(newest)
 
     def _checked(self, value: object) -> Bound | None:
+        """A cursor value of the source, with the cursor column's awareness."""
         if value is None:
             return None
+        if is_zero_date(value):
+            raise SourceError(f"source {self.name!r}: cursor column {self.spec.cursor} holds a "
+                              f"zero date ({value!r}), which no window holds: make it NULL or "
+                              f"a date")
         if isinstance(value, bool) or not isinstance(value, int | datetime):
             raise SourceError(f"source {self.name!r}: cursor column {self.spec.cursor} gave "
                               f"{value!r} ({type(value).__name__}); declare a timestamp or "
@@ -187,36 +199,43 @@ class SqlSource:
         if self.cursor_type == "integer" and isinstance(value, datetime):
             raise SourceError(f"source {self.name!r}: cursor {self.spec.cursor} is a timestamp, "
                               f"but cursor_type says integer")
-        return value
+        return self._bound(value)
 
     def extract(self, window: Window) -> RecordBatchStream:
-        """The rows of ``window`` ordered by the cursor, in batches of ``chunk_rows``."""
+        """The rows of ``window`` ordered by the cursor, in batches of ``chunk_rows``; the
+        stream's notes count what the read met (MySQL's zero dates read as null), complete
+        once it is read to its end."""
+        notes = StreamNotes(f"source {self.name!r} window {window}")
         schema = self.schema
         if schema is None:  # a query: read the first batch to learn its columns
-            batches = self._batches(window, None)
+            batches = self._batches(window, None, notes)
             first = next(batches, None)
             if first is None:
-                return RecordBatchStream(pa.schema([]), iter(()))
-            return RecordBatchStream(first.schema, _chain(first, batches))
+                return RecordBatchStream(pa.schema([]), iter(()), notes=notes)
+            return RecordBatchStream(first.schema, _chain(first, batches), notes=notes)
         fast = self._fast_reader
         if isinstance(fast, FastReader):
-            return RecordBatchStream(schema, rebatched(self._fast_batches(fast, window), schema,
-                                                       self.spec.chunk_rows))
-        return RecordBatchStream(schema, self._batches(window, schema))
+            return RecordBatchStream(schema, rebatched(self._fast_batches(fast, window, notes),
+                                                       schema, self.spec.chunk_rows),
+                                     notes=notes)
+        return RecordBatchStream(schema, self._batches(window, schema, notes), notes=notes)
 
-    def _fast_batches(self, reader: FastReader, window: Window) -> Iterator[pa.RecordBatch]:
+    def _fast_batches(self, reader: FastReader, window: Window,
+                      notes: StreamNotes) -> Iterator[pa.RecordBatch]:
         lo, hi = self._bound(window.lo), self._bound(window.hi)
-        what = f"source {self.name!r} window {window}"
+        what = notes.what
         connections = self.spec.parallel_reads
         if connections == 1:
-            return reader.batches(lo, hi, what)
+            return reader.batches(lo, hi, what, notes)
         # slices of about QUEUED_BATCHES batches, so a slice read ahead fits its queue
         rows_per_slice = QUEUED_BATCHES * self.spec.chunk_rows
         parts = slices(lo, hi, max(connections,
                                    math.ceil(reader.count(lo, hi, what) / rows_per_slice)))
-        return read_in_parallel(lambda a, b: reader.batches(a, b, what), parts, connections)
+        return read_in_parallel(lambda a, b: reader.batches(a, b, what, notes), parts,
+                                connections)
 
-    def _batches(self, window: Window, schema: pa.Schema | None) -> Iterator[pa.RecordBatch]:
+    def _batches(self, window: Window, schema: pa.Schema | None,
+                 notes: StreamNotes) -> Iterator[pa.RecordBatch]:
         chunk = self.spec.chunk_rows
         with self.engine.connect() as conn:
             result = conn.execution_options(stream_results=True, yield_per=chunk).execute(
@@ -228,12 +247,24 @@ class SqlSource:
                     columns = list(zip(*rows, strict=True))
                     schema = pa.schema([infer_field(n, list(c)) for n, c in zip(names, columns,
                                                                                    strict=True)])
-                yield self._to_batch(rows, schema)
+                yield self._to_batch(rows, schema, notes)
 
-    def _to_batch(self, rows: Sequence[Sequence[Any]], schema: pa.Schema) -> pa.RecordBatch:
+    @cached_property
+    def _dated(self) -> frozenset[str]:
+        """The MySQL/MariaDB table's DATE, DATETIME and TIMESTAMP columns, whose values the
+        generic path reads through :func:`~etl_assets.sources.sql.mysql_dates.dates_array`."""
+        if self.table is None or self.engine.dialect.name not in ("mysql", "mariadb"):
+            return frozenset()
+        return frozenset(c.name for c in self.table.columns if holds_dates(c))
+
+    def _to_batch(self, rows: Sequence[Sequence[Any]], schema: pa.Schema,
+                  notes: StreamNotes) -> pa.RecordBatch:
         columns = list(zip(*rows, strict=True))
         arrays = []
         for field, values in zip(schema, columns, strict=True):
+            if field.name in self._dated:
+                arrays.append(self._dates(field, values, rows, schema, notes))
+                continue
             convert = value_converter(field)
             data = [convert(v) for v in values] if convert else values
             try:
@@ -250,11 +281,37 @@ class SqlSource:
                     ) from first_error
         return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
+    def _dates(self, field: pa.Field, values: Sequence[object], rows: Sequence[Sequence[Any]],
+               schema: pa.Schema, notes: StreamNotes) -> pa.Array:
+        """A MySQL date column's values: zero dates null, counted into ``notes``."""
+        try:
+            array, zero = dates_array(values, field.type)
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
+            row = next((i for i, value in enumerate(values)
+                        if not _holds(value, field.type)), None)
+            value = values[row] if row is not None else "a value"
+            at = rows[row][schema.get_field_index(self.spec.cursor)] if row is not None else "?"
+            raise SourceError(f"{notes.what}: column {field.name} ({field.type}) cannot hold "
+                              f"{value!r} of the row with {self.spec.cursor} = {at}: "
+                              f"{error}") from error
+        notes.count_zero_dates(field.name, zero)
+        return array
+
+
+def _holds(value: object, arrow_type: pa.DataType) -> bool:
+    """Whether :func:`dates_array` makes ``value`` (of a MySQL date column) ``arrow_type``."""
+    try:
+        dates_array([value], arrow_type)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return False
+    return True
+
 
 def _mysql_table_as_declared(table: sa.Table, engine: sa.Engine) -> sa.Table:
     """``table`` as the MySQL/MariaDB server declares it, where SQLAlchemy's reflection does
-    not: a backtick in a column name is not left doubled (`a``b` is column a`b), and a
-    MariaDB JSON column (LONGTEXT with a ``json_valid`` check) is JSON."""
+    not: a backtick in a column name is not left doubled (`a``b` is column a`b), a MariaDB
+    JSON column (LONGTEXT with a ``json_valid`` check) is JSON, and a TIMESTAMP is an instant
+    (``timezone=True``: read in the UTC session, :mod:`~etl_assets.sources.sql.mysql_dates`)."""
     json_columns: set[str] = set()
     if getattr(engine.dialect, "is_mariadb", False):
         with engine.connect() as conn:
@@ -267,11 +324,19 @@ def _mysql_table_as_declared(table: sa.Table, engine: sa.Engine) -> sa.Table:
             if found:
                 json_columns.add(found.group(1).replace("``", "`"))
     names = {c.name: c.name.replace("``", "`") for c in table.columns}
-    if not json_columns and all(old == new for old, new in names.items()):
+    instants = {c.name for c in table.columns if isinstance(c.type, mysql.TIMESTAMP)}
+    if not json_columns and not instants and all(old == new for old, new in names.items()):
         return table
-    columns = [sa.Column(names[c.name], sa.JSON() if names[c.name] in json_columns else c.type,
-                         primary_key=c.primary_key, nullable=c.nullable)
-               for c in table.columns]
+
+    def declared(column: sa.Column[Any]) -> sa.types.TypeEngine[Any]:
+        if names[column.name] in json_columns:
+            return sa.JSON()
+        if column.name in instants:
+            return mysql.TIMESTAMP(timezone=True, fsp=getattr(column.type, "fsp", None))
+        return column.type
+
+    columns = [sa.Column(names[c.name], declared(c), primary_key=c.primary_key,
+                         nullable=c.nullable) for c in table.columns]
     return sa.Table(table.name, sa.MetaData(), *columns, schema=table.schema)
 
 
@@ -288,6 +353,13 @@ def _as_fetched(column: sa.Column[Any]) -> sa.ColumnElement[Any]:
     if isinstance(column.type, sa.Float) and column.type.asdecimal:
         return sa.type_coerce(column, sa.Float(asdecimal=False)).label(column.name)
     return column
+
+
+def _utc_session(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
+    """Run a MySQL/MariaDB connection's session in UTC, so that TIMESTAMP values and window
+    bounds are UTC whatever the server's time zone (a ``connect`` listener)."""
+    with closing(dbapi_connection.cursor()) as cursor:
+        cursor.execute(UTC_SESSION)
 
 
 def _json_as_text(dbapi_connection: psycopg.Connection[Any],
