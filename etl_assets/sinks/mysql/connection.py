@@ -46,10 +46,11 @@ def url_database(url: str) -> str | None:
     return make_url(url).database
 
 
-def open_session(arguments: dict[str, Any], *, local_infile: bool = True,
+def open_session(arguments: dict[str, Any], *,
                  connect_timeout: int = 30) -> pymysql.connections.Connection:
-    """A new connection (autocommit off) with the sink's session settings."""
+    """A new connection (autocommit off) with the sink's session settings; LOCAL INFILE
+    allowed unless the URL says ``local_infile=0``."""
     return pymysql.connect(
-        **arguments, local_infile=local_infile, autocommit=False,
+        **{"local_infile": True, **arguments}, autocommit=False,
         connect_timeout=connect_timeout,
         init_command=f"SET SESSION sql_mode = '{STRICT_SQL_MODE}', time_zone = '+00:00'")

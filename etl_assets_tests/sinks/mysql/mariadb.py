@@ -13,7 +13,7 @@ class MariaDb:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.database = url.rsplit("/", 1)[1]
+        self.database = url.rsplit("/", 1)[1].split("?")[0]
         self.name = f"t_{uuid.uuid4().hex[:8]}"
 
     def connect(self) -> Any:
