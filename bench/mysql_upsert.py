@@ -82,6 +82,8 @@ TO_SQL_CHUNK = 1000  # rows a to_sql chunk: an INSERT with method="multi"
 
 
 class Runner(Protocol):
+    """A contender: writes ``batches`` into the target; ``phase`` 0 is the empty table."""
+
     def __call__(self, url: str, batches: Iterator[pa.RecordBatch], phase: int) -> None: ...
 
 
@@ -126,6 +128,7 @@ def create_target(url: str) -> None:
 
 def run_ours(url: str, batches: Iterator[pa.RecordBatch], phase: int,
              conflict: Conflict = "newest") -> None:
+    """MysqlUpsertWriter, as the MySQL sink drives it (a window's watermark, newest wins)."""
     from etl_assets.batches import with_last
     from etl_assets.sinks.comment_watermark import WatermarkTarget
     from etl_assets.sinks.mysql.writer import MysqlUpsertWriter
@@ -145,6 +148,7 @@ def run_ours(url: str, batches: Iterator[pa.RecordBatch], phase: int,
 
 
 def run_ours_last_write(url: str, batches: Iterator[pa.RecordBatch], phase: int) -> None:
+    """Ours without the newest-wins guard."""
     run_ours(url, batches, phase, conflict="last_write")
 
 
@@ -181,6 +185,7 @@ def tsv(batch: pa.RecordBatch) -> pa.Buffer:
 
 
 def run_hand_written(url: str, batches: Iterator[pa.RecordBatch], phase: int) -> None:
+    """TSV file -> LOAD DATA LOCAL into a temporary table -> INSERT .. ON DUPLICATE KEY."""
     columns = ", ".join(f"`{c}`" for c in COLUMNS)
     upsert = (f"INSERT INTO {TABLE} ({columns}) SELECT {columns} FROM bench_tmp "
               f"ON DUPLICATE KEY UPDATE {ON_DUPLICATE}")
@@ -207,6 +212,7 @@ def run_hand_written(url: str, batches: Iterator[pa.RecordBatch], phase: int) ->
 
 def run_pandas_to_sql(url: str, batches: Iterator[pa.RecordBatch], phase: int,
                       method: Literal["multi"] | None = "multi") -> None:
+    """to_sql into the empty target; into the full one through a staging table + upsert."""
     engine = sa.create_engine(url)
     staged = phase > 0  # the target holds rows: to_sql can only append, so stage and upsert
     columns = ", ".join(f"`{c}`" for c in COLUMNS)
@@ -233,6 +239,7 @@ def run_pandas_to_sql(url: str, batches: Iterator[pa.RecordBatch], phase: int,
 
 
 def run_pandas_to_sql_default(url: str, batches: Iterator[pa.RecordBatch], phase: int) -> None:
+    """The same with to_sql's default method (executemany)."""
     run_pandas_to_sql(url, batches, phase, method=None)
 
 
@@ -263,6 +270,7 @@ def one_run(contender: str, url: str, rows: int, batch_rows: int, phase: int,
 
 def _subprocess(contender: str, url: str, rows: int, batch_rows: int, phase: int,
                 generation: int) -> dict[str, float]:
+    """One contender, one phase, in a process of its own (this file with --run)."""
     out = subprocess.run(
         [sys.executable, __file__, "--run", contender, "--url", url, "--rows", str(rows),
          "--batch-rows", str(batch_rows), "--phase", str(phase), "--generation",
@@ -303,6 +311,8 @@ def _check_landed(url: str, label: str, rows: int, generation: int) -> None:
 def _report(args: argparse.Namespace, contenders: list[str],
             results: dict[tuple[str, str], list[dict[str, float]]],
             small: int, small_peak: float | None) -> None:
+    """The table of medians, the ratios and ours' memory at a fifth of the rows."""
+
     def median(contender: str, phase: str, key: str) -> float:
         return statistics.median(r[key] for r in results[(contender, phase)])
 
