@@ -74,7 +74,7 @@ bench-pg: install
 	$(BIN)/python bench/pg_upsert.py $(BENCH_ARGS)
 
 # Upserting 1M rows x 10 columns into MariaDB: ours vs hand-written LOAD DATA LOCAL +
-# ON DUPLICATE KEY UPDATE vs pandas to_sql.
+# ON DUPLICATE KEY UPDATE vs pandas to_sql (method multi, and its default).
 bench-mysql: install
 	$(BIN)/pip install -q -e ".[bench]"
 	$(BIN)/python bench/mysql_upsert.py $(BENCH_ARGS)
