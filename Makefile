@@ -15,7 +15,7 @@ DG := VIRTUAL_ENV=$(abspath $(VENV)) $(BIN)/dg
 DAGSTER_JOB_EXECUTE := PYTHONWARNINGS='ignore:Function `job_execute_command` is superseded' \
 	$(BIN)/dagster job execute
 
-.PHONY: install demo dev status stop-demo test test-fast lint bench bench-pg bench-mysql bench-pg-migrate bench-bigquery bench-http bench-parquet bench-backfill bench-extract
+.PHONY: install demo dev status stop-demo test test-fast lint bench bench-pg bench-mysql bench-pg-migrate bench-bigquery bench-http bench-http-source bench-parquet bench-backfill bench-extract
 
 install: $(VENV)/.installed
 
@@ -95,6 +95,12 @@ bench-bigquery: install
 # Posting 20k documents: ours (single, bulk) vs bare aiohttp vs the etlhelper recipe.
 bench-http: install
 	$(BIN)/python bench/http_post.py $(BENCH_ARGS)
+
+# Reading 200k records from datasette's paged JSON API into parquet: ours (`kind: http`) vs dlt's
+# rest_api source (`bench` extra) vs a plain requests loop.
+bench-http-source: install
+	$(BIN)/pip install -q -e ".[bench]"
+	$(BIN)/python bench/http_source.py $(BENCH_ARGS)
 
 # 100 one-hour windows (1M rows) into PostgreSQL: a single-run backfill vs one window vs a run
 # per partition (in process, and `dagster job execute` extrapolated).
