@@ -305,7 +305,7 @@ def sensor_of(**settings: object):
 
 
 def test_the_sensor_cuts_windows_up_to_what_latest_returns(instance: DagsterInstance) -> None:
-    sensor = sensor_of(latest=f"{FUNCTIONS}:newest_reading", start="2024-03-01T00:00:00Z")
+    sensor = sensor_of(latest=f"{FUNCTIONS}:newest_reading", start="2024-03-01T00:00:00+00:00")
     result = tick(sensor, instance, None)
     assert isinstance(result, SensorResult)
     assert windows(result) == [Window(T0, T0 + timedelta(hours=1)),
