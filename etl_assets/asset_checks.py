@@ -196,6 +196,8 @@ def _reconcile(io_manager: SinkIOManager[Any], partition: str, tally: Tally,
     if window is None:
         return True, f"partition {partition} is no window: nothing to reconcile", {}
     cursor = io_manager.setup.cursor_column
+    if not tally.columns and not tally.rows:  # the source could not tell them: no rows
+        return True, f"window {window}: the source gave no rows", {"source_rows": 0}
     if cursor not in tally.columns or count is None:
         return False, (f"cannot reconcile: the rows written have no cursor column {cursor!r} "
                        f"(a transform dropped it?); set checks.row_count: false"), {}
@@ -217,6 +219,8 @@ def _reconcile(io_manager: SinkIOManager[Any], partition: str, tally: Tally,
 
 
 def _drift(target: list[str] | None, tally: Tally) -> Outcome:
+    if not tally.columns:
+        return True, "no columns were given (a window without rows)", {}
     if target is None:
         return False, "the target does not exist", {}
     have = {column.casefold() for column in target}

@@ -3,18 +3,19 @@ so that Dagster marks a partition changed when (and only when) running it again 
 other rows.
 
 What changes a partition's rows: which source is read and how (connection, table or query,
-cursor), the transform's code, and the sink's target and write semantics (table, mode,
-key, conflict rule). What does not: how windows are cut (they decide which partitions exist,
-not what one holds), the sensor, batch and chunk sizes, retries, timeouts, concurrency and
-governance (owners, tags, group...). A field that does not change the data is declared
-``NotData[...]``, once, where it is declared; every other field does.
+cursor; a python source's function and its code), the transform's code, and the sink's
+target and write semantics (table, mode, key, conflict rule). What does not: how windows
+are cut (they decide which partitions exist, not what one holds), the sensor, batch and
+chunk sizes, retries, timeouts, concurrency and governance (owners, tags, group...). A
+field that does not change the data is declared ``NotData[...]``, once, where it is
+declared; every other field does.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any, Protocol, TypeVar
 
 from pydantic import BaseModel
@@ -74,10 +75,11 @@ class SinkSettings(Protocol):
     def cursor_column(self) -> str: ...
 
 
-def source_code_version(spec: BaseModel) -> str:
+def source_code_version(spec: BaseModel, code: Sequence[str] = ()) -> str:
     """The code version of a source asset (``spec``: its ``SourceSpecBase``): its settings
-    that change the staged rows."""
-    return version_of(data_settings(spec))
+    that change the staged rows, and the code of the functions that make them (``code``:
+    ``SourceSpecBase.code_of_functions``, e.g. a python source's function)."""
+    return version_of(data_settings(spec), *code)
 
 
 def sink_code_version(setup: SinkSettings, transform: Callable[..., Any] | None) -> str:

@@ -72,7 +72,7 @@ def build_source_asset(name: str, spec: SourceSpecBase,
         name=name,
         partitions_def=partitions,
         io_manager_key=STAGING_IO_MANAGER,
-        code_version=source_code_version(spec),
+        code_version=source_code_version(spec, spec.code_of_functions(f"source {name!r}")),
         kinds=spec.asset_kinds() | {"parquet"},
         **source_asset_arguments(name, spec, description=(
             f"Rows of {where} with {spec.cursor} in the partition's window, staged as "

@@ -42,7 +42,7 @@ def _float(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _plain(value: object) -> object:
+def plain(value: object) -> object:
     """A Python value from ``to_pylist`` -> a value ``json.dumps`` writes as intended."""
     if isinstance(value, datetime):
         return _iso_datetime(value)
@@ -57,9 +57,9 @@ def _plain(value: object) -> object:
     if isinstance(value, bytes):
         return base64.b64encode(value).decode("ascii")
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     return value
 
 
@@ -84,7 +84,7 @@ def _converter(field: pa.Field, big_integers: BigIntegers = "number",
         return None
     if pa.types.is_floating(kind):
         return lambda v: None if v is None else _float(v)
-    return lambda v: None if v is None else _plain(v)
+    return lambda v: None if v is None else plain(v)
 
 
 def documents(batch: pa.RecordBatch | pa.Table,

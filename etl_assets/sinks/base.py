@@ -124,6 +124,16 @@ def unreadable_target(error: BaseException) -> dict[str, str]:
 """Asset metadata: label -> a value Dagster's ``normalize_metadata`` takes."""
 
 
+def _without_columns(context: OutputContext, partition: str | None,
+                     stream: RecordBatchStream) -> Metadata:
+    """A partition without rows or columns, for a sink that cannot take one: nothing is
+    written (there are no columns to shape a target with)."""
+    rows = sum(batch.num_rows for batch in stream)  # none; read to its end: the pin goes
+    context.log.info(f"{context.asset_key.to_user_string()} [{partition}]: no rows and no "
+                     f"columns (the source could not tell them); the target is left as it is")
+    return {"rows_written": rows}
+
+
 class SinkIOManager(IOManager, Generic[S]):
     """The IO manager of one sink, built from its ``SinkSetup``: it writes the sink asset's
     record batches and reads nothing back.
@@ -141,6 +151,10 @@ class SinkIOManager(IOManager, Generic[S]):
     counts_windows: ClassVar[bool] = False
     # True: ``target_columns`` names the target's columns (schema drift check).
     has_columns: ClassVar[bool] = False
+    # True: ``write`` takes a partition without columns (a window without rows whose source
+    # could not tell its columns: a query, a function that gave nothing); else such a
+    # partition leaves the target as it is (``rows_written`` 0).
+    writes_without_columns: ClassVar[bool] = False
 
     def __init__(self, setup: SinkSetup[S]) -> None:
         self.setup = setup
@@ -153,7 +167,10 @@ class SinkIOManager(IOManager, Generic[S]):
         progress = windows_progress(context, "written")
         written = []
         for partition, stream in partition_streams(context, obj):
-            written.append((partition, self.write(context, partition, stream)))
+            if stream.schema.names or self.writes_without_columns:
+                written.append((partition, self.write(context, partition, stream)))
+            else:
+                written.append((partition, _without_columns(context, partition, stream)))
             if progress:
                 progress.add(int(written[-1][1].get("rows_written", 0)))  # type: ignore[call-overload]
         target = self.target_metadata()

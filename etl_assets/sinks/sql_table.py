@@ -32,6 +32,9 @@ class SqlTableIOManager(SinkIOManager[S]):
     keeps_watermark = True
     counts_windows = True
     has_columns = True
+    # A partition without columns advances the watermark over its window (the writers'
+    # ``prepare`` neither creates nor changes the table for it).
+    writes_without_columns = True
 
     def __init__(self, setup: SinkSetup[S]) -> None:
         super().__init__(setup)

@@ -69,6 +69,12 @@ class SourceSpecBase(RetrySettings, SourceGovernance):
         """The asset's kinds in the UI: the system the rows come from (``postgres``)."""
         return {self.kind}
 
+    def code_of_functions(self, owner: str) -> list[str]:
+        """The code of the functions the spec names that make the rows (the python kind's),
+        for the code version; imported when the definitions are built, so a reference that
+        does not import raises then, naming ``owner`` (``source 'x'``) and the field."""
+        return []
+
 
 class Source(Protocol):
     """An open source: its cursor's range and one window's rows. ``dispose`` releases it."""

@@ -6,25 +6,35 @@ are not SQL tables (``python``, ``http``) share.
   ``binary``, ``json``: text holding JSON); undeclared columns take the first batch's types.
 - Each batch (a RecordBatch, Table, DataFrame or list of dicts) is conformed to the window's
   schema: the declared or first batch's columns, in that order, missing ones null; a value
-  that does not cast safely, or a column the schema lacks, fails naming the batch and field.
+  that a cast would change (``safe_cast``), or a column the schema lacks, fails naming the
+  batch and field.
+- A batch without rows does not set the schema while no batch with rows has (its pandas
+  ``object`` columns would be typed null); a window without rows takes the declared columns
+  and those of its last empty batch.
+- A field that holds only nulls in the first batch is typed null; a later batch with values
+  in it fails, naming the field and asking for its type in ``columns:`` (the schema is fixed
+  by the first batch: batches stream on, none is held back).
 - Rows outside the window (lo < cursor <= hi) are dropped (an API's filters are often
-  inclusive): a window holds exactly its rows, whatever the source gives.
+  inclusive): a window holds exactly its rows, whatever the source gives. A timestamp cursor
+  is compared at the finer of its unit and microseconds; a naive one, and naive bounds, are
+  UTC.
 """
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Iterable, Iterator
+import zoneinfo
+from collections.abc import Collection, Iterable, Iterator
 from typing import Any
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from etl_assets.arrow_types import logical_field
+from etl_assets.arrow_types import logical_field, logical_type_of
 from etl_assets.batches import RecordBatchStream, StreamNotes
 from etl_assets.errors import DataError
+from etl_assets.json_documents import dumps, plain
 from etl_assets.watermark import Window
 
 Records = pa.RecordBatch | pa.Table | pd.DataFrame | list[dict[str, Any]]
@@ -45,7 +55,11 @@ def column_field(name: str, type_name: str) -> pa.Field:
         return logical_field(name, "json")
     found = _TIMESTAMP.fullmatch(text)
     if found:
-        return pa.field(name, pa.timestamp(found.group(1), tz=found.group(2)))
+        zone = found.group(2) and found.group(2).strip()
+        if zone and not _known_zone(zone):
+            raise ValueError(f"column {name}: unknown time zone {zone!r} in {type_name!r} "
+                             f"(UTC, an IANA name like Europe/Paris, or an offset like +02:00)")
+        return pa.field(name, pa.timestamp(found.group(1), tz=zone or None))
     found = _DECIMAL.fullmatch(text)
     if found:
         precision, scale = int(found.group(1)), int(found.group(2))
@@ -57,6 +71,17 @@ def column_field(name: str, type_name: str) -> pa.Field:
         raise ValueError(f"column {name}: unknown type {type_name!r} (int64, string, float64, "
                          f"bool, date32, timestamp[us, tz=UTC], decimal(12,2), binary, "
                          f"json...)") from None
+
+
+def _known_zone(zone: str) -> bool:
+    """Whether Arrow can use ``zone``: an offset (``+02:00``) or a name the tz database has."""
+    if re.fullmatch(r"[+-]\d\d:\d\d", zone):
+        return True
+    try:
+        zoneinfo.ZoneInfo(zone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
 
 
 def declared_schema(columns: dict[str, str] | None) -> pa.Schema | None:
@@ -72,48 +97,57 @@ def check_columns(columns: dict[str, str] | None) -> dict[str, str] | None:
     return columns
 
 
-def as_table(records: object, what: str) -> pa.Table:
-    """``records`` (Arrow, pandas, or a list of dicts) as an Arrow table; nested dicts and
-    lists in rows of dicts are kept as JSON text."""
+def as_table(records: object, what: str, json_fields: Collection[str] = ()) -> pa.Table:
+    """``records`` (Arrow, pandas, or a list of dicts) as an Arrow table. In rows of dicts,
+    the values of ``json_fields`` (columns declared ``json``) and of any field holding a dict
+    or a list are kept as JSON text. A DataFrame's named index levels are columns (an
+    unnamed index, such as the row numbers a filter leaves, is not)."""
     if isinstance(records, pa.RecordBatch):
         return pa.Table.from_batches([records])
     if isinstance(records, pa.Table):
         return records
     if isinstance(records, pd.DataFrame):
-        return pa.Table.from_pandas(records, preserve_index=False)
+        if any(name is not None for name in records.index.names):
+            records = records.reset_index(
+                level=[n for n in records.index.names if n is not None])
+        try:
+            return pa.Table.from_pandas(records, preserve_index=False)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+            raise RecordsError(f"{what}: the DataFrame cannot be made Arrow: {exc}") from None
     if isinstance(records, list):
         if not all(isinstance(r, dict) for r in records):
             raise RecordsError(f"{what}: a list of records must hold dicts (JSON objects)")
-        return _table_of_dicts(records, what)
+        return _table_of_dicts(records, what, json_fields)
     raise RecordsError(f"{what}: got {type(records).__name__}; yield a pyarrow RecordBatch or "
                        f"Table, a pandas DataFrame or a list of dicts")
 
 
-def _table_of_dicts(rows: list[dict[str, Any]], what: str) -> pa.Table:
+def _table_of_dicts(rows: list[dict[str, Any]], what: str,
+                    json_fields: Collection[str]) -> pa.Table:
     names: dict[str, None] = {}
     for row in rows:
         names.update(dict.fromkeys(row))
-    columns = {}
+    fields, arrays = [], []
     for name in names:
         values = [row.get(name) for row in rows]
-        if any(isinstance(v, dict | list) for v in values):
-            columns[name] = pa.array([None if v is None else json.dumps(v) for v in values],
-                                     pa.string())
+        if name in json_fields or any(isinstance(v, dict | list) for v in values):
+            try:
+                texts = [None if v is None else dumps(plain(v)).decode() for v in values]
+            except (TypeError, ValueError) as exc:
+                raise RecordsError(f"{what}: field {name!r}: a value cannot be written as "
+                                   f"JSON: {exc}") from None
+            fields.append(logical_field(str(name), "json"))
+            arrays.append(pa.array(texts, pa.string()))
             continue
         try:
-            columns[name] = pa.array(values)
+            array = pa.array(values)
         except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as exc:
-            raise RecordsError(f"{what}: field {name!r}: values of mixed types "
-                               f"({exc})") from None
-    table = pa.table(columns) if columns else pa.table({})
-    if not columns:
-        return table
-    json_fields = [i for i, name in enumerate(names)
-                   if any(isinstance(row.get(name), dict | list) for row in rows)]
-    schema = table.schema
-    for i in json_fields:
-        schema = schema.set(i, logical_field(schema.field(i).name, "json"))
-    return table.cast(schema)
+            raise RecordsError(f"{what}: field {name!r}: its values cannot make one Arrow "
+                               f"column (mixed types, or an integer beyond 64 bits): "
+                               f"{exc}") from None
+        fields.append(pa.field(str(name), array.type))
+        arrays.append(array)
+    return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
 
 
 class Conformer:
@@ -143,9 +177,13 @@ class Conformer:
             if column.type == field.type:
                 arrays.append(column)
                 continue
+            if pa.types.is_null(field.type):
+                raise RecordsError(f"{where}: field {field.name!r} holds {column.type} values, "
+                                   f"but it held only nulls in the first batch (so its type is "
+                                   f"null): declare its type in `columns:`")
             try:
-                arrays.append(column.cast(field.type, safe=True))
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                arrays.append(safe_cast(column, field.type))
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
                 raise RecordsError(f"{where}: field {field.name!r}: {column.type} does not cast "
                                    f"to {field.type}: {exc}") from None
         return pa.Table.from_arrays(arrays, schema=self.schema)
@@ -157,6 +195,26 @@ class Conformer:
         return pa.schema(fields)
 
 
+def safe_cast(column: pa.ChunkedArray, target: pa.DataType) -> pa.ChunkedArray:
+    """``column`` as ``target`` by Arrow's safe cast, where it keeps every value; ArrowInvalid
+    where a value would change. Beyond Arrow's own checks: an integer becomes a decimal of any
+    precision that holds it (Arrow asks for room for every int64), and a float becomes a
+    decimal only when the decimal reads back as the same float (Arrow rounds 0.125 to 0.12
+    in a decimal of scale 2)."""
+    source = column.type
+    if pa.types.is_decimal(target) and pa.types.is_integer(source):
+        wide = (pa.decimal128(38, target.scale) if target.scale <= 18
+                else pa.decimal256(76, target.scale))
+        return column.cast(wide, safe=True).cast(target, safe=True)
+    cast = column.cast(target, safe=True)
+    if pa.types.is_decimal(target) and pa.types.is_floating(source):
+        same = pc.equal(cast.cast(pa.float64()), column.cast(pa.float64()))
+        if not pc.all(same).as_py():  # nulls skipped
+            first = pc.index(same, False).as_py()
+            raise pa.ArrowInvalid(f"{column[first].as_py()!r} is not exactly {target}")
+    return cast
+
+
 def in_window(table: pa.Table, cursor: str, window: Window, what: str) -> pa.Table:
     """The rows of ``table`` whose ``cursor`` is in ``window`` (a NULL cursor is in no
     window). A missing cursor column fails naming it."""
@@ -164,12 +222,16 @@ def in_window(table: pa.Table, cursor: str, window: Window, what: str) -> pa.Tab
         raise RecordsError(f"{what}: no cursor field {cursor!r} in the records (fields: "
                            f"{', '.join(table.column_names)})")
     column = table.column(cursor)
-    lo, hi = pa.scalar(window.lo), pa.scalar(window.hi)
-    if pa.types.is_timestamp(column.type):
-        lo, hi = lo.cast(column.type), hi.cast(column.type)
     try:
+        lo, hi = pa.scalar(window.lo), pa.scalar(window.hi)
+        if pa.types.is_timestamp(column.type):
+            # at the finer unit: a bound cast to seconds could lose its fraction (and fail)
+            unit = "ns" if column.type.unit == "ns" else "us"
+            compared = pa.timestamp(unit, tz=column.type.tz)
+            column = column.cast(compared)
+            lo, hi = lo.cast(compared), hi.cast(compared)
         keep = pc.and_(pc.greater(column, lo), pc.less_equal(column, hi))
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
         raise RecordsError(f"{what}: cursor field {cursor!r} ({column.type}) cannot be compared "
                            f"with the window's bounds; declare it in `columns:` ({exc})") from None
     return table.filter(pc.fill_null(keep, False))
@@ -179,18 +241,25 @@ def window_stream(what: str, pages: Iterable[object], declared: pa.Schema | None
                   cursor: str, window: Window, notes: StreamNotes | None = None
                   ) -> RecordBatchStream:
     """One window's records as a stream: each page of ``pages`` made a table, conformed, kept
-    to the window. The schema is known from ``declared`` or by reading the first page (an
-    empty window without declared columns has an empty schema)."""
+    to the window. The pages are read here up to the first row kept in the window (an
+    error there is raised here), the rest as the stream is read. The schema: the declared
+    columns, then those of the first page with rows; in a window without rows, the declared
+    columns, then those of its last page with columns (none: an empty schema)."""
     conformer = Conformer(what, declared)
-    numbered = ((number, as_table(page, f"{what}: batch {number}"))
-                for number, page in enumerate(pages, start=1))
+    json_fields = {f.name for f in declared or [] if logical_type_of(f) == "json"}
+    empty: list[tuple[pa.Table, int]] = []  # the last page without rows, before any with
 
     def conformed() -> Iterator[pa.RecordBatch]:
-        for number, table in numbered:
-            if table.num_rows == 0 and conformer.schema is None and not table.column_names:
+        for number, page in enumerate(pages, start=1):
+            table = as_table(page, f"{what}: batch {number}", json_fields)
+            if table.num_rows == 0 and conformer.schema is None:
+                if table.column_names:
+                    empty[:] = [(table, number)]
                 continue
             kept = in_window(conformer.conform(table, number), cursor, window, what)
             yield from kept.combine_chunks().to_batches()
+        if conformer.schema is None and empty:  # no rows: the empty page's columns
+            in_window(conformer.conform(*empty[0]), cursor, window, what)
 
     batches = conformed()
     first = next(batches, None)

@@ -176,6 +176,8 @@ class MysqlUpsertWriter(SqlTableWriter):
         """Create the table or add the data's new columns (a declared table: also its types,
         nullability and key), and with delete mode ALL create the replacement the first batch
         loads into; returns the actions taken. Retried on transient errors."""
+        if not schema.names:
+            return self._retrying("reading the table", self._prepare_without_columns)
         missing = [k for k in self.primary_key if k not in schema.names]
         if missing:
             raise MysqlSinkError(f"{self.display}: primary key column(s) {', '.join(missing)} "
@@ -224,11 +226,24 @@ class MysqlUpsertWriter(SqlTableWriter):
             actions.append(self._replace.start(cur))
             self._write_target = self._replace.sql
         self._upsert = self._upsert_statement()
-        self._slice_delete = None if self._replace else self._slice_statement(schema)
+        self._slice_delete = None if self._replace else self._slice_statement(schema.names)
         if not self.primary_key:
             actions.append(self._append_mode_note())
         self._ensure_session()
         return actions
+
+    def _prepare_without_columns(self) -> list[str]:
+        """A partition without rows whose source could not tell its columns (a query or a
+        function that gave nothing): the table is neither created nor changed; when it
+        exists, ``finish`` clears the window's slice (no key) and advances the watermark over
+        the window, as for any window without rows."""
+        existing = existing_table(self._cursor(), self.database, self.table_name)
+        self.conn.commit()
+        if existing is None:
+            self._finished = True  # no table: no slice to clear, no watermark to keep
+            return ["no rows and no columns in this partition: the table is not created"]
+        self._slice_delete = self._slice_statement([c.name for c in existing.columns])
+        return []
 
     def _desired_table(self, cur: Cursor, schema: pa.Schema) -> TableDef:
         """The declared table's columns and key; else the data's types."""
@@ -301,9 +316,9 @@ class MysqlUpsertWriter(SqlTableWriter):
             f"{stored}.{quoted(c)} = IF({newer}, VALUES({quoted(c)}), {stored}.{quoted(c)})"
             for c in ordered)
 
-    def _slice_statement(self, schema: pa.Schema) -> tuple[str, tuple[Any, ...]] | None:
+    def _slice_statement(self, columns: list[str]) -> tuple[str, tuple[Any, ...]] | None:
         if self.primary_key or not self.replace_slice or self.watermark is None \
-                or self.watermark.cursor not in schema.names:
+                or self.watermark.cursor not in columns:
             return None
         column = quoted(self.watermark.cursor)
         window = self.watermark.window

@@ -157,6 +157,8 @@ class PostgresUpsertWriter(SqlTableWriter):
 
     def _prepare(self, schema: pa.Schema) -> list[str]:
         assert self.conn is not None
+        if not schema.names:
+            return self._prepare_without_columns()
         desired = self._desired_columns(schema)
         missing_keys = [k for k in self.primary_key if k not in schema.names]
         if missing_keys:
@@ -186,11 +188,25 @@ class PostgresUpsertWriter(SqlTableWriter):
             self._upsert = self._upsert_statement(existing)
             self._copy_directly = self._replace is None and (
                 not self.primary_key or self._target_is_empty())
-            self._slice_delete = None if self._replace else self._slice_statement(schema)
+            self._slice_delete = None if self._replace else self._slice_statement(schema.names)
             if not self.primary_key:
                 actions.append(self._append_mode_note())
             self._ensure_session()
         return actions
+
+    def _prepare_without_columns(self) -> list[str]:
+        """A partition without rows whose source could not tell its columns (a query or a
+        function that gave nothing): the table is neither created nor changed; when it
+        exists, ``finish`` clears the window's slice (no key) and advances the watermark over
+        the window, as for any window without rows."""
+        assert self.conn is not None
+        with self.conn.transaction():
+            existing = self._existing_columns()
+        if existing is None:
+            self._finished = True  # no table: no slice to clear, no watermark to keep
+            return ["no rows and no columns in this partition: the table is not created"]
+        self._slice_delete = self._slice_statement(list(existing))
+        return []
 
     def _target_is_empty(self) -> bool:
         assert self.conn is not None
@@ -277,9 +293,9 @@ class PostgresUpsertWriter(SqlTableWriter):
                 f"{self.display}: the table has no primary key or unique index on exactly "
                 f"({', '.join(self.primary_key)}), which an upsert needs")
 
-    def _slice_statement(self, schema: pa.Schema) -> sql.Composed | None:
+    def _slice_statement(self, columns: list[str]) -> sql.Composed | None:
         if self.primary_key or not self.replace_slice or self.watermark is None \
-                or self.watermark.cursor not in schema.names:
+                or self.watermark.cursor not in columns:
             return None
         window = self.watermark.window
         return sql.SQL("DELETE FROM {} WHERE {} > {} AND {} <= {}").format(

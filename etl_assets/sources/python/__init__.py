@@ -1,0 +1,1 @@
+"""Source kind ``python``: rows a Python function yields for each window."""
