@@ -69,6 +69,15 @@ def remember_secret(value: str | None) -> None:
         _known_values.add(value)
 
 
+def remember_credential(value: str) -> None:
+    """Remember a header's credential (``Bearer <token>``, ``Basic <base64>``, a bare key):
+    the whole value and its last word, which a server may echo alone."""
+    remember_secret(value)
+    words = value.split()
+    if words:
+        remember_secret(words[-1])
+
+
 def remember_secrets_in(text: str) -> None:
     """Remember the secret values inside a URL or libpq keyword string (its password, its
     secret parameters), as written and decoded."""
