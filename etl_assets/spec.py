@@ -44,7 +44,7 @@ def _tagged_union(models: dict[str, type[Any]], default: str | None) -> Any:  # 
         return Annotated[Union[tuple(models.values())], Field(discriminator="kind")]  # noqa: UP007
     tagged = tuple(Annotated[model, Tag(kind)] for kind, model in models.items())
     return Annotated[Union[tagged], Discriminator(  # noqa: UP007
-        lambda v: _kind_of(v, default), custom_error_type="union_tag_invalid",
+        lambda v: _kind_of(v, default), custom_error_type="kind_invalid",
         custom_error_message=f"`kind` must be one of {', '.join(models)}")]
 
 
