@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from etl_assets.sources.base import Source, SourceSpecBase
+from etl_assets.sources.http.spec import HttpSourceSpec
 from etl_assets.sources.sql.spec import SqlSourceSpec
 
 DEFAULT_SOURCE_KIND = "sql"
@@ -32,6 +33,7 @@ class SourceKind:
 
 SOURCE_KINDS: dict[str, SourceKind] = {
     "sql": SourceKind(SqlSourceSpec, "etl_assets.sources.sql.source:open_sql_source"),
+    "http": SourceKind(HttpSourceSpec, "etl_assets.sources.http.source:open_http_source"),
 }
 
 
