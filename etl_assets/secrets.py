@@ -45,7 +45,9 @@ _MIN_KNOWN_LENGTH = 6  # shorter values would mask ordinary words
 _extra_parameters: set[str] = set()
 _known_values: set[str] = set()
 
-_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
+# A URL in text: the punctuation that follows one in a sentence (``GET <url>: HTTP 404``) is
+# not part of it (the masked value of a last secret parameter would swallow it).
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+(?<![:,;.])")
 _QUOTED = r"'(?:\\.|[^'\\])*'|\"(?:\\.|[^\"\\])*\""
 
 
