@@ -146,8 +146,10 @@ class Conformer:
             try:
                 arrays.append(column.cast(field.type, safe=True))
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                hint = (" (null in every row of the first batch: declare its type in "
+                        "`columns:`)" if pa.types.is_null(field.type) else "")
                 raise RecordsError(f"{where}: field {field.name!r}: {column.type} does not cast "
-                                   f"to {field.type}: {exc}") from None
+                                   f"to {field.type}{hint}: {exc}") from None
         return pa.Table.from_arrays(arrays, schema=self.schema)
 
     def _schema_of(self, first: pa.Table) -> pa.Schema:
