@@ -172,7 +172,7 @@ class HttpSource:
         notes = StreamNotes(f"{self.what} window {window}", raw_pages=raw)
         pages = self._pages(window, notes.what, raw)
         first = next(pages, None)
-        declared = self._declared(first)
+        declared = self._declared(first, isinstance(window.lo, datetime))
         records = pages if first is None else itertools.chain([first], pages)
         return window_stream(notes.what, records, declared, self.spec.cursor, window, notes)
 
@@ -227,12 +227,14 @@ class HttpSource:
                                   f"{kind_of(bad)}; records are JSON objects")
         return found
 
-    def _declared(self, first: list[dict[str, Any]] | None) -> pa.Schema | None:
-        """``columns``, with the cursor as timestamps when it is one that they do not
-        declare (in UTC when the first page's text carries an offset)."""
+    def _declared(self, first: list[dict[str, Any]] | None,
+                  timestamps: bool) -> pa.Schema | None:
+        """``columns``, and the cursor as timestamps when the window's bounds are
+        (``timestamps``) and they do not declare it: in UTC when the first page's text
+        carries an offset, else naive."""
         declared = declared_schema(self.spec.columns)
         cursor = self.spec.cursor
-        if self.cursor_type != "timestamp" or first is None or \
+        if not timestamps or first is None or \
                 (declared is not None and cursor in declared.names):
             return declared
         value = next((r[cursor] for r in first if r.get(cursor) is not None), None)

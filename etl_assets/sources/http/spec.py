@@ -81,7 +81,8 @@ class HttpSourceSpec(SourceSpecBase):
         default_factory=dict, description="query parameters; {lo} {hi} (ISO 8601 for "
         "timestamps, integers for integer cursors), {lo_epoch} {hi_epoch} (seconds), "
         "{lo_epoch_ms} {hi_epoch_ms} (milliseconds) are the window's bounds")
-    params_from_env: dict[str, str] = Field(
+    # NotData: which variable holds a key or a token does not change the rows
+    params_from_env: NotData[dict[str, str]] = Field(
         default_factory=dict, description="query parameter -> env var holding its value "
                                           "(API keys: never logged)")
     records: str = Field("", description="JSON path of the list of records in each answer "
@@ -89,7 +90,7 @@ class HttpSourceSpec(SourceSpecBase):
     pagination: Pagination = Field(default_factory=NoPagination,
                                    description="how the next page is asked for")
     headers: dict[str, str] = Field(default_factory=dict, description="headers without secrets")
-    headers_from_env: dict[str, str] = Field(
+    headers_from_env: NotData[dict[str, str]] = Field(
         default_factory=dict, description="header name -> env var holding its value "
                                           "(tokens: never logged)")
     flatten_depth: int = Field(0, ge=0, description="levels of nested objects made `a.b` "
