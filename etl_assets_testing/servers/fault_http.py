@@ -53,7 +53,8 @@ class FaultServer:
     ``offset`` + ``limit`` page by offset, else ``page`` (from 1) + ``per_page`` (default:
     everything) by number, with a ``Link: <...>; rel="next"`` header while pages remain. No
     page holds more than ``max_page_size`` items (None: no cap). ``queries`` keeps the path
-    and query of each GET it answered."""
+    and query of each GET it answered. ``PUT /_items`` replaces the items (a JSON list: for a
+    server in a process of its own)."""
 
     def __init__(self, ssl_context: ssl.SSLContext | None = None) -> None:
         self.ssl_context = ssl_context
@@ -184,6 +185,10 @@ class FaultServer:
         self.requests = 0
         return web.json_response({"ok": True})
 
+    async def _set_items(self, request: web.Request) -> web.StreamResponse:
+        self.items = await request.json()
+        return web.json_response({"ok": True})
+
     async def _configure(self, request: web.Request) -> web.StreamResponse:
         self.faults = Faults(**await request.json())
         return web.json_response({"ok": True})
@@ -195,7 +200,8 @@ class FaultServer:
                         web.get("/refused", self._refuse_echoing), web.get("/items", self._items),
                         web.get("/status/{code}", self._status),
                         web.post("/_bulk", self._bulk), web.get("/_count", self._count),
-                        web.delete("/docs", self._clear), web.put("/_faults", self._configure)])
+                        web.delete("/docs", self._clear), web.put("/_faults", self._configure),
+                        web.put("/_items", self._set_items)])
 
         async def serve() -> None:
             self._runner = web.AppRunner(app, access_log=None)

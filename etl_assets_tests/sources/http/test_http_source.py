@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
+import tracemalloc
 from datetime import timedelta
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from etl_assets.sources.http.client import HttpSourceError
 from etl_assets.sources.http.source import open_http_source
 from etl_assets.watermark import Window
 from etl_assets_testing.servers.datasette import Datasette
-from etl_assets_testing.servers.fault_http import Faults, FaultServer
+from etl_assets_testing.servers.fault_http import Faults, FaultServer, start_fault_server_process
 from etl_assets_testing.servers.loopback import call
 from etl_assets_testing.servers.pouchdb import PouchDB
 from etl_assets_tests.sources.http.servers import (
@@ -306,3 +307,31 @@ def test_rows_outside_the_window_are_dropped(fault_server: FaultServer) -> None:
     fields = fault_source(fault_server, params={"seq_gt": "0"})  # the server does not filter
     assert read_window(fields, Window(10, 20)).column("seq").to_pylist() == list(range(11, 21))
     assert datasette_rows(2)[1]["id"] == 2
+
+
+@pytest.mark.slow
+def test_memory_stays_flat_in_the_record_count() -> None:
+    """The server in a process of its own: only the reader's allocations are traced."""
+    process, url = start_fault_server_process()
+    try:
+        server = FaultServer()  # only to make the items
+        call("PUT", f"{url}/_items", fault_items(server, 40_000))
+        server.port = int(url.rsplit(":", 1)[1])
+        fields = fault_source(server, pagination={"kind": "page", "size": 200})
+
+        def peak(records: int) -> int:
+            source = open_http_source("api", spec_of(fields))
+            tracemalloc.start()
+            try:
+                rows = sum(batch.num_rows for batch in source.extract(Window(0, records)))
+                return tracemalloc.get_traced_memory()[1]
+            finally:
+                tracemalloc.stop()
+                assert rows == records
+
+        small, large = peak(2_000), peak(40_000)  # 10 pages, 200 pages
+        # ~0.6 MB and ~0.7 MB here (bounded caches: yarl's URLs...); all pages held: ~20x
+        assert large < 2 * small, (small, large)
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
