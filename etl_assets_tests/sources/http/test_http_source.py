@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import time
 import tracemalloc
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
@@ -27,7 +27,6 @@ from etl_assets_tests.sources.http.servers import (
     UTC,
     WINDOW,
     datasette_query_source,
-    datasette_rows,
     datasette_source,
     datasette_table,
     fault_items,
@@ -101,13 +100,10 @@ def test_fault_server_link_header_offset_and_page(fault_server: FaultServer) -> 
     fault_items(fault_server)
     fault_server.max_page_size = 4  # fewer than asked: offsets follow what came
     window = Window(10, 40)
-    for pagination in ({"kind": "link_header"}, {"kind": "offset", "limit": 9},
-                       {"kind": "page", "size": 4}):
+    for pagination, size in (({"kind": "link_header"}, {"per_page": "4"}),  # the server's size
+                             ({"kind": "offset", "limit": 9}, {}), ({"kind": "page", "size": 4}, {})):
         fields = fault_source(fault_server, pagination=pagination,
-                              params={"seq_gt": "{lo}", "seq_lte": "{hi}", "per_page": "4"}
-                              if pagination["kind"] == "link_header" else None)
-        if fields["params"] is None:
-            fields["params"] = {"seq_gt": "{lo}", "seq_lte": "{hi}"}
+                              params={"seq_gt": "{lo}", "seq_lte": "{hi}", **size})
         got = read_window(fields, window)
         assert got.column("seq").to_pylist() == list(range(11, 41)), pagination
         assert got.column("detail").to_pylist()[0] == '{"size": 1, "tags": ["a"]}'
@@ -279,8 +275,7 @@ def test_newest_from_latest_timestamp_and_integer(datasette: Datasette, table: s
 def test_without_latest_windows_go_up_to_now(datasette: Datasette, table: str) -> None:
     source = open_http_source("api", spec_of(datasette_source(datasette, table)))
     oldest, newest = source.cursor_range()
-    assert oldest is None and newest is not None
-    from datetime import datetime
+    assert oldest is None and isinstance(newest, datetime)
     assert abs((datetime.now(UTC) - newest).total_seconds()) < 5
 
 
@@ -306,7 +301,6 @@ def test_rows_outside_the_window_are_dropped(fault_server: FaultServer) -> None:
     fault_items(fault_server, 30)
     fields = fault_source(fault_server, params={"seq_gt": "0"})  # the server does not filter
     assert read_window(fields, Window(10, 20)).column("seq").to_pylist() == list(range(11, 21))
-    assert datasette_rows(2)[1]["id"] == 2
 
 
 @pytest.mark.slow
