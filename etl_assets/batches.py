@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+
+if TYPE_CHECKING:
+    from etl_assets.raw_pages import RawPages
 
 BatchTransform = Callable[[pa.RecordBatch], "pa.RecordBatch | pa.Table | pd.DataFrame"]
 
@@ -19,11 +23,15 @@ class StreamNotes:
     holds them, by column (``zero_dates_as_null``: MySQL's zero dates, ``0000-00-00`` or a
     zero month or day). The staging IO manager logs them as warnings and records them in the
     partition's metadata. ``what`` names where the rows come from (``source 'x' window
-    (0, 10]``). Safe to count into from several threads (parallel reads)."""
+    (0, 10]``). ``raw_pages``: what the source received, when it keeps it (an HTTP source's
+    ``keep_raw``), which the staging writer keeps inside the version it writes
+    (:mod:`etl_assets.raw_pages`). Safe to count into from several threads (parallel
+    reads)."""
 
-    def __init__(self, what: str = "") -> None:
+    def __init__(self, what: str = "", raw_pages: RawPages | None = None) -> None:
         self.what = what
         self.zero_dates_as_null: dict[str, int] = {}
+        self.raw_pages = raw_pages
         self._lock = threading.Lock()
 
     def count_zero_dates(self, column: str, count: int) -> None:
@@ -34,9 +42,12 @@ class StreamNotes:
 
     def metadata(self) -> dict[str, object]:
         """The notes as a materialization's metadata (nothing when there is nothing to say)."""
-        if not self.zero_dates_as_null:
-            return {}
-        return {"zero_dates_as_null": dict(sorted(self.zero_dates_as_null.items()))}
+        found: dict[str, object] = {}
+        if self.zero_dates_as_null:
+            found["zero_dates_as_null"] = dict(sorted(self.zero_dates_as_null.items()))
+        if self.raw_pages is not None:
+            found["raw_pages"] = self.raw_pages.pages
+        return found
 
     def warnings(self) -> list[str]:
         """One line a column with zero dates read as null, naming where and how many."""

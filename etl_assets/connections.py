@@ -38,9 +38,12 @@ def resolve_url(spec: ConnectionSpec, owner: str) -> str:
     return embedded_postgres_url(spec.database)
 
 
-def expand_url(url: str, owner: str) -> str:
+def expand_url(url: str, owner: str, field: str = "connection.url",
+               advice: str = "put the whole URL in an environment variable and name it with "
+                             "`env` instead of `url`") -> str:
     """A spec's ``url`` with ``${VAR}`` expanded; refused when a variable brought a secret
-    into it (``url`` values are shown and stored: secrets go through ``env``)."""
+    into it (``url`` values are shown and stored: secrets go through ``env``, or what
+    ``advice`` says for ``field``)."""
     try:
         value = expand_vars(url)
     except KeyError as exc:
@@ -49,9 +52,8 @@ def expand_url(url: str, owner: str) -> str:
     found = secret_parts(value)
     if found:
         raise UnresolvedConnection(
-            f"{owner}: field 'connection.url' expands to a URL holding a secret "
-            f"({', '.join(found)}): put the whole URL in an environment variable and name it "
-            f"with `env` instead of `url`")
+            f"{owner}: field '{field}' expands to a URL holding a secret "
+            f"({', '.join(found)}): {advice}")
     return value
 
 

@@ -45,7 +45,9 @@ _MIN_KNOWN_LENGTH = 6  # shorter values would mask ordinary words
 _extra_parameters: set[str] = set()
 _known_values: set[str] = set()
 
-_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
+# A URL in text: the punctuation that follows one in a sentence (``GET <url>: HTTP 404``) is
+# not part of it (the masked value of a last secret parameter would swallow it).
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+(?<![:,;.])")
 _QUOTED = r"'(?:\\.|[^'\\])*'|\"(?:\\.|[^\"\\])*\""
 
 
@@ -67,6 +69,15 @@ def remember_secret(value: str | None) -> None:
     left to the patterns: they would mask ordinary words)."""
     if value and len(value) >= _MIN_KNOWN_LENGTH:
         _known_values.add(value)
+
+
+def remember_credential(value: str) -> None:
+    """Remember a header's credential (``Bearer <token>``, ``Basic <base64>``, a bare key):
+    the whole value and its last word, which a server may echo alone."""
+    remember_secret(value)
+    words = value.split()
+    if words:
+        remember_secret(words[-1])
 
 
 def remember_secrets_in(text: str) -> None:

@@ -1,5 +1,7 @@
 """Real servers for the tests: PostgreSQL on 127.0.0.1:5432 (else an embedded one),
-MariaDB on 127.0.0.1:3306, SQLite files, and a real Dagster instance.
+MariaDB on 127.0.0.1:3306, SQLite files, a real Dagster instance, and the HTTP servers that
+the HTTP sink and source tests share: CouchDB (pouchdb-server), datasette (one a session) and
+a fault-injecting HTTP server (one a test).
 
 With ``ETL_ASSETS_REQUIRE_SERVICES=1`` (set by ``.ci/run``) a missing MariaDB fails the tests
 instead of skipping them.
@@ -22,7 +24,10 @@ import pytest
 from dagster import DagsterInstance, instance_for_test
 from psycopg import sql
 
+from etl_assets_testing.servers.datasette import Datasette, datasette_binary, start_datasette
+from etl_assets_testing.servers.fault_http import FaultServer
 from etl_assets_testing.servers.postgres import start_embedded_postgres
+from etl_assets_testing.servers.pouchdb import POUCHDB_SERVER, PouchDB, start_pouchdb
 
 PROJECT = Path(__file__).resolve().parents[1]
 PG_ADMIN_URL = os.environ.get("ETL_ASSETS_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -30,7 +35,7 @@ MYSQL = dict(host="127.0.0.1", port=3306, user="root", password="")
 REQUIRE_SERVICES = os.environ.get("ETL_ASSETS_REQUIRE_SERVICES") == "1"
 
 
-# Fixtures that start a server of the session's own (sinks/conftest.py): their tests are
+# Fixtures that start a server of the session's own (here and in sinks/conftest.py): their tests are
 # marked `servers`. The PostgreSQL on 5432 and MariaDB are always running: not `servers`.
 SERVER_FIXTURES = frozenset({"bq_emulator", "pouchdb", "datasette", "s3_server", "restartable_pg"})
 
@@ -146,3 +151,39 @@ def project_dagster_home(folder: Path) -> Path:
     home.mkdir()
     shutil.copy(PROJECT / "dagster.yaml", home)
     return home
+
+
+@pytest.fixture(scope="session")
+def pouchdb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PouchDB]:
+    if not POUCHDB_SERVER.exists():
+        pytest.skip("pouchdb-server is not installed (make install runs npm ci)")
+    folder = tmp_path_factory.mktemp("pouchdb")
+    with open(folder / "pouchdb.log", "wb") as log:
+        process, url = start_pouchdb(folder, log)
+        try:
+            yield PouchDB(url)
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def datasette(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Datasette]:
+    if datasette_binary() is None:
+        pytest.skip("datasette is not installed (dev extra)")
+    folder = tmp_path_factory.mktemp("datasette")
+    with open(folder / "datasette.log", "wb") as log:
+        process, url, token = start_datasette(folder, log)
+        try:
+            yield Datasette(url, token)
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
+
+
+@pytest.fixture
+def fault_server() -> Iterator[FaultServer]:
+    server = FaultServer()
+    server.start()
+    yield server
+    server.stop()

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from etl_assets.sources.base import Source, SourceSpecBase
+from etl_assets.sources.http.spec import HttpSourceSpec
 from etl_assets.sources.python.spec import PythonSourceSpec
 from etl_assets.sources.sql.spec import SqlSourceSpec
 
@@ -33,6 +34,7 @@ class SourceKind:
 
 SOURCE_KINDS: dict[str, SourceKind] = {
     "sql": SourceKind(SqlSourceSpec, "etl_assets.sources.sql.source:open_sql_source"),
+    "http": SourceKind(HttpSourceSpec, "etl_assets.sources.http.source:open_http_source"),
     "python": SourceKind(PythonSourceSpec, "etl_assets.sources.python.source:open_python_source"),
 }
 

@@ -1,7 +1,8 @@
 """Staging IO manager: each partition's batches as parquet shards on local disk.
 
 Layout: ``<root>/<asset>/<partition>`` is a symlink to ``<root>/<asset>/.versions/<partition>/
-<version>-<run>/`` holding ``part-NNNNN.parquet`` files and ``_manifest.json``. A run writes a
+<version>-<run>/`` holding ``part-NNNNN.parquet`` files and ``_manifest.json`` (and ``raw/``, the
+pages the source received, when it keeps them: :mod:`etl_assets.raw_pages`). A run writes a
 new version and swaps the link in one atomic rename, so readers see the old shards or the new,
 never a mix. A reader holds the version it reads until it is done, however many runs re-stage
 the partition meanwhile; versions no one holds any more, and what killed runs left, are
@@ -34,6 +35,7 @@ from etl_assets.partition_outputs import (
     windows_progress,
 )
 from etl_assets.progress import ProgressLog
+from etl_assets.raw_pages import RAW_FOLDER
 from etl_assets.secrets import masked_errors
 from etl_assets.sources.extraction import Extraction
 from etl_assets.staging.spec import StagingSpec
@@ -73,7 +75,10 @@ def write_staged(path: Path, stream: RecordBatchStream, *, run_id: str, shard_ro
     versions = PartitionVersions(path)
     written = versions.allocate(run_id)
     manifest = StagedManifest(run_id=run_id, version=written.version)
+    raw = stream.notes.raw_pages
     try:
+        if raw is not None:  # the source's pages go into this version, as its rows do
+            raw.write_into(written.folder / RAW_FOLDER)
         _write_shards(written.folder, stream, shard_rows, manifest, progress)
         manifest.written_at = datetime.now(timezone.utc).isoformat()
         temp = written.folder / f".{MANIFEST}.tmp"

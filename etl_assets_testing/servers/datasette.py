@@ -33,6 +33,12 @@ class Datasette:
              {"table": name, "columns": columns, "pk": pk}, self.auth)
         return f"{self.url}/{self.database}/{name}"
 
+    def insert(self, table: str, rows: list[dict[str, Any]]) -> None:
+        """Insert ``rows`` into ``table`` (100 a request: datasette's most)."""
+        for start in range(0, len(rows), 100):
+            call("POST", f"{self.url}/{self.database}/{table}/-/insert",
+                 {"rows": rows[start:start + 100]}, self.auth)
+
     def rows(self, table: str) -> list[dict[str, Any]]:
         return call("GET", f"{self.url}/{self.database}/{table}.json?_shape=array&_size=max",
                     headers=self.auth)

@@ -1,6 +1,7 @@
 """A fault server of our own (aiohttp) on a loopback port: it stores documents by id but
 answers some requests with 503, 429 + Retry-After, slow answers or dropped connections, and
-can refuse single documents inside a 200 ``_bulk`` answer.
+can refuse single documents inside a 200 ``_bulk`` answer. It also serves a list of items as
+a paged JSON API (``GET /items``) for the HTTP source, under the same faults.
 
 Run as a module it is that server in a process of its own: ``python -m
 etl_assets_testing.servers.fault_http PORT``.
@@ -44,7 +45,16 @@ class Faults:
 class FaultServer:
     """Stores documents by id (``PUT /docs/{id}``, ``POST /docs`` with ``_id``, ``POST
     /_bulk`` NDJSON) and misbehaves as ``faults`` says; counts the requests it saw.
-    ``PUT /refused/{id}`` answers 401 echoing the Authorization header."""
+    ``PUT /refused/{id}`` and ``GET /refused`` answer 401 echoing the Authorization header;
+    ``GET /status/{code}`` answers ``code`` (after the faults, counted).
+
+    ``GET /items`` serves ``items`` (in ``seq`` order) as ``{"data": {"items": [...]},
+    "total": n}``: ``seq_gt`` / ``seq_lte`` filter by ``seq``, ``order=desc`` reverses;
+    ``offset`` + ``limit`` page by offset, else ``page`` (from 1) + ``per_page`` (default:
+    everything) by number, with a ``Link: <...>; rel="next"`` header while pages remain. No
+    page holds more than ``max_page_size`` items (None: no cap). ``queries`` keeps the path
+    and query of each GET it answered. ``PUT /_items`` replaces the items (a JSON list: for a
+    server in a process of its own)."""
 
     def __init__(self, ssl_context: ssl.SSLContext | None = None) -> None:
         self.ssl_context = ssl_context
@@ -52,6 +62,9 @@ class FaultServer:
         self.documents: dict[str, Any] = {}
         self.requests = 0
         self.headers_seen: list[dict[str, str]] = []
+        self.items: list[dict[str, Any]] = []
+        self.max_page_size: int | None = None
+        self.queries: list[str] = []
         self.port = free_port()
         self._loop = asyncio.new_event_loop()
         self._runner: web.AppRunner | None = None
@@ -128,12 +141,52 @@ class FaultServer:
         return web.json_response({"error": "not authorized", "authorization":
                                   request.headers.get("Authorization")}, status=401)
 
+    async def _items(self, request: web.Request) -> web.StreamResponse:
+        fault = await self._fault(request)
+        if fault is not None:
+            return fault
+        self.queries.append(request.path_qs)
+        query = request.query
+        items = sorted(self.items, key=lambda item: item["seq"])
+        if "seq_gt" in query:
+            items = [i for i in items if i["seq"] > int(query["seq_gt"])]
+        if "seq_lte" in query:
+            items = [i for i in items if i["seq"] <= int(query["seq_lte"])]
+        if query.get("order") == "desc":
+            items.reverse()
+        headers = {}
+        if "offset" in query:
+            start = int(query["offset"])
+            size = int(query.get("limit", len(items)))
+        else:
+            page = int(query.get("page", "1"))
+            size = int(query.get("per_page", max(len(items), 1)))
+            start = (page - 1) * size
+            if start + size < len(items):
+                following = request.url.update_query(page=str(page + 1))
+                headers["Link"] = f'<{following}>; rel="next", <{request.url}>; rel="self"'
+        if self.max_page_size is not None:
+            size = min(size, self.max_page_size)
+        return web.json_response({"data": {"items": items[start:start + size]},
+                                  "total": len(items)}, headers=headers)
+
+    async def _status(self, request: web.Request) -> web.StreamResponse:
+        fault = await self._fault(request)
+        if fault is not None:
+            return fault
+        code = int(request.match_info["code"])
+        return web.json_response({"error": f"status {code} as asked"}, status=code)
+
     async def _count(self, request: web.Request) -> web.StreamResponse:
         return web.json_response({"documents": len(self.documents), "requests": self.requests})
 
     async def _clear(self, request: web.Request) -> web.StreamResponse:
         self.documents.clear()
         self.requests = 0
+        return web.json_response({"ok": True})
+
+    async def _set_items(self, request: web.Request) -> web.StreamResponse:
+        self.items = await request.json()
         return web.json_response({"ok": True})
 
     async def _configure(self, request: web.Request) -> web.StreamResponse:
@@ -144,8 +197,11 @@ class FaultServer:
         app = web.Application(client_max_size=64 * 2**20)
         app.add_routes([web.put("/docs/{id}", self._put), web.post("/docs", self._post),
                         web.put("/refused/{id}", self._refuse_echoing),
+                        web.get("/refused", self._refuse_echoing), web.get("/items", self._items),
+                        web.get("/status/{code}", self._status),
                         web.post("/_bulk", self._bulk), web.get("/_count", self._count),
-                        web.delete("/docs", self._clear), web.put("/_faults", self._configure)])
+                        web.delete("/docs", self._clear), web.put("/_faults", self._configure),
+                        web.put("/_items", self._set_items)])
 
         async def serve() -> None:
             self._runner = web.AppRunner(app, access_log=None)

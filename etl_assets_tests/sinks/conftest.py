@@ -1,6 +1,7 @@
 """Servers of the sink tests, one per session unless said otherwise: a real BigQuery API,
-CouchDB (pouchdb-server), datasette, S3 (moto), a fault-injecting HTTP server (per test) and a
-private PostgreSQL that may be restarted (per test). How each starts: etl_assets_testing."""
+S3 (moto) and a private PostgreSQL that may be restarted (per test). CouchDB
+(pouchdb-server), datasette and the fault-injecting HTTP server, which the HTTP source's tests
+use too, are in the root conftest. How each starts: etl_assets_testing."""
 
 from __future__ import annotations
 
@@ -10,15 +11,12 @@ from collections.abc import Iterator
 import pytest
 
 from etl_assets_testing.servers.bigquery import BigQueryEmulator
-from etl_assets_testing.servers.datasette import Datasette, datasette_binary, start_datasette
-from etl_assets_testing.servers.fault_http import FaultServer
 from etl_assets_testing.servers.loopback import free_port
 from etl_assets_testing.servers.postgres import (
     RestartablePostgres,
     postgres_binaries,
     restartable_postgres,
 )
-from etl_assets_testing.servers.pouchdb import POUCHDB_SERVER, PouchDB, start_pouchdb
 from etl_assets_testing.servers.s3 import S3Bucket, S3Server
 from etl_assets_tests.conftest import _unavailable
 
@@ -37,42 +35,6 @@ def bq_dataset(bq_emulator: BigQueryEmulator) -> str:
     if not bq_emulator.running:  # a test that stopped it failed before starting it again
         bq_emulator.start()
     return f"ds_{uuid.uuid4().hex[:10]}"
-
-
-@pytest.fixture(scope="session")
-def pouchdb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PouchDB]:
-    if not POUCHDB_SERVER.exists():
-        pytest.skip("pouchdb-server is not installed (make install runs npm ci)")
-    folder = tmp_path_factory.mktemp("pouchdb")
-    with open(folder / "pouchdb.log", "wb") as log:
-        process, url = start_pouchdb(folder, log)
-        try:
-            yield PouchDB(url)
-        finally:
-            process.terminate()
-            process.wait(timeout=10)
-
-
-@pytest.fixture(scope="session")
-def datasette(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Datasette]:
-    if datasette_binary() is None:
-        pytest.skip("datasette is not installed (dev extra)")
-    folder = tmp_path_factory.mktemp("datasette")
-    with open(folder / "datasette.log", "wb") as log:
-        process, url, token = start_datasette(folder, log)
-        try:
-            yield Datasette(url, token)
-        finally:
-            process.terminate()
-            process.wait(timeout=10)
-
-
-@pytest.fixture
-def fault_server() -> Iterator[FaultServer]:
-    server = FaultServer()
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -19,12 +20,14 @@ from etl_assets.retries import RETRYABLE_HTTP_STATUS, RetryPolicy
 
 @dataclass(frozen=True)
 class Answer:
-    """What the server said: ``status`` (None: no answer) and its body as text."""
+    """What the server said: ``status`` (None: no answer), its body as text and its headers
+    (case-insensitive; empty without an answer)."""
 
     status: int | None
     text: str
     retry_after_s: float | None = None
     fatal: bool = False  # e.g. a certificate that is not trusted: retrying will not help
+    headers: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def retryable(self) -> bool:
@@ -73,18 +76,21 @@ class HttpClient:
             await self.session.close()
             self.session = None
 
-    async def send_once(self, method: str, url: str, body: bytes,
-                        content_type: str) -> Answer:
-        """One attempt; connection errors and timeouts are an answer without a status."""
+    async def send_once(self, method: str, url: str, body: bytes | None,
+                        content_type: str | None) -> Answer:
+        """One attempt (``body`` None: a request without one, such as a GET); connection
+        errors and timeouts are an answer without a status."""
         assert self.session is not None
         try:
-            headers = self._content_types.setdefault(content_type, {"Content-Type": content_type})
+            headers = None if content_type is None else \
+                self._content_types.setdefault(content_type, {"Content-Type": content_type})
             async with self.session.request(method, url, data=body,
                                             headers=headers) as response:
                 # read() + decode: text() guesses the charset (~20 us an answer)
                 text = (await response.read()).decode("utf-8", errors="replace")
                 return Answer(response.status, text,
-                              retry_after_seconds(response.headers.get("Retry-After")))
+                              retry_after_seconds(response.headers.get("Retry-After")),
+                              headers=response.headers)
         except aiohttp.ClientSSLError as exc:
             return Answer(None, f"TLS: {exc}", fatal=True)
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:

@@ -38,6 +38,7 @@ from etl_assets.secrets import (
     has_user_info,
     is_secret_name,
     masked_errors,
+    remember_credential,
     remember_secret,
     remember_secrets_in,
     shown_location,
@@ -81,8 +82,7 @@ class HttpApiIOManager(SinkIOManager[HttpSinkSpec]):
             if value is None:
                 raise HttpSinkError(f"{where}: header {header} comes from ${variable}, "
                                     f"which is not set")
-            remember_secret(value)
-            remember_secret(value.split()[-1] if value.split() else value)  # after "Bearer"
+            remember_credential(value)
             values[header] = value
         if any(h.lower() == "authorization" for h in values) and \
                 has_user_info(self.target_url()):
