@@ -22,6 +22,7 @@ are not SQL tables (``python``, ``http``) share.
 
 from __future__ import annotations
 
+import json
 import re
 import zoneinfo
 from collections.abc import Collection, Iterable, Iterator
@@ -122,6 +123,19 @@ def as_table(records: object, what: str, json_fields: Collection[str] = ()) -> p
                        f"Table, a pandas DataFrame or a list of dicts")
 
 
+def _is_json_text(value: object) -> bool:
+    """Whether ``value`` is a string holding JSON: in a field declared ``json`` it is taken
+    as that JSON (APIs that send JSON inside a string, as datasette does); another string
+    is a JSON string."""
+    if not isinstance(value, str):
+        return False
+    try:
+        json.loads(value)
+    except ValueError:
+        return False
+    return True
+
+
 def _table_of_dicts(rows: list[dict[str, Any]], what: str,
                     json_fields: Collection[str]) -> pa.Table:
     names: dict[str, None] = {}
@@ -132,7 +146,9 @@ def _table_of_dicts(rows: list[dict[str, Any]], what: str,
         values = [row.get(name) for row in rows]
         if name in json_fields or any(isinstance(v, dict | list) for v in values):
             try:
-                texts = [None if v is None else dumps(plain(v)).decode() for v in values]
+                raw = name in json_fields
+                texts = [None if v is None else v if raw and _is_json_text(v)
+                         else dumps(plain(v)).decode() for v in values]
             except (TypeError, ValueError) as exc:
                 raise RecordsError(f"{what}: field {name!r}: a value cannot be written as "
                                    f"JSON: {exc}") from None
