@@ -77,7 +77,8 @@ OURS_SPEC: dict[str, Any] = {
     "kind": "http",
     "url": "<datasette table .json url>",
     "params": {"_shape": "objects", "_size": "max",
-               "updated_at__gt": "{lo}", "updated_at__lte": "{hi}"},
+               "updated_at__gt": "{lo:%Y-%m-%dT%H:%M:%S.%f+00:00}",
+               "updated_at__lte": "{hi:%Y-%m-%dT%H:%M:%S.%f+00:00}"},
     "records": "rows",
     "pagination": {"kind": "next_token", "path": "next", "param": "_next"},
     "cursor": "updated_at",
@@ -87,9 +88,10 @@ OURS_SPEC: dict[str, Any] = {
 }
 
 # Row n is updated at START + (n - 0.5) days / per_day, per_day = --small: a window of whole
-# days holds whole multiples of --small rows, and no row sits on a bound, so the server's text
-# comparison of updated_at with a bound gives the same rows whatever the bound's ISO spelling
-# (T or space, Z or +00:00, with or without fractions).
+# days holds whole multiples of --small rows, and no row sits on a bound. The server compares
+# updated_at with a bound as text: bounds are written as the rows are (ours through a format
+# in its params; `{lo}` with its `Z` would leave out a row less than a second after lo, as
+# "...00.864000+00:00" < "...00Z").
 SOURCE_SQL = f"""
 CREATE TABLE {TABLE} (
   id INTEGER PRIMARY KEY, updated_at TEXT NOT NULL, code TEXT, name TEXT, site INTEGER,

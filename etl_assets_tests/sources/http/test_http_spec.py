@@ -144,3 +144,17 @@ def test_link_headers_and_next_pages() -> None:
     assert token.following(second, PageAnswer({"next": None}, {}, 5)) is None
     with pytest.raises(PaginationError, match="never end"):
         token.following(second, PageAnswer({"next": "abc"}, {}, 5))
+
+
+def test_a_bound_written_in_the_apis_own_format() -> None:
+    from etl_assets.sources.http.templates import check_template
+
+    window = Window(datetime(2024, 1, 1, tzinfo=timezone.utc),
+                    datetime(2024, 1, 2, 5, 30, tzinfo=timezone.utc))
+    template = "{lo:%Y-%m-%dT%H:%M:%S.%f+00:00}..{hi:%Y%m%d%H%M}"
+    assert render(check_template(template), bound_values(window)) == \
+        "2024-01-01T00:00:00.000000+00:00..202401020530"
+    with pytest.raises(ValueError, match=r"a format is for \{lo\} and \{hi\} only"):
+        check_template("{lo_epoch:%Y}")
+    with pytest.raises(KeyError, match=r"a format is for timestamp cursors"):
+        render("{lo:%Y}", bound_values(Window(0, 10)))
