@@ -450,3 +450,29 @@ def test_a_wrong_reference_fails_when_the_definitions_are_built(
     assert str(raised.value).startswith(f"p.yaml: source 'readings': {error}")
     assert "\n" not in str(raised.value)
     assert isinstance(raised.value.__cause__, EtlAssetsError)
+
+
+@pytest.mark.slow
+def test_a_single_run_backfill_of_windows_lands_each_window(
+        pg: PgSchema, lake: Path, instance: DagsterInstance) -> None:
+    from dagster._core.storage.tags import (
+        ASSET_PARTITION_RANGE_END_TAG,
+        ASSET_PARTITION_RANGE_START_TAG,
+    )
+
+    defs = defs_of(pg, lake, "dict_lists", backfill="single_run", max_window="30m")
+    windows = [Window(T0 + timedelta(minutes=30 * k), T0 + timedelta(minutes=30 * (k + 1)))
+               for k in range(4)]
+    instance.add_dynamic_partitions("readings_windows", [w.key for w in windows])
+    result = defs.resolve_job_def("readings_job").execute_in_process(
+        instance=instance, tags={ASSET_PARTITION_RANGE_START_TAG: windows[0].key,
+                                 ASSET_PARTITION_RANGE_END_TAG: windows[-1].key})
+    assert result.success
+    assert len({e.step_key for e in result.get_step_success_events()}) == 3  # one run, 3 steps
+    written = {m.partition: m.metadata["rows_written"].value
+               for m in (e.event_specific_data.materialization
+                         for e in result.get_asset_materialization_events())
+               if m.asset_key.path[-1] == "readings_pg"}
+    assert written == {w.key: 30 for w in windows}
+    assert pg_rows(pg) == as_tuples(readings_in(windows[0].lo, windows[-1].hi))
+    assert read_watermark(pg.url, pg.table("readings_copy")) == windows[-1].hi
