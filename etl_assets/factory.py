@@ -84,8 +84,10 @@ def build_source_asset(name: str, spec: SourceSpecBase,
         keys = context.partition_keys
         with masked_errors():  # the rows are read later, by the staging IO manager
             source = open_source(name, spec)  # one for every window of a range run
+            location = source.location()  # said once when it is what `where` says
+            at = "" if location == where else f" at {location}"
             context.log.info(f"{name}: extracting {spec.cursor} in "
-                             f"{_windows(keys)} from {where} at {source.location()}")
+                             f"{_windows(keys)} from {where}{at}")
         reader_named: list[str] = []  # the reader is logged once, when the first window starts
 
         def extraction(key: str) -> Extraction:
