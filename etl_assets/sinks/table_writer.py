@@ -35,12 +35,40 @@ class SqlTableWriter:
     cursor_column: str | None
     watermark: WatermarkTarget | None
     _slice_delete: Any
+    _finished: bool
     _columns: list[str]
     _newest_by: str | None
 
     def _connect(self) -> None:
         """(Re)open the connection and what lives in its session."""
         raise NotImplementedError
+
+    def _table_column_names(self) -> list[str] | None:
+        """The target's column names now (None: no table yet), read in its own transaction."""
+        raise NotImplementedError
+
+    def _slice_statement(self, columns: list[str]) -> object:
+        """The statement deleting the partition's slice of a keyless table, or None."""
+        raise NotImplementedError
+
+    def _prepare_without_columns(self) -> list[str]:
+        """A partition without rows whose source could not tell its columns (a query or a
+        function that gave nothing): the table is neither created nor changed; when it
+        exists, ``finish`` clears the window's slice (no key) and advances the watermark over
+        the window, as for any window without rows."""
+        names = self._table_column_names()
+        if names is None:
+            self._finished = True  # no table: no slice to clear, no watermark to keep
+            return ["no rows and no columns in this partition: the table is not created"]
+        self._slice_delete = self._slice_statement(names)
+        return []
+
+    def _check_key_columns(self, schema: pa.Schema) -> None:
+        """Refuse data that lacks a primary key column, naming it and the data's columns."""
+        missing = [k for k in self.primary_key if k not in schema.names]
+        if missing:
+            raise self.error(f"{self.display}: primary key column(s) {', '.join(missing)} "
+                             f"not in the data (columns: {', '.join(schema.names)})")
 
     def _retrying(self, what: str, attempt: Callable[[], T], *, reconnect: bool = True) -> T:
         """``attempt()`` under the retry policy: after a transient error (connection lost,

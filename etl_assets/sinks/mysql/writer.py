@@ -178,10 +178,7 @@ class MysqlUpsertWriter(SqlTableWriter):
         loads into; returns the actions taken. Retried on transient errors."""
         if not schema.names:
             return self._retrying("reading the table", self._prepare_without_columns)
-        missing = [k for k in self.primary_key if k not in schema.names]
-        if missing:
-            raise MysqlSinkError(f"{self.display}: primary key column(s) {', '.join(missing)} "
-                                 f"not in the data (columns: {', '.join(schema.names)})")
+        self._check_key_columns(schema)
 
         def attempt() -> list[str]:
             if self._replace is not None:  # an attempt that failed after building it
@@ -232,18 +229,10 @@ class MysqlUpsertWriter(SqlTableWriter):
         self._ensure_session()
         return actions
 
-    def _prepare_without_columns(self) -> list[str]:
-        """A partition without rows whose source could not tell its columns (a query or a
-        function that gave nothing): the table is neither created nor changed; when it
-        exists, ``finish`` clears the window's slice (no key) and advances the watermark over
-        the window, as for any window without rows."""
+    def _table_column_names(self) -> list[str] | None:
         existing = existing_table(self._cursor(), self.database, self.table_name)
         self.conn.commit()
-        if existing is None:
-            self._finished = True  # no table: no slice to clear, no watermark to keep
-            return ["no rows and no columns in this partition: the table is not created"]
-        self._slice_delete = self._slice_statement([c.name for c in existing.columns])
-        return []
+        return None if existing is None else [c.name for c in existing.columns]
 
     def _desired_table(self, cur: Cursor, schema: pa.Schema) -> TableDef:
         """The declared table's columns and key; else the data's types."""

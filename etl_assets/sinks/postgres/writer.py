@@ -160,11 +160,7 @@ class PostgresUpsertWriter(SqlTableWriter):
         if not schema.names:
             return self._prepare_without_columns()
         desired = self._desired_columns(schema)
-        missing_keys = [k for k in self.primary_key if k not in schema.names]
-        if missing_keys:
-            raise PostgresSinkError(f"{self.display}: primary key column(s) "
-                                    f"{', '.join(missing_keys)} not in the data "
-                                    f"(columns: {', '.join(schema.names)})")
+        self._check_key_columns(schema)
         drop_stale_replacements(self.conn, self.schema_name, self.table_name, log=self.log)
         actions = migrate(self.conn, self._desired_table(desired), log=self.log,
                           terminate_blockers_after_s=self.terminate_blockers_after_s)
@@ -194,19 +190,11 @@ class PostgresUpsertWriter(SqlTableWriter):
             self._ensure_session()
         return actions
 
-    def _prepare_without_columns(self) -> list[str]:
-        """A partition without rows whose source could not tell its columns (a query or a
-        function that gave nothing): the table is neither created nor changed; when it
-        exists, ``finish`` clears the window's slice (no key) and advances the watermark over
-        the window, as for any window without rows."""
+    def _table_column_names(self) -> list[str] | None:
         assert self.conn is not None
         with self.conn.transaction():
             existing = self._existing_columns()
-        if existing is None:
-            self._finished = True  # no table: no slice to clear, no watermark to keep
-            return ["no rows and no columns in this partition: the table is not created"]
-        self._slice_delete = self._slice_statement(list(existing))
-        return []
+        return None if existing is None else list(existing)
 
     def _target_is_empty(self) -> bool:
         assert self.conn is not None
