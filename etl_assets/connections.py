@@ -15,7 +15,7 @@ from sqlalchemy.engine import URL, make_url
 from etl_assets.embedded_postgres import embedded_postgres_url
 from etl_assets.errors import ConfigurationError
 from etl_assets.home import expand_vars
-from etl_assets.secrets import mask_url, remember_secrets_in, secret_parts
+from etl_assets.secrets import mask_url, remember_credential, remember_secrets_in, secret_parts
 from etl_assets.settings import ConnectionSpec
 
 
@@ -36,6 +36,21 @@ def resolve_url(spec: ConnectionSpec, owner: str) -> str:
     if spec.url:
         return expand_url(spec.url, owner)
     return embedded_postgres_url(spec.database)
+
+
+def values_from_env(mapping: dict[str, str], what: str, owner: str,
+                    error: type[Exception] = UnresolvedConnection) -> dict[str, str]:
+    """``{name: value of its env var}`` for ``mapping`` (``{name: VAR}``: headers, query
+    parameters), each value remembered as a secret (masked wherever it shows up); an unset
+    variable raises ``error`` naming ``owner``, the ``what`` and the variable."""
+    values = {}
+    for name, variable in mapping.items():
+        value = os.environ.get(variable)
+        if value is None:
+            raise error(f"{owner}: {what} {name} comes from ${variable}, which is not set")
+        remember_credential(value)
+        values[name] = value
+    return values
 
 
 def expand_url(url: str, owner: str, field: str = "connection.url",

@@ -27,6 +27,7 @@ import pyarrow.compute as pc
 from dagster import OpExecutionContext, OutputContext
 
 from etl_assets.batches import RecordBatchStream
+from etl_assets.connections import values_from_env
 from etl_assets.dead_letters import ReplayReport
 from etl_assets.errors import EtlAssetsError
 from etl_assets.home import expand_vars
@@ -38,7 +39,6 @@ from etl_assets.secrets import (
     has_user_info,
     is_secret_name,
     masked_errors,
-    remember_credential,
     remember_secret,
     remember_secrets_in,
     shown_location,
@@ -76,14 +76,8 @@ class HttpApiIOManager(SinkIOManager[HttpSinkSpec]):
 
     def request_headers(self, where: str) -> dict[str, str]:
         """Plain headers plus those whose values are in env vars (never logged)."""
-        values = dict(self.spec.headers)
-        for header, variable in self.spec.headers_from_env.items():
-            value = os.environ.get(variable)
-            if value is None:
-                raise HttpSinkError(f"{where}: header {header} comes from ${variable}, "
-                                    f"which is not set")
-            remember_credential(value)
-            values[header] = value
+        values = {**self.spec.headers, **values_from_env(self.spec.headers_from_env, "header",
+                                                          where, error=HttpSinkError)}
         if any(h.lower() == "authorization" for h in values) and \
                 has_user_info(self.target_url()):
             raise HttpSinkError(f"{where}: the URL holds user info (user:password@) and the "

@@ -15,7 +15,6 @@ go up to now.
 from __future__ import annotations
 
 import itertools
-import os
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from functools import cached_property
@@ -25,7 +24,7 @@ import pyarrow as pa
 from dagster import get_dagster_logger
 
 from etl_assets.batches import RecordBatchStream, StreamNotes
-from etl_assets.connections import UnresolvedConnection, expand_url
+from etl_assets.connections import expand_url, values_from_env
 from etl_assets.home import expand_vars
 from etl_assets.progress import ProgressLog
 from etl_assets.raw_pages import RawPages
@@ -33,7 +32,6 @@ from etl_assets.secrets import (
     mask_parameters,
     mask_url,
     masked_log,
-    remember_credential,
 )
 from etl_assets.sources.base import CursorType
 from etl_assets.sources.http.client import HttpSourceError, PageClient
@@ -53,19 +51,6 @@ def open_http_source(name: str, spec: HttpSourceSpec) -> HttpSource:
     return HttpSource(name, spec)
 
 
-def _from_env(mapping: dict[str, str], what: str, owner: str) -> dict[str, str]:
-    """``{name: value of the env var}``, each value remembered as a secret."""
-    values = {}
-    for name, variable in mapping.items():
-        value = os.environ.get(variable)
-        if value is None:
-            raise UnresolvedConnection(f"{owner}: {what} {name} comes from ${variable}, which "
-                                       f"is not set")
-        remember_credential(value)
-        values[name] = value
-    return values
-
-
 class HttpSource:
     """A JSON API as a source (see the module's docstring)."""
 
@@ -75,9 +60,9 @@ class HttpSource:
         self.what = f"source {name!r}"
         self.url = expand_url(spec.url, self.what, field="url", advice=_ADVICE)
         mask_parameters(spec.params_from_env)
-        self.secret_params = _from_env(spec.params_from_env, "query parameter", self.what)
+        self.secret_params = values_from_env(spec.params_from_env, "query parameter", self.what)
         self.headers = {**spec.headers,
-                        **_from_env(spec.headers_from_env, "header", self.what)}
+                        **values_from_env(spec.headers_from_env, "header", self.what)}
         self.ca_file = expand_vars(spec.ca_file) if spec.ca_file else None
         self.log = masked_log(get_dagster_logger())
         self._latest: list[object] = []  # the newest value, once read
