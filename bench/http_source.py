@@ -63,6 +63,7 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.process_memory import peak_mb  # noqa: E402
 from etl_assets_testing.servers.datasette import datasette_binary  # noqa: E402
 from etl_assets_testing.servers.loopback import call, free_port, wait_for_answer  # noqa: E402
 
@@ -246,15 +247,6 @@ RUNNERS: dict[str, Callable[[Read], None]] = {"ours": run_ours, "dlt": run_dlt,
 IMPORTS = {"ours": ["etl_assets.sources.registry", "etl_assets.watermark"],
            "dlt": ["dlt", "dlt.sources.rest_api", "dlt.destinations"],
            "plain": ["requests"]}
-
-
-def peak_mb() -> float:
-    """This process's peak resident set (VmHWM), in MB."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def cpu_seconds_used() -> float:

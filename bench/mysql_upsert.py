@@ -49,7 +49,6 @@ import argparse
 import itertools
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -67,7 +66,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import make_url
 
-from bench.pg_upsert import generated_batches, peak_mb
+from bench.pg_upsert import generated_batches, report
+from bench.process_memory import peak_mb
 
 if TYPE_CHECKING:
     from etl_assets.settings import Conflict
@@ -308,47 +308,6 @@ def _check_landed(url: str, label: str, rows: int, generation: int) -> None:
                  f"{expected:.3f}")
 
 
-def _report(args: argparse.Namespace, contenders: list[str],
-            results: dict[tuple[str, str], list[dict[str, float]]],
-            small: int, small_peak: float | None) -> None:
-    """The table of medians, the ratios and ours' memory at a fifth of the rows."""
-
-    def median(contender: str, phase: str, key: str) -> float:
-        return statistics.median(r[key] for r in results[(contender, phase)])
-
-    print(f"\n{args.rows:,} rows x 10 columns, {args.batch_rows:,} rows a batch, "
-          f"median of {args.repeat}")
-    print(f"{'phase':<32}{'contender':<23}{'seconds':>9}{'rows/s':>11}{'peak MB':>9}")
-    for phase in PHASES:
-        for contender in contenders:
-            seconds = median(contender, phase, "seconds")
-            print(f"{phase:<32}{contender:<23}{seconds:>9.2f}{args.rows / seconds:>11,.0f}"
-                  f"{median(contender, phase, 'peak_mb'):>9.0f}")
-    reference = "ours" if "ours" in contenders else contenders[0]
-    peers = [c for c in contenders if c != reference]
-    if peers:
-        print(f"\nspeed of {reference} relative to each peer (>1: {reference} faster)")
-        for phase in PHASES:
-            mine = median(reference, phase, "seconds")
-            ratios = []
-            for peer in peers:
-                ratio = median(peer, phase, "seconds") / mine
-                goal = GOALS.get(peer) if reference == "ours" else None
-                ratios.append(f"{peer} {ratio:.2f}x" + (
-                    "" if goal is None else f" (goal >= {goal}x: "
-                                            f"{'met' if ratio >= goal else 'MISSED'})"))
-            print(f"{phase:<32}{', '.join(ratios)}")
-    if "ours" in contenders and "ours-last-write" in contenders:
-        print("\ncost of the newest-wins guard (ours / ours-last-write seconds; 1.05 = 5%)")
-        for phase in PHASES:
-            cost = median("ours", phase, "seconds") / median("ours-last-write", phase,
-                                                             "seconds")
-            print(f"{phase:<32}{cost:.3f}")
-    if small_peak is not None:
-        print(f"\nours' peak memory: {small_peak:.0f} MB at {small:,} rows, "
-              f"{median('ours', PHASES[0], 'peak_mb'):.0f} MB at {args.rows:,} rows")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -401,7 +360,7 @@ def main() -> None:
         with admin.cursor() as cur:
             cur.execute(f"DROP DATABASE IF EXISTS `{database}`")
         admin.close()
-    _report(args, contenders, results, small, small_peak)
+    report(args, contenders, results, small, small_peak, GOALS)
 
 
 if __name__ == "__main__":

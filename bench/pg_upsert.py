@@ -43,6 +43,8 @@ from psycopg import sql
 from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.engine import make_url
 
+from bench.process_memory import peak_mb
+
 if TYPE_CHECKING:
     from etl_assets.settings import Conflict
 
@@ -97,15 +99,6 @@ def generated_batches(rows: int, batch_rows: int, generation: int) -> Iterator[p
             pa.array((19723 + ids % 365).astype(np.int32), pa.int32()).cast(pa.date32()),
             amounts.cast(pa.decimal128(12, 2)),
             pa.array(attrs, pa.string())], schema=schema)
-
-
-def peak_mb() -> float:
-    """This process's peak resident set (VmHWM), in MB."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def run_ours(url: str, schema: str, batches: Iterator[pa.RecordBatch],
@@ -227,6 +220,48 @@ def _check_landed(url: str, schema: str, rows: int, generation: int) -> None:
                  f"expected {rows}")
 
 
+def report(args: argparse.Namespace, contenders: list[str],
+           results: dict[tuple[str, str], list[dict[str, float]]],
+           small: int, small_peak: float | None, goals: dict[str, float]) -> None:
+    """The table of medians, the ratios (with ``goals``: ours' speed relative to a peer)
+    and ours' memory at a fifth of the rows; shared by the upsert benches."""
+
+    def median(contender: str, phase: str, key: str) -> float:
+        return statistics.median(r[key] for r in results[(contender, phase)])
+
+    print(f"\n{args.rows:,} rows x 10 columns, {args.batch_rows:,} rows a batch, "
+          f"median of {args.repeat}")
+    print(f"{'phase':<32}{'contender':<23}{'seconds':>9}{'rows/s':>11}{'peak MB':>9}")
+    for phase in PHASES:
+        for contender in contenders:
+            seconds = median(contender, phase, "seconds")
+            print(f"{phase:<32}{contender:<23}{seconds:>9.2f}{args.rows / seconds:>11,.0f}"
+                  f"{median(contender, phase, 'peak_mb'):>9.0f}")
+    reference = "ours" if "ours" in contenders else contenders[0]
+    peers = [c for c in contenders if c != reference]
+    if peers:
+        print(f"\nspeed of {reference} relative to each peer (>1: {reference} faster)")
+        for phase in PHASES:
+            mine = median(reference, phase, "seconds")
+            ratios = []
+            for peer in peers:
+                ratio = median(peer, phase, "seconds") / mine
+                goal = goals.get(peer) if reference == "ours" else None
+                ratios.append(f"{peer} {ratio:.2f}x" + (
+                    "" if goal is None else f" (goal >= {goal}x: "
+                                            f"{'met' if ratio >= goal else 'MISSED'})"))
+            print(f"{phase:<32}{', '.join(ratios)}")
+    if "ours" in contenders and "ours-last-write" in contenders:
+        print("\ncost of the newest-wins guard (ours / ours-last-write seconds; 1.05 = 5%)")
+        for phase in PHASES:
+            cost = median("ours", phase, "seconds") / median("ours-last-write", phase,
+                                                             "seconds")
+            print(f"{phase:<32}{cost:.3f}")
+    if small_peak is not None:
+        print(f"\nours' peak memory: {small_peak:.0f} MB at {small:,} rows, "
+              f"{median('ours', PHASES[0], 'peak_mb'):.0f} MB at {args.rows:,} rows")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -272,32 +307,7 @@ def main() -> None:
         with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(database)))
 
-    def median(contender: str, phase: str, key: str) -> float:
-        return statistics.median(r[key] for r in results[(contender, phase)])
-
-    print(f"\n{args.rows:,} rows x 10 columns, {args.batch_rows:,} rows a batch, "
-          f"median of {args.repeat}")
-    print(f"{'phase':<32}{'contender':<16}{'seconds':>9}{'rows/s':>11}{'peak MB':>9}")
-    for phase in PHASES:
-        for contender in contenders:
-            seconds = median(contender, phase, "seconds")
-            print(f"{phase:<32}{contender:<16}{seconds:>9.2f}{args.rows / seconds:>11,.0f}"
-                  f"{median(contender, phase, 'peak_mb'):>9.0f}")
-    if "ours" in contenders:
-        print("\nspeed of ours relative to each peer (>1: ours faster)")
-        for phase in PHASES:
-            ours = median("ours", phase, "seconds")
-            ratios = [f"{peer} {median(peer, phase, 'seconds') / ours:.2f}x"
-                      for peer in contenders if peer != "ours"]
-            print(f"{phase:<32}{', '.join(ratios)}")
-        if "ours-last-write" in contenders:
-            print("\ncost of the newest-wins guard (ours / ours-last-write seconds; 1.05 = 5%)")
-            for phase in PHASES:
-                cost = median("ours", phase, "seconds") / median("ours-last-write", phase,
-                                                                 "seconds")
-                print(f"{phase:<32}{cost:.3f}")
-        print(f"\nours' peak memory: {small_peak:.0f} MB at {small:,} rows, "
-              f"{median('ours', PHASES[0], 'peak_mb'):.0f} MB at {args.rows:,} rows")
+    report(args, contenders, results, small, small_peak, {})
 
 
 if __name__ == "__main__":
