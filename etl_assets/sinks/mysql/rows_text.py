@@ -11,7 +11,11 @@ time with microseconds, durations as ``[-]HHHMMSS.ffffff`` (what TIME reads), bo
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import json
+import os
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -183,3 +187,31 @@ def load_data_statement(path: str, into: str, names: list[str],
     return (f"LOAD DATA LOCAL INFILE '{path}' INTO TABLE {into} CHARACTER SET utf8mb4 "
             f"FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n' "
             f"({', '.join(targets)})" + (f" SET {', '.join(sets)}" if sets else ""))
+
+
+LOAD_FILE_PREFIX = "etl_assets_mysql_"
+
+
+def new_load_file() -> str:
+    """A new empty file for LOAD DATA text, named for this process; the files of processes
+    that are gone (a killed run's) are removed first, so a crash leaves nothing behind for
+    long. The caller removes its file when done."""
+    folder = tempfile.gettempdir()
+    for path in glob.glob(os.path.join(folder, f"{LOAD_FILE_PREFIX}*.tsv")):
+        pid = os.path.basename(path)[len(LOAD_FILE_PREFIX):].split("_", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+    handle, path = tempfile.mkstemp(prefix=f"{LOAD_FILE_PREFIX}{os.getpid()}_", suffix=".tsv")
+    os.close(handle)
+    return path
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

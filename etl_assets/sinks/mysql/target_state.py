@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from etl_assets.sinks.mysql.rows_text import (
     insert_tuples,
     load_data_statement,
     load_file_body,
+    new_load_file,
     texts,
 )
 from etl_assets.sinks.mysql.table import Cursor, existing_table, quoted
@@ -121,9 +121,9 @@ def _count(cur: Cursor, table: str, cursor: str, window: Window,
     temp = quoted(f"etl_keys_{uuid.uuid4().hex[:12]}")
     columns = ", ".join(quoted(c) for c in distinct.column_names)
     cur.execute(f"CREATE TEMPORARY TABLE {temp} AS SELECT {columns} FROM {table} LIMIT 0")
-    handle, path = tempfile.mkstemp(prefix="etl_assets_keys_", suffix=".tsv")
+    path = new_load_file()
     try:
-        with os.fdopen(handle, "wb") as file:
+        with open(path, "wb") as file:
             file.write(load_file_body(texts(distinct.combine_chunks().to_batches()[0])))
         _load_keys(cur, temp, path, distinct)
         match = " AND ".join(f"k.{quoted(c)} = t.{quoted(c)}" for c in distinct.column_names)

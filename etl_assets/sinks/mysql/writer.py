@@ -21,7 +21,6 @@ import contextlib
 import logging
 import os
 import re
-import tempfile
 from collections.abc import Sequence
 from typing import Any, Literal, TypeVar
 
@@ -50,6 +49,7 @@ from etl_assets.sinks.mysql.rows_text import (
     insert_tuples,
     load_data_statement,
     load_file_body,
+    new_load_file,
     texts,
 )
 from etl_assets.sinks.mysql.table import (
@@ -124,8 +124,7 @@ class MysqlUpsertWriter(SqlTableWriter):
         self._by_insert = False  # LOCAL INFILE refused: multi-row INSERTs
         self._finished = False
         # the LOAD DATA file of the batch being written (the server asks for it by name)
-        handle, self._path = tempfile.mkstemp(prefix="etl_assets_mysql_", suffix=".tsv")
-        os.close(handle)
+        self._path = new_load_file()
 
     # -- connection ----------------------------------------------------------------------
 

@@ -352,3 +352,26 @@ def test_a_spec_with_a_connection_that_is_not_mysql_is_refused() -> None:
     with pytest.raises(SpecError, match=r"sink 'my'.*the embedded server is PostgreSQL"):
         parse_spec(spec({"env": "X", "embedded": True}))
     assert parse_spec(spec({"url": "mariadb+pymysql://h/db"})).sinks["my"].kind == "mysql"
+
+
+def test_a_killed_runs_load_file_is_removed_by_the_next_writer() -> None:
+    import os
+    import subprocess
+    import tempfile
+
+    from etl_assets.sinks.mysql.rows_text import LOAD_FILE_PREFIX, new_load_file
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a pid no process has now
+    stale = os.path.join(tempfile.gettempdir(), f"{LOAD_FILE_PREFIX}{dead.pid}_x.tsv")
+    live = os.path.join(tempfile.gettempdir(), f"{LOAD_FILE_PREFIX}{os.getpid()}_y.tsv")
+    for path in (stale, live):
+        with open(path, "wb") as file:
+            file.write(b"1\t2\n")
+    mine = new_load_file()
+    try:
+        assert not os.path.exists(stale)
+        assert os.path.exists(live) and os.path.exists(mine)  # this process's stay
+    finally:
+        for path in (live, mine):
+            os.unlink(path)
