@@ -1,7 +1,7 @@
 """Real servers for the tests: PostgreSQL on 127.0.0.1:5432 (else an embedded one),
 MariaDB on 127.0.0.1:3306, SQLite files, a real Dagster instance, and the HTTP servers that
-the HTTP sink and source tests share: CouchDB (pouchdb-server), datasette (one a session) and
-a fault-injecting HTTP server (one a test).
+several packages share: S3 (moto), CouchDB (pouchdb-server), datasette (one a session) and a
+fault-injecting HTTP server (one a test).
 
 With ``ETL_ASSETS_REQUIRE_SERVICES=1`` (set by ``.ci/run``) a missing MariaDB fails the tests
 instead of skipping them.
@@ -26,8 +26,10 @@ from psycopg import sql
 
 from etl_assets_testing.servers.datasette import Datasette, datasette_binary, start_datasette
 from etl_assets_testing.servers.fault_http import FaultServer
+from etl_assets_testing.servers.loopback import free_port
 from etl_assets_testing.servers.postgres import start_embedded_postgres
 from etl_assets_testing.servers.pouchdb import POUCHDB_SERVER, PouchDB, start_pouchdb
+from etl_assets_testing.servers.s3 import S3Bucket, S3Server
 
 PROJECT = Path(__file__).resolve().parents[1]
 PG_ADMIN_URL = os.environ.get("ETL_ASSETS_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -187,3 +189,24 @@ def fault_server() -> Iterator[FaultServer]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    server = S3Server(free_port())
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Bucket]:
+    """A new bucket on the running server; credentials only in the environment."""
+    for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
+                        ("AWS_DEFAULT_REGION", "us-east-1")):
+        monkeypatch.setenv(name, value)
+    if not s3_server.running:  # a test that stopped it failed before starting it again
+        s3_server.start()
+    bucket = S3Bucket(s3_server, f"lake-{uuid.uuid4().hex[:10]}")
+    s3_server.client().create_bucket(Bucket=bucket.name)
+    yield bucket

@@ -1,7 +1,7 @@
-"""Servers of the sink tests, one per session unless said otherwise: a real BigQuery API,
-S3 (moto) and a private PostgreSQL that may be restarted (per test). CouchDB
-(pouchdb-server), datasette and the fault-injecting HTTP server, which the HTTP source's tests
-use too, are in the root conftest. How each starts: etl_assets_testing."""
+"""Servers of the sink tests, one per session unless said otherwise: a real BigQuery API
+and a private PostgreSQL that may be restarted (per test). S3 (moto), CouchDB
+(pouchdb-server), datasette and the fault-injecting HTTP server, which staging and the HTTP
+source's tests use too, are in the root conftest. How each starts: etl_assets_testing."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from etl_assets_testing.servers.postgres import (
     postgres_binaries,
     restartable_postgres,
 )
-from etl_assets_testing.servers.s3 import S3Bucket, S3Server
 from etl_assets_tests.conftest import _unavailable
 
 
@@ -35,27 +34,6 @@ def bq_dataset(bq_emulator: BigQueryEmulator) -> str:
     if not bq_emulator.running:  # a test that stopped it failed before starting it again
         bq_emulator.start()
     return f"ds_{uuid.uuid4().hex[:10]}"
-
-
-@pytest.fixture(scope="session")
-def s3_server() -> Iterator[S3Server]:
-    server = S3Server(free_port())
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def s3(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3Bucket]:
-    """A new bucket on the running server; credentials only in the environment."""
-    for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
-                        ("AWS_DEFAULT_REGION", "us-east-1")):
-        monkeypatch.setenv(name, value)
-    if not s3_server.running:  # a test that stopped it failed before starting it again
-        s3_server.start()
-    bucket = S3Bucket(s3_server, f"lake-{uuid.uuid4().hex[:10]}")
-    s3_server.client().create_bucket(Bucket=bucket.name)
-    yield bucket
 
 
 @pytest.fixture
