@@ -9,7 +9,8 @@ import sys
 import pyarrow as pa
 import pytest
 
-from etl_assets.batches import RecordBatchStream
+from etl_assets.batches import RecordBatchStream, StreamNotes
+from etl_assets.raw_pages import RawPages
 from etl_assets.staging import object_versions
 from etl_assets.staging.io_manager import StagingError, read_staged, staged_manifest, write_staged
 from etl_assets.staging.object_versions import POINTER, ObjectPartitionVersions
@@ -172,3 +173,22 @@ def test_batches_survive_the_round_trip_exactly(s3: S3Bucket) -> None:
     write_staged(partition(s3), RecordBatchStream(table.schema, iter(table.to_batches())),
                  run_id="r", shard_rows=10)
     assert pa.Table.from_batches(list(read_staged(partition(s3)))).equals(table)
+
+
+def test_raw_pages_go_into_the_version_on_the_object_store(s3: S3Bucket) -> None:
+    raw = RawPages()
+    raw.add(b'{"page": 1}', "http://api/items?page=1")  # read before the folder is known
+    batches = iter(stream(1, 5, 5))
+
+    def rows_after_a_second_page():
+        yield next(batches)
+        raw.add(b'{"page": 2}', "http://api/items?page=2")
+
+    notes = StreamNotes(raw_pages=raw)
+    manifest = write_staged(partition(s3), RecordBatchStream(
+        SCHEMA, rows_after_a_second_page(), notes=notes), run_id="r", shard_rows=10)
+    prefix = f"staging/sensors/0..100/{manifest.version}-r/raw/"
+    assert s3.keys(prefix) == [f"{prefix}{n}" for n in
+                               ("page-00001.json", "page-00002.json", "pages.jsonl")]
+    assert s3.get(f"{prefix}page-00002.json") == b'{"page": 2}'
+    assert s3.get(f"{prefix}pages.jsonl").decode().count("\n") == 2
