@@ -1,6 +1,6 @@
 """The spec in use: the file named by ``$ETL_ASSETS_SPEC`` (which ``etl-assets --spec PATH`` sets),
-or the bundled demo's. The file is a spec, or a ``dg`` defs.yaml that declares an
-``etl_assets.EtlAssetsComponent`` (its ``attributes:`` are the spec)."""
+or the bundled demo's when it is unset, empty or ``demo``. The file is a spec, or a ``dg``
+defs.yaml that declares an ``etl_assets.EtlAssetsComponent`` (its ``attributes:`` are the spec)."""
 
 from __future__ import annotations
 
@@ -13,13 +13,16 @@ from etl_assets.secrets import mask_parameters
 from etl_assets.spec import PipelineSpec, SpecError, load_spec, parse_spec
 
 SPEC_ENV = "ETL_ASSETS_SPEC"
+# The value that asks for the bundled demo where an empty one is refused (docker-compose.yml).
+DEMO = "demo"
 COMPONENT_TYPES = frozenset({"etl_assets.EtlAssetsComponent",
                              "etl_assets.component.EtlAssetsComponent"})
 
 
 def is_demo() -> bool:
-    """Whether the spec in use is the bundled demo's (``$ETL_ASSETS_SPEC`` unset or empty)."""
-    return not os.environ.get(SPEC_ENV)
+    """Whether the spec in use is the bundled demo's: ``$ETL_ASSETS_SPEC`` unset, empty or
+    ``demo``."""
+    return os.environ.get(SPEC_ENV, "") in ("", DEMO)
 
 
 def use_spec(path: str | os.PathLike[str]) -> None:
@@ -29,10 +32,10 @@ def use_spec(path: str | os.PathLike[str]) -> None:
 
 
 def spec_path() -> Path:
-    """The spec file in use: ``$ETL_ASSETS_SPEC``, else the demo spec."""
+    """The spec file in use: ``$ETL_ASSETS_SPEC``, else (see :func:`is_demo`) the demo spec."""
     from etl_assets.demo import DEMO_SPEC
 
-    return Path(os.environ.get(SPEC_ENV) or DEMO_SPEC)
+    return DEMO_SPEC if is_demo() else Path(os.environ[SPEC_ENV])
 
 
 def read_spec(path: str | os.PathLike[str]) -> PipelineSpec:
