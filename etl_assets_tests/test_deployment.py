@@ -8,6 +8,7 @@ import re
 import secrets
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -151,15 +152,21 @@ def test_dockerfile_runs_as_a_fixed_non_root_user_and_installs_the_extras() -> N
 
 
 def test_the_dockerfile_requirements_are_the_projects_and_the_extras() -> None:
-    script = PROJECT / "docker" / "requirements.py"
-    result = subprocess.run(["python", str(script), str(PROJECT / "pyproject.toml"), "s3,gcs"],
-                            capture_output=True, text=True, check=True)
+    if sys.version_info < (3, 11):
+        pytest.skip("docker/requirements.py runs in the image's Python 3.11 (tomllib)")
+
+    def requirements(extras: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, str(PROJECT / "docker" / "requirements.py"),
+                               str(PROJECT / "pyproject.toml"), extras],
+                              capture_output=True, text=True)
+
+    result = requirements("s3,gcs")
+    assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert any(line.startswith("dagster==") for line in lines)
     assert {"s3fs>=2024.6", "gcsfs>=2024.6"} <= set(lines)
 
-    result = subprocess.run(["python", str(script), str(PROJECT / "pyproject.toml"), "s3,nope"],
-                            capture_output=True, text=True)
+    result = requirements("s3,nope")  # pip would only warn, and build an image without it
     assert result.returncode != 0 and "no extra nope" in result.stderr
 
 
