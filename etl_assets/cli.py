@@ -259,14 +259,16 @@ def _check(require_env: bool) -> int:
 
 
 def _worker(args: argparse.Namespace) -> int:
-    from etl_assets.executors import run_celery_worker
+    from etl_assets.executors import celery_worker_app, run_celery_worker
 
+    executor = load_pipeline_spec().executor
+    app = celery_worker_app(executor, str(spec_path()))
     if not os.environ.get("DAGSTER_PG_HOST"):
         print("etl-assets: worker: DAGSTER_PG_HOST is unset: with the project's dagster.yaml, "
               "runs keep their events in SQLite files, which workers on other machines cannot "
               "reach (see etl_assets/instance_storage.py)", file=sys.stderr)
-    run_celery_worker(load_pipeline_spec().executor, str(spec_path()), queues=args.queue,
-                      concurrency=args.concurrency, name=args.name, loglevel=args.loglevel)
+    run_celery_worker(app, args.queue or [executor.queue], concurrency=args.concurrency,
+                      name=args.name, loglevel=args.loglevel)
     return 0
 
 

@@ -193,32 +193,37 @@ def _mask_handlers(logger: logging.Logger, **_: object) -> None:
         handler.addFilter(_Masking())
 
 
-def run_celery_worker(spec: ExecutorSpec, where: str, queues: Sequence[str] = (),
-                      concurrency: int | None = None, name: str | None = None,
-                      loglevel: str = "INFO") -> None:
-    """Run a Celery worker that executes the steps the executor of ``spec`` sends (this
-    process becomes the worker's main process; it returns when the worker stops: SIGTERM, a
-    warm shutdown, waits for the steps it runs). ``queues``: the queues to take steps from
-    (default: ``spec.queue``); ``concurrency``: steps at once (default: the CPU count)."""
+def celery_worker_app(spec: ExecutorSpec, where: str) -> Any:  # noqa: ANN401 (a Celery app)
+    """The Celery app of a worker for the executor of ``spec`` (``where`` names the spec in
+    errors): its broker and backend read from the environment, the task that executes a step
+    registered, secrets masked in the worker's log lines."""
     if spec.kind != "celery":
         raise ConfigurationError(f"{where}: executor: kind is {spec.kind}, not celery: a "
                                  f"worker has no steps to run (set `executor: {{kind: celery}}`)")
-    celery_module(where)
+    celery_module(f"{where}: executor")
     from celery.signals import after_setup_logger, after_setup_task_logger
     from dagster_celery.executor import CeleryExecutor
     from dagster_celery.make_app import make_app
     from dagster_celery.tasks import create_task
 
-    config = spec.celery_config()
     executor = CeleryExecutor.for_cli(broker=_resolved(spec.broker, "broker"),
                                       backend=_resolved(spec.backend, "backend"),
-                                      config_source=config.get("config_source"))
+                                      config_source=spec.celery_config().get("config_source"))
     app = make_app(executor.app_args())  # as the run's executor makes it: the same routes
     create_task(app)  # the task that executes a step (dagster_celery.app's)
     after_setup_logger.connect(_mask_handlers, weak=False)
     after_setup_task_logger.connect(_mask_handlers, weak=False)
+    return app
+
+
+def run_celery_worker(app: Any, queues: Sequence[str], concurrency: int | None = None,  # noqa: ANN401 (a Celery app)
+                      name: str | None = None, loglevel: str = "INFO") -> None:
+    """Run a worker of ``app`` (:func:`celery_worker_app`) in this process, which becomes the
+    worker's main process; it returns when the worker stops (SIGTERM: a warm shutdown, which
+    waits for the steps it runs). ``queues``: the queues to take steps from;
+    ``concurrency``: steps at once (default: the CPU count)."""
     argv = ["worker", "--prefetch-multiplier=1", f"--loglevel={loglevel}",
-            "--queues", ",".join(queues or [spec.queue]),
+            "--queues", ",".join(queues),
             "--hostname", name or f"etl-assets-{uuid.uuid4().hex[:6]}@%h"]
     if concurrency is not None:
         argv += ["--concurrency", str(concurrency)]
