@@ -222,9 +222,10 @@ def run_celery_worker(app: Any, queues: Sequence[str], concurrency: int | None =
     worker's main process; it returns when the worker stops (SIGTERM: a warm shutdown, which
     waits for the steps it runs). ``queues``: the queues to take steps from;
     ``concurrency``: steps at once (default: the CPU count)."""
+    name = name or f"etl-assets-{uuid.uuid4().hex[:6]}"
     argv = ["worker", "--prefetch-multiplier=1", f"--loglevel={loglevel}",
             "--queues", ",".join(queues),
-            "--hostname", name or f"etl-assets-{uuid.uuid4().hex[:6]}@%h"]
+            "--hostname", name if "@" in name else f"{name}@%h"]
     if concurrency is not None:
         argv += ["--concurrency", str(concurrency)]
     app.worker_main(argv)
