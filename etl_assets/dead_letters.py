@@ -1,20 +1,21 @@
-"""Dead-letter store: what a sink could not deliver, kept on disk to be replayed later.
+"""Dead-letter store: what a sink could not deliver, kept to be replayed later, in a local
+folder or on an object store (:class:`~etl_assets.storage.Folder`).
 
 One parquet file per failed delivery under ``<root>/<asset>/<partition>/``: the undelivered
 rows (or documents) as they were, plus columns saying why and how often they failed. Sinks
 add to it when ``on_error: dead_letter`` (or when a load fails after its retries); a replay
-job per sink re-sends the rows and removes those that succeed. Files are written to a temp
-name and renamed, so a crash never leaves half a file.
+job per sink re-sends the rows and removes those that succeed. A file appears whole or not at
+all (a temp name renamed locally; an object store shows an upload only when it completes), so
+a crash never leaves half a file.
 """
 
 
-import os
 import time
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
+from os import PathLike
 from typing import Any, Protocol, TypeVar
 
 import pyarrow as pa
@@ -31,8 +32,8 @@ from dagster import (
     op,
 )
 
-from etl_assets.home import expand_vars
 from etl_assets.logs import Log
+from etl_assets.storage import Folder
 
 ERROR = "_dl_error"
 ATTEMPTS = "_dl_attempts"
@@ -47,14 +48,24 @@ V = TypeVar("V", str, int)
 _TS = pa.timestamp("us", tz="UTC")
 
 
+class _NoRows(Exception):
+    """Nothing to keep: the file being written is dropped."""
+
+
 @dataclass(frozen=True)
 class DeadLetterFile:
-    """One failed delivery: ``rows`` undelivered rows of ``asset``'s ``partition``."""
+    """One failed delivery: ``rows`` undelivered rows of ``asset``'s ``partition``, in the file
+    ``name`` (``<asset>/<partition>/<file>.parquet`` under the store's root)."""
 
-    path: Path
+    name: str
     asset: str
     partition: str | None
     rows: int
+
+    @property
+    def file_name(self) -> str:
+        """The file's own name, for messages."""
+        return self.name.rsplit("/", 1)[-1]
 
 
 @dataclass(frozen=True)
@@ -75,13 +86,20 @@ class DeadLetters:
 
 
 class DeadLetterStore:
-    """Dead letters under ``root`` (``${ETL_ASSETS_HOME}`` is expanded)."""
+    """Dead letters under ``root``: a local folder or an fsspec URL (``${VAR}`` expanded),
+    opened with ``storage_options``."""
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
-        self.root = Path(expand_vars(str(root)))
+    def __init__(self, root: str | PathLike[str],
+                 storage_options: dict[str, Any] | None = None) -> None:
+        self.store = Folder(str(root), storage_options)
 
-    def folder(self, asset: str, partition: str | None) -> Path:
-        return self.root / asset / (partition or ALL_PARTITIONS)
+    @staticmethod
+    def folder(asset: str, partition: str | None) -> str:
+        return f"{asset}/{partition or ALL_PARTITIONS}"
+
+    def _new_name(self, asset: str, partition: str | None, run_id: str) -> str:
+        return (f"{self.folder(asset, partition)}/"
+                f"{time.time_ns()}-{run_id[:8]}-{uuid.uuid4().hex[:6]}.parquet")
 
     def add(self, asset: str, partition: str | None, payload: pa.Table | pa.RecordBatch,
             errors: Sequence[str] | str, *, run_id: str,
@@ -108,13 +126,9 @@ class DeadLetterStore:
                  .append_column(VERSION, pa.array(
                      [version] * rows if version is None or isinstance(version, int)
                      else list(version), pa.int64())))
-        folder = self.folder(asset, partition)
-        folder.mkdir(parents=True, exist_ok=True)
-        name = f"{time.time_ns()}-{run_id[:8]}-{uuid.uuid4().hex[:6]}.parquet"
-        temp = folder / f".{name}.tmp"
-        pq.write_table(table, temp)
-        os.replace(temp, folder / name)
-        return DeadLetterFile(folder / name, asset, partition, rows)
+        name = self._new_name(asset, partition, run_id)
+        self._write(name, table)
+        return DeadLetterFile(name, asset, partition, rows)
 
     def add_batches(self, asset: str, partition: str | None, schema: pa.Schema,
                     batches: Iterable[pa.RecordBatch], error: str, *,
@@ -129,13 +143,10 @@ class DeadLetterStore:
         for name, kind in ((ERROR, pa.string()), (ATTEMPTS, pa.int32()), (FIRST_FAILED_AT, _TS),
                            (LAST_FAILED_AT, _TS), (RUN_ID, pa.string()), (VERSION, pa.int64())):
             full = full.append(pa.field(name, kind))
-        folder = self.folder(asset, partition)
-        folder.mkdir(parents=True, exist_ok=True)
-        name = f"{time.time_ns()}-{run_id[:8]}-{uuid.uuid4().hex[:6]}.parquet"
-        temp = folder / f".{name}.tmp"
+        name = self._new_name(asset, partition, run_id)
         rows = 0
         try:
-            with pq.ParquetWriter(temp, full) as writer:
+            with self.store.writing(name) as out, pq.ParquetWriter(out, full) as writer:
                 for batch in batches:
                     n = batch.num_rows
                     if not n:
@@ -147,34 +158,40 @@ class DeadLetterStore:
                     writer.write_batch(pa.RecordBatch.from_arrays(
                         [*batch.select(schema.names).columns, *meta], schema=full))
                     rows += n
-            if not rows:
-                return None
-            os.replace(temp, folder / name)
-        finally:
-            temp.unlink(missing_ok=True)
-        return DeadLetterFile(folder / name, asset, partition, rows)
+                if not rows:
+                    raise _NoRows  # the file is not kept
+        except _NoRows:
+            return None
+        return DeadLetterFile(name, asset, partition, rows)
 
     def files(self, asset: str, partition: str | None = None) -> list[DeadLetterFile]:
         """Dead-letter files of ``asset`` (of one ``partition``, or of all), oldest first."""
-        base = self.root / asset
-        folders = [self.folder(asset, partition)] if partition else (
-            sorted(p for p in base.iterdir() if p.is_dir()) if base.is_dir() else [])
+        folders = [self.folder(asset, partition)] if partition else [
+            f"{asset}/{name}" for name in self.store.names(asset, folders=True)]
         found = []
         for folder in folders:
-            if not folder.is_dir():
-                continue
-            key = None if folder.name == ALL_PARTITIONS else folder.name
-            for path in sorted(folder.glob("*.parquet")):
-                rows = pq.ParquetFile(path).metadata.num_rows
-                found.append(DeadLetterFile(path, asset, key, rows))
-        return sorted(found, key=lambda f: f.path.name)
+            key = folder.rsplit("/", 1)[-1]
+            for name in self.store.names(folder, suffix=".parquet"):
+                with self.store.open_read(f"{folder}/{name}") as handle:
+                    rows = pq.ParquetFile(handle).metadata.num_rows
+                found.append(DeadLetterFile(f"{folder}/{name}", asset,
+                                            None if key == ALL_PARTITIONS else key, rows))
+        return sorted(found, key=lambda f: f.file_name)
 
     def count(self, asset: str, partition: str | None = None) -> int:
         """Undelivered rows of ``asset`` (read from file footers, not the data)."""
         return sum(f.rows for f in self.files(asset, partition))
 
+    def _read_table(self, file: DeadLetterFile, columns: list[str] | None = None) -> pa.Table:
+        with self.store.open_read(file.name) as handle:
+            return pq.read_table(handle, columns=columns)
+
+    def _write(self, name: str, table: pa.Table) -> None:
+        with self.store.writing(name) as out:
+            pq.write_table(table, out)
+
     def read(self, file: DeadLetterFile) -> DeadLetters:
-        table = pq.read_table(file.path)
+        table = self._read_table(file)
         versions = table.column(VERSION).to_pylist() if VERSION in table.column_names \
             else [None] * table.num_rows  # kept before versions were recorded
         return DeadLetters(
@@ -192,7 +209,7 @@ class DeadLetterStore:
         letters = self.read(file)
         mask = pa.array(still_failing, pa.bool_())
         if len(mask) != letters.payload.num_rows:
-            raise ValueError(f"{file.path}: {len(mask)} results for "
+            raise ValueError(f"{self.store.location(file.name)}: {len(mask)} results for "
                              f"{letters.payload.num_rows} dead letters")
         failing = pc.sum(mask).as_py() or 0
         if failing:
@@ -203,7 +220,7 @@ class DeadLetterStore:
                      attempts=[letters.attempts[i] + 1 for i in indices],
                      first_failed_at=[letters.first_failed_at[i] for i in indices],
                      version=[letters.versions[i] for i in indices])
-        file.path.unlink()
+        self.store.remove(file.name)
         return failing
 
     def supersede(self, asset: str, partition: str | None, version: int | None,
@@ -224,34 +241,27 @@ class DeadLetterStore:
             dropped += sum(stale)
             keep = [i for i, old in enumerate(stale) if not old]
             if keep:
-                self._rewrite(file, keep)
+                self._write(file.name, self._read_table(file).take(keep))
             else:
-                file.path.unlink()
+                self.store.remove(file.name)
         if dropped and log is not None:
             log.info(f"{asset}: dropped {dropped:,} dead letter(s) of partition {partition}: "
                      f"this run wrote a later extraction of its window")
         return dropped
 
-    @staticmethod
-    def _versions(file: DeadLetterFile) -> list[int | None]:
+    def _versions(self, file: DeadLetterFile) -> list[int | None]:
         """The staged version of each row of ``file`` (only that column is read)."""
-        if VERSION not in pq.read_schema(file.path).names:  # kept before versions existed
-            return [None] * file.rows
-        return pq.read_table(file.path, columns=[VERSION]).column(VERSION).to_pylist()
-
-    def _rewrite(self, file: DeadLetterFile, rows: list[int]) -> None:
-        """Keep only ``rows`` of ``file`` (atomically)."""
-        table = pq.read_table(file.path).take(rows)
-        temp = file.path.with_name(f".{file.path.name}.tmp")
-        pq.write_table(table, temp)
-        os.replace(temp, file.path)
+        with self.store.open_read(file.name) as handle:
+            if VERSION not in pq.read_schema(handle).names:  # kept before versions existed
+                return [None] * file.rows
+        return self._read_table(file, [VERSION]).column(VERSION).to_pylist()
 
     def metadata(self, asset: str, partition: str | None) -> dict[str, Any]:
         """Asset metadata: dead letters of this partition and of the whole asset."""
         return {
             "dead_letters": self.count(asset, partition),
             "dead_letters_all_partitions": self.count(asset),
-            "dead_letter_path": MetadataValue.path(str(self.root / asset)),
+            "dead_letter_path": MetadataValue.path(self.store.location(asset)),
         }
 
 

@@ -8,14 +8,16 @@ removed with it when the attempt fails or a later version supersedes it, swept w
 killed run left it. Pages that arrive before the folder is known (a source reads its first page
 to learn the window's schema) wait in memory: a few at most.
 
-``raw/page-NNNNN.<suffix>`` holds each page's body as received; ``raw/pages.jsonl`` says, a
-line a page, which file came from where (the URL, masked).
+``raw/page-NNNNN.<suffix>`` holds each page's body as received; ``raw/pages.jsonl``, written
+when the pages end (an object store cannot append), says, a line a page, which file came from
+where (the URL, masked).
 """
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
+
+from etl_assets.storage import Folder
 
 RAW_FOLDER = "raw"
 INDEX = "pages.jsonl"
@@ -29,8 +31,9 @@ class RawPages:
         self.suffix = suffix
         self.pages = 0
         self.bytes = 0
-        self._folder: Path | None = None
+        self._folder: Folder | None = None
         self._waiting: list[tuple[bytes, str]] = []
+        self._index: list[str] = []
 
     def add(self, body: bytes, source: str) -> None:
         """One more page: its ``body`` as received and where it came from (masked)."""
@@ -43,10 +46,8 @@ class RawPages:
             return
         self._write(body, source)
 
-    def write_into(self, folder: Path) -> None:
-        """Write the pages into ``folder`` (made now), those waiting first, later ones as
-        they arrive."""
-        folder.mkdir(parents=True, exist_ok=True)
+    def write_into(self, folder: Folder) -> None:
+        """Write the pages into ``folder``, those waiting first, later ones as they arrive."""
         self._folder = folder
         waiting, self._waiting = self._waiting, []
         for body, source in waiting:
@@ -57,6 +58,11 @@ class RawPages:
         self.pages += 1
         self.bytes += len(body)
         name = f"page-{self.pages:05d}{self.suffix}"
-        (self._folder / name).write_bytes(body)
-        with open(self._folder / INDEX, "a", encoding="utf-8") as index:
-            index.write(json.dumps({"file": name, "url": source, "bytes": len(body)}) + "\n")
+        self._folder.write_bytes(name, body)
+        self._index.append(json.dumps({"file": name, "url": source, "bytes": len(body)}))
+
+    def finish(self) -> None:
+        """Write the index of the pages (after the last one, before the version's manifest)."""
+        if self._folder is not None:
+            self._folder.write_bytes(INDEX, "".join(f"{line}\n" for line in self._index)
+                                     .encode())

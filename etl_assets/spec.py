@@ -18,6 +18,7 @@ import yaml
 from pydantic import Discriminator, Field, Tag, ValidationError, model_validator
 from pydantic_core import ErrorDetails
 
+from etl_assets.code_versions import NotData
 from etl_assets.errors import ConfigurationError
 from etl_assets.executors import ExecutorSpec
 from etl_assets.settings import NAME_PATTERN, StrictModel, env_var_names, refuse_secrets
@@ -26,6 +27,7 @@ from etl_assets.sinks.registry import SINK_KINDS
 from etl_assets.sources.base import SourceSpecBase
 from etl_assets.sources.registry import DEFAULT_SOURCE_KIND, SOURCE_KINDS
 from etl_assets.staging.spec import StagingSpec
+from etl_assets.storage import StorageLocation
 
 
 class SpecError(ConfigurationError, ValueError):
@@ -58,10 +60,12 @@ else:
     SinkSpec = _tagged_union({kind: k.spec for kind, k in SINK_KINDS.items()}, None)
 
 
-class DeadLetterSpec(StrictModel):
-    """Where undelivered rows are kept until a replay delivers them."""
+class DeadLetterSpec(StorageLocation):
+    """Where undelivered rows are kept until a replay delivers them: a local folder, or an
+    object store when runs do not share a disk."""
 
-    root: str = Field("${ETL_ASSETS_HOME}/dead_letters")
+    root: NotData[str] = Field("${ETL_ASSETS_HOME}/dead_letters", description=(
+        "a local folder (${VAR} expanded) or an fsspec URL such as s3://bucket/dead_letters"))
 
 
 class PipelineSpec(StrictModel):
@@ -115,7 +119,8 @@ class PipelineSpec(StrictModel):
         sink = self.sinks[sink_name]
         source = self.sources[sink.source]
         return SinkSetup.of(sink_name, sink, source_primary_key=source.primary_key,
-                            source_cursor=source.cursor, dead_letter_root=self.dead_letters.root)
+                            source_cursor=source.cursor, dead_letter_root=self.dead_letters.root,
+                            dead_letter_options=self.dead_letters.storage_options)
 
     def sinks_of(self, source_name: str) -> list[str]:
         """The names of the sinks fed by ``source_name``, in spec order."""

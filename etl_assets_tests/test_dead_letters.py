@@ -15,8 +15,16 @@ def docs(*ids: int) -> pa.Table:
     return pa.table({"id": list(ids), "doc": [f'{{"id": {i}}}' for i in ids]})
 
 
-def test_add_list_count_and_read(tmp_path: Path) -> None:
-    store = DeadLetterStore(tmp_path / "dl")
+@pytest.fixture(params=["local", "s3"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> DeadLetterStore:
+    """A store on local disk, and one on an object store (moto's S3)."""
+    if request.param == "local":
+        return DeadLetterStore(tmp_path / "dl")
+    bucket = request.getfixturevalue("s3")
+    return DeadLetterStore(bucket.url("dead_letters"), {"endpoint_url": bucket.server.endpoint})
+
+
+def test_add_list_count_and_read(store: DeadLetterStore, tmp_path: Path) -> None:
     assert store.count("sink") == 0 and store.files("sink") == []
     first = store.add("sink", "0..10", docs(1, 2), ["503 busy", "400 bad doc"], run_id="run-a")
     store.add("sink", "10..20", docs(15), "timeout", run_id="run-b")
@@ -32,8 +40,7 @@ def test_add_list_count_and_read(tmp_path: Path) -> None:
     assert not list((tmp_path / "dl").rglob("*.tmp"))
 
 
-def test_settle_keeps_only_what_still_fails_with_one_more_attempt(tmp_path: Path) -> None:
-    store = DeadLetterStore(tmp_path / "dl")
+def test_settle_keeps_only_what_still_fails_with_one_more_attempt(store: DeadLetterStore) -> None:
     file = store.add("sink", None, docs(1, 2, 3), "503", run_id="r1")
     assert file is not None
     first_failed = store.read(file).first_failed_at
@@ -45,6 +52,19 @@ def test_settle_keeps_only_what_still_fails_with_one_more_attempt(tmp_path: Path
     assert letters.first_failed_at == [first_failed[1]]
     assert store.settle(left, [False], "", run_id="r3") == 0
     assert store.files("sink") == []
+
+
+def test_streamed_letters_and_supersede_by_version(store: DeadLetterStore) -> None:
+    schema = docs(1).schema
+    assert store.add_batches("sink", "0..10", schema, iter(()), "e", run_id="r") is None
+    kept = store.add_batches("sink", "0..10", schema, iter(docs(1, 2).to_batches()), "413",
+                             run_id="r1", version=5)
+    store.add("sink", "0..10", docs(3), "503", run_id="r2", version=[9])
+    assert kept is not None and kept.rows == 2 and store.count("sink", "0..10") == 3
+    assert store.supersede("sink", "0..10", 7) == 2  # the rows of version 5
+    (left,) = store.files("sink", "0..10")
+    assert store.read(left).payload.column("id").to_pylist() == [3]
+    assert store.read(left).version == 9
 
 
 def test_reserved_column_names_are_rejected(tmp_path: Path) -> None:

@@ -219,3 +219,31 @@ def test_a_sink_gets_its_sources_key_and_cursor_unless_it_names_its_own(tmp_path
     assert pg.spec is spec.sinks["sensors_pg"]  # the validated model itself, not a copy
     assert pg.dead_letter_root == "${ETL_ASSETS_HOME}/dead_letters"
     assert spec.sinks_of("sensors") == ["sensors_pg", "sensors_lake"]
+
+
+def test_staging_and_dead_letters_take_object_store_urls(tmp_path: Path) -> None:
+    spec = load_spec(write(tmp_path, GOOD + """
+staging: {root: "s3://lake/staging", storage_options: {endpoint_url: "http://127.0.0.1:9000"}}
+dead_letters: {root: "gs://lake/dead_letters"}
+"""))
+    assert spec.staging.folder().display == "s3://lake/staging"
+    assert spec.sink_setup("sensors_pg").dead_letter_root == "gs://lake/dead_letters"
+
+
+@pytest.mark.parametrize(("section", "error"), [
+    ('staging: {root: "az://box/staging"}',
+     "field 'staging.root': az:// needs the package adlfs, which is not installed "
+     "(pip install 'etl_assets[azure]')"),
+    ('dead_letters: {root: "nosuch://box/dl"}',
+     "field 'dead_letters.root': nosuch://box/dl: fsspec knows no filesystem for "
+     "nosuch://"),
+    ('staging: {root: "s3://lake/x", storage_options: {secret: "s"}}',
+     "field 'staging.storage_options': secret look like secrets"),
+    ('staging: {root: "https://user:pw@host/x"}', "field 'staging.root': holds a secret"),
+])
+def test_a_storage_url_this_installation_cannot_open_is_a_spec_error(
+        tmp_path: Path, section: str, error: str) -> None:
+    with pytest.raises(SpecError) as raised:
+        load_spec(write(tmp_path, GOOD + section + "\n"))
+    assert error in str(raised.value)
+    assert "pw" not in str(raised.value)

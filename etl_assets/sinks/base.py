@@ -10,8 +10,8 @@ A sink kind is a package under ``etl_assets/sinks/`` holding a ``spec.py`` (a su
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import ClassVar, Generic, TypeVar
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Generic, TypeVar
 
 import pyarrow as pa
 from dagster import InputContext, IOManager, OutputContext, TableSchema
@@ -79,18 +79,23 @@ class SinkSetup(Generic[S]):
     cursor_column: str
     """The column of the written rows that holds the source's cursor."""
     dead_letter_root: str
-    """Where undelivered rows are kept (``${VAR}`` expanded when used)."""
+    """Where undelivered rows are kept: a folder or an fsspec URL (``${VAR}`` expanded when
+    used)."""
+    dead_letter_options: dict[str, Any] = field(default_factory=dict)
+    """The fsspec ``storage_options`` of ``dead_letter_root``."""
 
     @classmethod
     def of(cls, name: str, spec: S, *, source_primary_key: list[str], source_cursor: str,
-           dead_letter_root: str) -> SinkSetup[S]:
+           dead_letter_root: str,
+           dead_letter_options: dict[str, Any] | None = None) -> SinkSetup[S]:
         """The setup of sink ``name`` fed by a source with this key and cursor: the sink's
         own ``primary_key`` and ``cursor_column`` win when it gives them."""
         key = getattr(spec, "primary_key", None)
         return cls(name=name, spec=spec,
                    primary_key=list(key if key is not None else source_primary_key),
                    cursor_column=getattr(spec, "cursor_column", None) or source_cursor,
-                   dead_letter_root=dead_letter_root)
+                   dead_letter_root=dead_letter_root,
+                   dead_letter_options=dict(dead_letter_options or {}))
 
     @property
     def where(self) -> str:
@@ -216,7 +221,7 @@ class SinkIOManager(IOManager, Generic[S]):
 
     def dead_letter_store(self) -> DeadLetterStore:
         """Where this sink keeps rows it could not deliver (see :mod:`etl_assets.dead_letters`)."""
-        return DeadLetterStore(self.setup.dead_letter_root)
+        return DeadLetterStore(self.setup.dead_letter_root, self.setup.dead_letter_options)
 
     def status(self) -> str | None:
         """One line on what the target holds, for ``etl-assets status`` (None: not known)."""

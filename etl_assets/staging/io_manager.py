@@ -1,19 +1,22 @@
-"""Staging IO manager: each partition's batches as parquet shards on local disk.
+"""Staging IO manager: each partition's batches as parquet shards, on local disk or an object
+store.
 
-Layout: ``<root>/<asset>/<partition>`` is a symlink to ``<root>/<asset>/.versions/<partition>/
-<version>-<run>/`` holding ``part-NNNNN.parquet`` files and ``_manifest.json`` (and ``raw/``, the
-pages the source received, when it keeps them: :mod:`etl_assets.raw_pages`). A run writes a
-new version and swaps the link in one atomic rename, so readers see the old shards or the new,
-never a mix. A reader holds the version it reads until it is done, however many runs re-stage
-the partition meanwhile; versions no one holds any more, and what killed runs left, are
-removed by the next staging write of the asset (see
-:mod:`etl_assets.staging.versions`).
+A run writes a new version of the partition, ``part-NNNNN.parquet`` files and ``_manifest.json``
+(and ``raw/``, the pages the source received, when it keeps them: :mod:`etl_assets.raw_pages`)
+in a folder of its own, and then makes it current in one step: locally ``<root>/<asset>/
+<partition>`` is a symlink to ``<root>/<asset>/.versions/<partition>/<version>-<run>/``, swapped
+by an atomic rename (:mod:`etl_assets.staging.versions`); on an object store ``<root>/<asset>/
+<partition>/_current.json`` names ``<version>-<run>/`` beside it and is written last
+(:mod:`etl_assets.staging.object_versions`). Readers see the old shards or the new, never a
+mix, and hold the version they read until they are done, however many runs re-stage the
+partition meanwhile; versions no one holds any more, and what killed runs left, are removed
+by later staging writes.
 """
 
 from __future__ import annotations
 
 import json
-import os
+import socket
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -24,7 +27,6 @@ import pyarrow.parquet as pq
 from dagster import InputContext, IOManager, MetadataValue, OutputContext
 
 from etl_assets.batches import RecordBatchStream, StreamNotes
-from etl_assets.home import expand_vars
 from etl_assets.logs import Log
 from etl_assets.partition_outputs import (
     LazyStreams,
@@ -38,6 +40,7 @@ from etl_assets.progress import ProgressLog
 from etl_assets.raw_pages import RAW_FOLDER
 from etl_assets.secrets import masked_errors
 from etl_assets.sources.extraction import Extraction
+from etl_assets.staging.partition import StagedPartition, staged_partition
 from etl_assets.staging.spec import StagingSpec
 from etl_assets.staging.versions import (
     MANIFEST,
@@ -45,6 +48,7 @@ from etl_assets.staging.versions import (
     StagingError,
     sweep_asset,
 )
+from etl_assets.storage import Folder
 
 __all__ = ["MANIFEST", "ParquetStagingIOManager", "StagedManifest", "StagingError",
            "read_staged", "staged_manifest", "write_staged"]
@@ -62,98 +66,135 @@ class StagedManifest:
     version: int = 0
 
 
-def write_staged(path: Path, stream: RecordBatchStream, *, run_id: str, shard_rows: int,
+Where = Path | StagedPartition
+"""A staged partition: a local path (``<root>/<asset>/<partition>``), or its versions."""
+
+
+def _partition(where: Where) -> StagedPartition:
+    return PartitionVersions(where) if isinstance(where, Path) else where
+
+
+def write_staged(where: Where, stream: RecordBatchStream, *, run_id: str, shard_rows: int,
                  progress: ProgressLog | None = None, log: Log | None = None,
                  sweep: bool = True) -> StagedManifest:
-    """Write ``stream`` as parquet shards into a new version and make it the content of
-    ``path`` atomically, unless a newer version was published meanwhile (then this one is
-    discarded: the partition already holds a later extraction). Leftovers of the asset are
-    swept first (``sweep``; a range run sweeps before its first window only)."""
-    path = path.absolute()
+    """Write ``stream`` as parquet shards into a new version of the partition ``where`` and
+    make it current atomically, unless a newer version was published meanwhile (then this one
+    is discarded: the partition already holds a later extraction). Leftovers of a local
+    partition's asset are swept first (``sweep``; a range run sweeps before its first window
+    only)."""
+    versions = _partition(where)
     if sweep:
-        sweep_asset(path.parent, log)
-    versions = PartitionVersions(path)
+        _sweep_leftovers(versions, log)
     written = versions.allocate(run_id)
     manifest = StagedManifest(run_id=run_id, version=written.version)
     raw = stream.notes.raw_pages
+    files = written.files
     try:
         if raw is not None:  # the source's pages go into this version, as its rows do
-            raw.write_into(written.folder / RAW_FOLDER)
-        _write_shards(written.folder, stream, shard_rows, manifest, progress)
+            raw.write_into(files.child(RAW_FOLDER))
+        _write_shards(files, stream, shard_rows, manifest, progress)
+        if raw is not None:
+            raw.finish()
         manifest.written_at = datetime.now(timezone.utc).isoformat()
-        temp = written.folder / f".{MANIFEST}.tmp"
-        temp.write_text(json.dumps(asdict(manifest), indent=1))
-        os.replace(temp, written.folder / MANIFEST)
-        published = versions.publish(written)
+        files.write_bytes(MANIFEST, json.dumps(asdict(manifest), indent=1).encode())
+        published = written.publish()
     except BaseException:
         written.discard()
         raise
     if not published:
         written.discard()
         if log is not None:
-            log.info(f"staging {path.parent.name} [{path.name}]: version {written.version} "
-                     f"is older than the one a concurrent run published; kept that one")
+            log.info(f"staging {versions.location}: version {written.version} is older than "
+                     f"the one a concurrent run published; kept that one")
         return manifest
     written.release()
     removed = versions.sweep()  # the previous version, unless a reader still holds it
     if removed.names and log is not None:
-        log.info(f"staging {path.parent.name} [{path.name}]: removed {len(removed.names)} "
-                 f"older version(s), {removed.bytes:,} bytes")
+        log.info(f"staging {versions.location}: removed {len(removed.names)} older or "
+                 f"abandoned version(s), {removed.bytes:,} bytes")
     return manifest
 
 
-def _write_shards(folder: Path, stream: RecordBatchStream, shard_rows: int,
+def _sweep_leftovers(versions: StagedPartition, log: Log | None) -> None:
+    """What killed writers left and what readers no longer hold: locally in every partition of
+    the asset (a folder listing each), on an object store in the partition written (a listing
+    there costs a request per partition)."""
+    if isinstance(versions, PartitionVersions):
+        sweep_asset(versions.asset_dir, log)
+        return
+    removed = versions.sweep()
+    if removed.names and log is not None:
+        log.info(f"staging {versions.location}: removed {len(removed.names)} leftover(s), "
+                 f"{removed.bytes:,} bytes: {', '.join(removed.names)}")
+
+
+def _write_shards(files: Folder, stream: RecordBatchStream, shard_rows: int,
                   manifest: StagedManifest, progress: ProgressLog | None) -> None:
-    writer: pq.ParquetWriter | None = None
-    shard_path = folder / "part-00000.parquet"
-    in_shard = 0
-
-    def close() -> None:
-        nonlocal writer
-        assert writer is not None
-        writer.close()
-        size = shard_path.stat().st_size
-        manifest.shards.append({"file": shard_path.name, "rows": in_shard, "bytes": size})
+    """Write ``stream`` as shards of at most ``shard_rows`` rows (more when one batch is
+    larger), a row group a batch; no rows: one empty shard, which keeps the schema. A shard
+    that fails is not left behind, on disk or in an object store."""
+    batches = _Peekable(iter(stream))
+    while True:
+        name = f"part-{len(manifest.shards):05d}.parquet"
+        rows = 0
+        with files.writing(name) as out, pq.ParquetWriter(out, stream.schema) as writer:
+            while (batch := batches.peek()) is not None and \
+                    not (rows and rows + batch.num_rows > shard_rows):
+                next(batches)
+                writer.write_batch(batch, row_group_size=max(batch.num_rows, 1))
+                rows += batch.num_rows
+                if progress:
+                    progress.add(batch.num_rows)
+        size = files.size(name)
+        manifest.shards.append({"file": name, "rows": rows, "bytes": size})
+        manifest.rows += rows
         manifest.bytes += size
-        writer = None
-
-    for batch in stream:
-        if writer is not None and in_shard + batch.num_rows > shard_rows and in_shard:
-            close()
-        if writer is None:
-            shard_path = folder / f"part-{len(manifest.shards):05d}.parquet"
-            writer = pq.ParquetWriter(shard_path, stream.schema)
-            in_shard = 0
-        writer.write_batch(batch, row_group_size=max(batch.num_rows, 1))
-        in_shard += batch.num_rows
-        manifest.rows += batch.num_rows
-        if progress:
-            progress.add(batch.num_rows)
-    if writer is None:  # no rows: one empty shard keeps the schema
-        writer = pq.ParquetWriter(shard_path, stream.schema)
-        in_shard = 0
-    close()
+        if batches.peek() is None:
+            return
 
 
-def read_staged(path: Path) -> RecordBatchStream:
-    """The staged batches at ``path``, read lazily one row group at a time. The version is
-    pinned now (a shared lock, released when the stream is read to its end or dropped), so a
-    concurrent re-stage neither mixes shards of two runs nor removes them underneath."""
-    pin = PartitionVersions(path).pin()
+class _Peekable:
+    """An iterator of batches whose next one can be looked at first (None: no more)."""
+
+    def __init__(self, batches: Iterator[pa.RecordBatch]) -> None:
+        self._batches = batches
+        self._next: pa.RecordBatch | None = None
+
+    def peek(self) -> pa.RecordBatch | None:
+        if self._next is None:
+            self._next = next(self._batches, None)
+        return self._next
+
+    def __next__(self) -> pa.RecordBatch:
+        batch = self.peek()
+        if batch is None:
+            raise StopIteration
+        self._next = None
+        return batch
+
+
+def read_staged(where: Where) -> RecordBatchStream:
+    """The staged batches of the partition ``where``, read lazily one row group at a time.
+    The current version is resolved once and held now (a shared lock locally, a lease on an
+    object store; released when the stream is read to its end or dropped), so a concurrent
+    re-stage neither mixes shards of two runs nor removes them underneath."""
+    versions = _partition(where)
+    pin = versions.pin()
     if pin is None:
-        raise StagingError(f"nothing is staged at {path}")
+        raise StagingError(f"nothing is staged at {versions.location}")
+    files = pin.files
     try:
-        manifest = StagedManifest(**json.loads((pin.folder / MANIFEST).read_text()))
-        files = [pin.folder / str(shard["file"]) for shard in manifest.shards]
-        schema = pq.read_schema(files[0])
+        manifest = StagedManifest(**json.loads(files.read_bytes(MANIFEST)))
+        shards = [files.path(str(shard["file"])) for shard in manifest.shards]
+        schema = pq.read_schema(shards[0], filesystem=files.fs)
     except BaseException:
         pin.release()
         raise
 
     def batches() -> Iterator[pa.RecordBatch]:
         try:
-            for file in files:
-                parquet = pq.ParquetFile(file)
+            for shard in shards:
+                parquet = pq.ParquetFile(shard, filesystem=files.fs)
                 for group in range(parquet.num_row_groups):
                     yield from parquet.read_row_group(group).to_batches()
         finally:
@@ -163,9 +204,16 @@ def read_staged(path: Path) -> RecordBatchStream:
     return RecordBatchStream(schema, batches(), version=version)
 
 
-def staged_manifest(path: Path) -> StagedManifest:
-    """The manifest of the partition staged at ``path``."""
-    return StagedManifest(**json.loads((path / MANIFEST).read_text()))
+def staged_manifest(where: Where) -> StagedManifest:
+    """The manifest of the partition's current version."""
+    versions = _partition(where)
+    pin = versions.pin()
+    if pin is None:
+        raise StagingError(f"nothing is staged at {versions.location}")
+    try:
+        return StagedManifest(**json.loads(pin.files.read_bytes(MANIFEST)))
+    finally:
+        pin.release()
 
 
 class ParquetStagingIOManager(IOManager):
@@ -175,8 +223,10 @@ class ParquetStagingIOManager(IOManager):
     def __init__(self, spec: StagingSpec) -> None:
         self.spec = spec
 
-    def partition_path(self, asset_path: list[str], partition_key: str | None) -> Path:
-        return Path(expand_vars(self.spec.root)).joinpath(*asset_path, partition_key or "__all__")
+    def partition(self, asset_path: list[str], partition_key: str | None) -> StagedPartition:
+        """The staged partition ``partition_key`` of the asset at ``asset_path`` (the root's
+        ``${VAR}`` expanded now, where the run is)."""
+        return staged_partition(self.spec.folder(), asset_path, partition_key or "__all__")
 
     @masked_errors()
     def handle_output(self, context: OutputContext, obj: PartitionOutput) -> None:
@@ -190,14 +240,13 @@ class ParquetStagingIOManager(IOManager):
 
     def _stage(self, context: OutputContext, partition: str | None, stream: RecordBatchStream,
                sweep: bool) -> dict[str, object]:
-        path = self.partition_path(list(context.asset_key.path), partition)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        staged = self.partition(list(context.asset_key.path), partition)
         label = f"{context.asset_key.to_user_string()} [{partition}] -> staging"
 
         def write(attempt: RecordBatchStream,
                   ) -> tuple[StagedManifest, ProgressLog, StreamNotes]:
             progress = ProgressLog(context.log, label, done_line=context.has_partition_key)
-            return write_staged(path, attempt, run_id=context.run_id,
+            return write_staged(staged, attempt, run_id=context.run_id,
                                 shard_rows=self.spec.shard_rows, progress=progress,
                                 log=context.log, sweep=sweep), progress, attempt.notes
 
@@ -212,7 +261,7 @@ class ParquetStagingIOManager(IOManager):
             "dagster/row_count": manifest.rows,  # the window's rows in the source
             "shards": len(manifest.shards),
             "bytes": manifest.bytes,
-            "path": MetadataValue.path(str(path)),
+            "path": MetadataValue.path(staged.location),
             "rows_per_second": progress.rows_per_second,
             "version": str(manifest.version),
             **notes.metadata(),
@@ -229,11 +278,14 @@ class ParquetStagingIOManager(IOManager):
                            lambda key: self._read(context, key))
 
     def _read(self, context: InputContext, partition: str | None) -> RecordBatchStream:
-        path = self.partition_path(list(context.asset_key.path), partition)
+        staged = self.partition(list(context.asset_key.path), partition)
         try:
-            return read_staged(path)
+            return read_staged(staged)
         except StagingError:
+            where = ("" if not isinstance(staged, PartitionVersions) else
+                     f" on host {socket.gethostname()} (a run whose steps run on other machines "
+                     f"needs staging.root on an object store such as s3://, or a shared volume)")
             raise StagingError(
                 f"{context.asset_key.to_user_string()}: partition {partition} is not staged "
-                f"at {path}; materialize the source asset for this partition first"
-            ) from None
+                f"at {staged.location}{where}; materialize the source asset for this partition "
+                f"first") from None

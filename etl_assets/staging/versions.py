@@ -30,6 +30,7 @@ from pathlib import Path
 
 from etl_assets.errors import EtlAssetsError
 from etl_assets.logs import Log
+from etl_assets.storage import Folder
 
 VERSIONS = ".versions"
 MANIFEST = "_manifest.json"
@@ -86,7 +87,13 @@ class _HeldLock:
 
     def __init__(self, folder: Path, fd: int) -> None:
         self.folder = folder
+        self.name = folder.name
         self._fd: int | None = fd
+
+    @property
+    def files(self) -> Folder:
+        """The version's folder, for reading and writing its files."""
+        return Folder(str(self.folder))
 
     def release(self) -> None:
         if self._fd is not None:
@@ -98,6 +105,10 @@ class Pin(_HeldLock):
     """A shared lock on one version, held while it is read; released by ``release()`` or when
     garbage-collected."""
 
+    def __init__(self, folder: Path, fd: int) -> None:
+        super().__init__(folder, fd)
+        self.version = version_number(folder)
+
     def __del__(self) -> None:
         self.release()
 
@@ -105,9 +116,15 @@ class Pin(_HeldLock):
 class WriterVersion(_HeldLock):
     """A version being written: exclusively locked until ``release()``."""
 
-    def __init__(self, folder: Path, version: int, fd: int) -> None:
+    def __init__(self, partition: PartitionVersions, folder: Path, version: int,
+                 fd: int) -> None:
         super().__init__(folder, fd)
+        self.partition = partition
         self.version = version
+
+    def publish(self) -> bool:
+        """See :meth:`PartitionVersions.publish`."""
+        return self.partition.publish(self)
 
     def discard(self) -> None:
         """Remove this (unpublished or superseded) version; the lock is still ours."""
@@ -139,6 +156,15 @@ class PartitionVersions:
         self.link = link.absolute()
         self.asset_dir = self.link.parent
         self.folder = self.asset_dir / VERSIONS / self.link.name
+
+    @property
+    def location(self) -> str:
+        return str(self.link)
+
+    def current_name(self) -> str | None:
+        """The current version's folder name (None: nothing published)."""
+        current = self.current()
+        return current.name if current else None
 
     @contextmanager
     def _locked(self, blocking: bool = True) -> Iterator[bool]:
@@ -180,7 +206,7 @@ class PartitionVersions:
             temp = last_path.with_name(f"{LAST_VERSION}.{version}")
             temp.write_text(str(version))
             os.replace(temp, last_path)
-        return WriterVersion(folder, version, fd)
+        return WriterVersion(self, folder, version, fd)
 
     def publish(self, written: WriterVersion) -> bool:
         """Point the link at ``written`` unless a newer version is already current (then

@@ -221,7 +221,7 @@ class BigQuerySinkIOManager(SinkIOManager[BigQuerySinkSpec]):
             letters = store.read(file)
             mode: WriteMode = "merge" if self.spec.write == "merge" else "append"
             writer = self.writer(client, mode, self.target().staging_id(
-                asset, f"replay-{file.path.name}", run_id), None, log)
+                asset, f"replay-{file.file_name}", run_id), None, log)
             try:
                 writer.prepare(letters.payload.schema)
                 writer.load(letters.payload)

@@ -49,7 +49,7 @@ def shard_names(target: FileTarget, fmt: FileFormat) -> list[str]:
     """The shard files of a sink folder, in partition order (numbers compared as numbers, so
     ``200..300`` comes before ``1000..2000``)."""
     skip = {DATASET + fmt.suffix, COMPOSED + fmt.suffix}
-    return sorted((n for n in target.names(fmt.suffix) if n not in skip), key=_natural)
+    return sorted((n for n in target.names(suffix=fmt.suffix) if n not in skip), key=_natural)
 
 
 def _natural(name: str) -> list[tuple[int, int | str]]:

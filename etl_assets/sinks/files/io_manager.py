@@ -162,7 +162,7 @@ class ParquetSinkIOManager(SinkIOManager[ParquetSinkSpec]):
                                            run_id=context.run_id, version=letters.version)
             except FileSinkError as exc:
                 error = mask_text(str(exc))
-                context.log.warning(f"{asset}: replaying {file.path.name} failed: {error}")
+                context.log.warning(f"{asset}: replaying {file.file_name} failed: {error}")
                 failing += store.settle(file, [True] * rows, error, run_id=context.run_id)
                 continue
             store.settle(file, [False] * rows, "", run_id=context.run_id)

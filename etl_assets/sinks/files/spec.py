@@ -9,14 +9,17 @@ from pydantic import Field, field_validator
 from etl_assets.secrets import described_location
 from etl_assets.settings import (
     CONFLICT_DESCRIPTION,
-    SECRET_OPTION,
     Conflict,
     KeyedSinkSettings,
     RetrySettings,
     secrets_from_env_only,
-    without_secrets,
 )
 from etl_assets.sinks.base import SinkSetup, SinkSpecBase
+from etl_assets.storage import (
+    STORAGE_OPTIONS_DESCRIPTION,
+    check_storage_url,
+    storage_options_without_secrets,
+)
 
 FileMode = Literal["shard", "update", "replace"]
 
@@ -37,19 +40,14 @@ class ParquetSinkSpec(SinkSpecBase, RetrySettings, KeyedSinkSettings):
         None, description="default: the source's primary key; update mode needs one")
     drop_duplicates: bool = Field(
         False, description="keep only the last row per primary key of a run (shard, replace)")
-    storage_options: dict[str, Any] = Field(
-        default_factory=dict, description="fsspec options such as endpoint_url or region; "
-                                          "credentials only through the environment")
+    storage_options: dict[str, Any] = Field(default_factory=dict,
+                                            description=STORAGE_OPTIONS_DESCRIPTION)
     conflict: Conflict = Field("newest", description=CONFLICT_DESCRIPTION + " (update mode and "
                                                      "drop_duplicates)")
 
     _path_secrets = field_validator("path")(secrets_from_env_only)
-
-    @field_validator("storage_options")
-    @classmethod
-    def _no_secrets(cls, value: dict[str, Any]) -> dict[str, Any]:
-        return without_secrets(value, SECRET_OPTION, "look like secrets; give credentials "
-                                "through the environment (e.g. AWS_ACCESS_KEY_ID), not the spec")
+    _path_scheme = field_validator("path")(check_storage_url)
+    _options = field_validator("storage_options")(storage_options_without_secrets)
 
     def describe_target(self) -> str:
         """The path as written, ``${ETL_ASSETS_HOME}`` expanded; any other ``${VAR}`` stays

@@ -29,7 +29,7 @@ def folder_status(path: str, format: str,
     target = FileTarget(path, storage_options)
     fmt = file_format(format)
     rows = size = 0
-    names = target.names(fmt.suffix)
+    names = target.names(suffix=fmt.suffix)
     for name in names:
         size += target.size(name)
         with target.open_read(name) as handle:

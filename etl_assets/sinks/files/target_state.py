@@ -64,7 +64,7 @@ def dataset_files(target: FileTarget, fmt: FileFormat, mode: FileMode) -> list[s
     if mode != "shard":
         name = DATASET + fmt.suffix
         return [name] if target.exists(name) else []
-    return [n for n in target.names(fmt.suffix) if n != _COMPOSED + fmt.suffix]
+    return [n for n in target.names(suffix=fmt.suffix) if n != _COMPOSED + fmt.suffix]
 
 
 def dataset_state(target: FileTarget, fmt: FileFormat, mode: FileMode) -> DatasetState:

@@ -235,7 +235,7 @@ class MysqlUpsertIOManager(SqlTableIOManager[MysqlSinkSpec]):
                 still[row], reasons[row] = True, error
             failing += store.settle(file, still, reasons, run_id=context.run_id)
             replayed += batch.num_rows - len(out)
-            log.info(f"{asset}: {file.path.name}: {batch.num_rows - len(out):,} row(s) "
+            log.info(f"{asset}: {file.file_name}: {batch.num_rows - len(out):,} row(s) "
                      f"replayed, {len(out):,} refused again")
         return ReplayReport(replayed, failing, len(files))
 

@@ -18,6 +18,7 @@ from etl_assets.errors import ConfigurationError
 from etl_assets.raw_pages import INDEX, RawPages
 from etl_assets.sources.http.client import HttpSourceError
 from etl_assets.sources.http.source import open_http_source
+from etl_assets.storage import Folder
 from etl_assets.watermark import Window
 from etl_assets_testing.servers.datasette import Datasette
 from etl_assets_testing.servers.fault_http import Faults, FaultServer, start_fault_server_process
@@ -288,8 +289,9 @@ def test_raw_pages_as_received(datasette: Datasette, table: str, tmp_path: Path)
     stream = source.extract(WINDOW)
     raw = stream.notes.raw_pages
     assert isinstance(raw, RawPages)
-    raw.write_into(tmp_path / "raw")
+    raw.write_into(Folder(str(tmp_path / "raw")))
     assert sum(b.num_rows for b in stream) == 40
+    raw.finish()
     pages = sorted((tmp_path / "raw").glob("page-*.json"))
     assert len(pages) == raw.pages == 6  # 40 rows, 7 a page
     assert (tmp_path / "raw" / INDEX).read_text().count("\n") == 6
