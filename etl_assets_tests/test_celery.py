@@ -34,13 +34,13 @@ from sqlalchemy.engine import make_url
 from etl_assets_testing.servers.s3 import S3Bucket, S3Server
 from etl_assets_tests.conftest import PgSchema, _unavailable, project_dagster_home
 from etl_assets_tests.sinks.mysql.mariadb import MariaDb
+from etl_assets_tests.test_killed_and_concurrent_runs import COLUMNS, create_source
 
 pytestmark = pytest.mark.slow
 
 BIN = Path(sys.executable).parent
 ROWS, WINDOW = 400, 100  # four partitions
 KEYS = [f"{lo}..{lo + WINDOW}" for lo in range(0, ROWS, WINDOW)]
-COLUMNS = "id, updated_at, code, note, amount"
 WORKER_READY_S = 90
 RUN_TIMEOUT_S = 300
 
@@ -254,16 +254,6 @@ def deployment(tmp_path: Path, dagster_pg: dict[str, str], pg: PgSchema,
 
 # -- the pipeline: a PostgreSQL source, a PostgreSQL and a MariaDB sink --------------------
 
-def create_source(pg: PgSchema) -> str:
-    table = pg.table("src")
-    pg.execute(f"CREATE TABLE {table} (id bigint PRIMARY KEY, updated_at timestamptz NOT NULL, "
-               f"code text NOT NULL, note text, amount numeric(12, 3))")
-    pg.execute(f"INSERT INTO {table} SELECT g, timestamptz '2024-01-01 00:00+00' + "
-               f"make_interval(secs => g * 37), 'C-' || g, CASE WHEN g % 7 = 0 THEN NULL "
-               f"ELSE 'note ' || md5(g::text) END, g * 1.125 FROM generate_series(1, {ROWS}) g")
-    return table
-
-
 def pipeline(pg: PgSchema, maria: MariaDb, source: str,
              executor: dict[str, Any], **more: Any) -> dict[str, Any]:
     return {
@@ -332,7 +322,7 @@ def test_partitions_run_on_two_redis_workers_and_land_equal_to_the_source(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Two workers sharing the run's disk (staging in its ETL_ASSETS_HOME: a shared volume);
     the four partitions run at once; every step runs on a worker."""
-    source = create_source(pg)
+    source = create_source(pg, ROWS)
     deployment.env["ETL_ASSETS_CELERY_BROKER"] = redis_broker
     deployment.write_spec(pipeline(pg, maria, source, {"kind": "celery"}))
     workers = [deployment.start_worker("red1"), deployment.start_worker("red2")]
@@ -360,7 +350,7 @@ def test_partitions_run_on_two_redis_workers_and_land_equal_to_the_source(
 def test_rabbitmq_as_broker_on_a_queue_of_the_tests_own(
         deployment: Deployment, pg: PgSchema, maria: MariaDb, rabbitmq_queue: str,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    source = create_source(pg)
+    source = create_source(pg, ROWS)
     deployment.env["ETL_ASSETS_CELERY_BROKER"] = RABBITMQ
     deployment.write_spec(pipeline(pg, maria, source,
                                    {"kind": "celery", "queue": rabbitmq_queue}))
@@ -385,7 +375,7 @@ def test_two_workers_without_a_shared_disk_staging_and_dead_letters_on_s3(
     to the other through S3. The MariaDB table is too narrow for some codes: those rows
     become dead letters (on S3), which the replay job, run on the workers, writes once the
     table is widened. The targets end equal to the source; nothing is staged on any disk."""
-    source = create_source(pg)
+    source = create_source(pg, ROWS)
     pg.execute(f"UPDATE {source} SET code = 'LONGER-CODE-' || id WHERE id % 50 = 0")
     maria.query(f"CREATE TABLE `{maria.name}` (id BIGINT PRIMARY KEY, updated_at DATETIME(6) "
                 f"NOT NULL, code VARCHAR(9) NOT NULL, note TEXT, amount DECIMAL(12, 3))")
