@@ -221,7 +221,8 @@ def run_celery_worker(app: Any, queues: Sequence[str], concurrency: int | None =
     """Run a worker of ``app`` (:func:`celery_worker_app`) in this process, which becomes the
     worker's main process; it returns when the worker stops (SIGTERM: a warm shutdown, which
     waits for the steps it runs). ``queues``: the queues to take steps from;
-    ``concurrency``: steps at once (default: the CPU count)."""
+    ``concurrency``: steps at once (default: the CPU count); ``name``: the worker is
+    ``name@host`` (default: etl-assets-<random>), the name each step's events show."""
     name = name or f"etl-assets-{uuid.uuid4().hex[:6]}"
     argv = ["worker", "--prefetch-multiplier=1", f"--loglevel={loglevel}",
             "--queues", ",".join(queues),
