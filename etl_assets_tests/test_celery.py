@@ -311,6 +311,8 @@ def assert_no_secret_shown(deployment: Deployment, instance: DagsterInstance,
 
 
 # -- the tests -----------------------------------------------------------------------------
+# The broker's fixture comes before `deployment`: set up first, it is torn down after the
+# workers stop (a queue or database emptied under a running worker would be declared again).
 
 @pytest.fixture
 def maria(mysql_url: str) -> MariaDb:
@@ -318,7 +320,7 @@ def maria(mysql_url: str) -> MariaDb:
 
 
 def test_partitions_run_on_two_redis_workers_and_land_equal_to_the_source(
-        deployment: Deployment, pg: PgSchema, maria: MariaDb, redis_broker: str,
+        redis_broker: str, deployment: Deployment, pg: PgSchema, maria: MariaDb,
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Two workers sharing the run's disk (staging in its ETL_ASSETS_HOME: a shared volume);
     the four partitions run at once; every step runs on a worker."""
@@ -348,7 +350,7 @@ def test_partitions_run_on_two_redis_workers_and_land_equal_to_the_source(
 
 
 def test_rabbitmq_as_broker_on_a_queue_of_the_tests_own(
-        deployment: Deployment, pg: PgSchema, maria: MariaDb, rabbitmq_queue: str,
+        rabbitmq_queue: str, deployment: Deployment, pg: PgSchema, maria: MariaDb,
         monkeypatch: pytest.MonkeyPatch) -> None:
     source = create_source(pg, ROWS)
     deployment.env["ETL_ASSETS_CELERY_BROKER"] = RABBITMQ
@@ -367,8 +369,8 @@ def test_rabbitmq_as_broker_on_a_queue_of_the_tests_own(
 
 
 def test_two_workers_without_a_shared_disk_staging_and_dead_letters_on_s3(
-        deployment: Deployment, pg: PgSchema, maria: MariaDb, redis_broker: str,
-        s3: S3Bucket, s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> None:
+        redis_broker: str, s3: S3Bucket, s3_server: S3Server, deployment: Deployment,
+        pg: PgSchema, maria: MariaDb, monkeypatch: pytest.MonkeyPatch) -> None:
     """Issue 17: two workers, each in a working directory with an ETL_ASSETS_HOME of its own
     and no DAGSTER_HOME; staging and dead letters on the S3 server. The source's steps go to
     one worker's queue, the sinks' to the other's, so every partition's rows cross from one
