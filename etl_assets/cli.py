@@ -14,6 +14,10 @@ Commands::
     etl-assets status                      partitions per source, rows per sink
     etl-assets compose ...                 merge a file sink's shards into one file
     etl-assets stop-embedded               stop the embedded PostgreSQL server
+    etl-assets worker [--concurrency N] [--queue Q ...] [--name NAME] [--loglevel LEVEL]
+                                           a Celery worker running the steps of the spec's
+                                           celery executor (broker and backend as the spec
+                                           says, ${VAR} from the environment)
 
 Options, before or after the command: ``--spec PATH`` (a spec file, or a ``dg`` defs.yaml that
 declares an ``etl_assets.EtlAssetsComponent``; it overrides ``$ETL_ASSETS_SPEC``) and
@@ -254,6 +258,20 @@ def _check(require_env: bool) -> int:
     return 2 if unset and require_env else 0  # configuration: exit 2
 
 
+def _worker(args: argparse.Namespace) -> int:
+    from etl_assets.executors import celery_worker_app, run_celery_worker
+
+    executor = load_pipeline_spec().executor
+    app = celery_worker_app(executor, str(spec_path()))
+    if not os.environ.get("DAGSTER_PG_HOST"):
+        print("etl-assets: worker: DAGSTER_PG_HOST is unset: with the project's dagster.yaml, "
+              "runs keep their events in SQLite files, which workers on other machines cannot "
+              "reach (see etl_assets/instance_storage.py)", file=sys.stderr)
+    run_celery_worker(app, args.queue or [executor.queue], concurrency=args.concurrency,
+                      name=args.name, loglevel=args.loglevel)
+    return 0
+
+
 def _compose(args: argparse.Namespace) -> int:
     from etl_assets.sinks.files.compose import compose
     from etl_assets.sinks.files.spec import ParquetSinkSpec
@@ -312,6 +330,16 @@ def _parser() -> argparse.ArgumentParser:
                        help="fail (exit 2) when an environment variable the spec names is unset")
     command("status", help="partitions per source, rows per PostgreSQL and file sink")
     command("stop-embedded", help="stop the embedded PostgreSQL server")
+    worker = command("worker", help="start a Celery worker for the steps of the spec's celery "
+                                    "executor")
+    worker.add_argument("--concurrency", "-c", type=int, metavar="N",
+                        help="steps at once (default: the CPU count)")
+    worker.add_argument("--queue", "-Q", action="append", default=[], metavar="QUEUE",
+                        help="a queue to take steps from (repeat for more; default: the "
+                             "executor's `queue`)")
+    worker.add_argument("--name", help="the worker's name, NAME@host (default: "
+                                       "etl-assets-<random>@host)")
+    worker.add_argument("--loglevel", default="INFO", help="the worker's log level")
     merge = command("compose", help="merge a file sink's shards into one file")
     merge.add_argument("--sink", help="a parquet sink of the spec (its path and format)")
     merge.add_argument("--path", help="a folder or fsspec URL holding shards")
@@ -342,6 +370,8 @@ def main(argv: list[str] | None = None) -> int:
             return _stop_embedded()
         if args.command == "compose":
             return _compose(args)
+        if args.command == "worker":
+            return _worker(args)
         return _check(args.require_env)
     except Exception as exc:  # one line; the traceback with --debug (they are for bugs)
         if args.debug:

@@ -11,7 +11,7 @@ pipeline and nothing else; governance settings become ``@asset`` arguments
 # No `from __future__ import annotations`: Dagster reads the `context` annotation of an asset
 # function at definition time and refuses a string.
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -32,13 +32,13 @@ from dagster import (
     TableColumnLineage,
     asset,
     define_asset_job,
-    in_process_executor,
 )
 
 from etl_assets.asset_checks import Tally, check_specs, evaluations
 from etl_assets.batches import RecordBatchStream
 from etl_assets.code_versions import sink_code_version, source_code_version
 from etl_assets.dead_letters import build_replay_job
+from etl_assets.executors import executor_definition
 from etl_assets.governance import sink_asset_arguments, source_asset_arguments
 from etl_assets.partition_outputs import LazyStreams, PartitionOutput
 from etl_assets.run_monitoring import register_run_worker
@@ -62,10 +62,11 @@ def partitions_for(source_name: str) -> DynamicPartitionsDefinition:
     return DynamicPartitionsDefinition(name=partitions_name(source_name))
 
 
-def build_source_asset(name: str, spec: SourceSpecBase,
-                       partitions: DynamicPartitionsDefinition) -> AssetsDefinition:
+def build_source_asset(name: str, spec: SourceSpecBase, partitions: DynamicPartitionsDefinition,
+                       op_tags: Mapping[str, str] | None = None) -> AssetsDefinition:
     """The asset that extracts one window of ``name`` into staging (each window of a range, in
-    turn, in a single-run backfill)."""
+    turn, in a single-run backfill); ``op_tags`` go to its step (the executor's, e.g. a Celery
+    queue)."""
     where = spec.describe()
 
     @asset(
@@ -78,6 +79,7 @@ def build_source_asset(name: str, spec: SourceSpecBase,
             f"Rows of {where} with {spec.cursor} in the partition's window, staged as "
             f"parquet.")),
         dagster_type=AnyValue,  # Dagster cannot read a union annotation: see PartitionOutput
+        op_tags=op_tags,
     )
     def source_asset(context: AssetExecutionContext) -> PartitionOutput:
         register_run_worker(context)  # so that run monitoring can tell when the run is killed
@@ -129,10 +131,11 @@ def _disposing(stream: RecordBatchStream, source: Source) -> Iterator[pa.RecordB
 
 
 def build_sink_asset(name: str, io_manager_key: str, io_manager: SinkIOManager[Any],
-                     source: SourceSpecBase,
-                     partitions: DynamicPartitionsDefinition) -> AssetsDefinition:
+                     source: SourceSpecBase, partitions: DynamicPartitionsDefinition,
+                     op_tags: Mapping[str, str] | None = None) -> AssetsDefinition:
     """The asset that writes the staged rows of ``sink.source`` through ``sink``'s transform,
-    then checks each partition it wrote (see :mod:`etl_assets.asset_checks`)."""
+    then checks each partition it wrote (see :mod:`etl_assets.asset_checks`); ``op_tags`` go
+    to its step."""
     sink = io_manager.spec
     source_name = sink.source
     transform: Callable[..., Any] | None = (
@@ -168,6 +171,7 @@ def build_sink_asset(name: str, io_manager_key: str, io_manager: SinkIOManager[A
             f"{sink.describe_target()}")),
         check_specs=specs,
         metadata={"dagster/column_schema": declared} if declared else None,
+        op_tags=op_tags,
     )
     def sink_asset(context: AssetExecutionContext, staged: PartitionOutput) -> object:
         """Yields the output, then each check's evaluation (typed ``object``: Dagster reads
@@ -247,6 +251,8 @@ def build_definitions(spec: PipelineSpec) -> Definitions:
 
 def _definitions(spec: PipelineSpec) -> Definitions:
     mask_parameters(spec.masked_parameters)
+    # every job's, and the default of Dagster's own (UI materializations, backfills)
+    executor = executor_definition(spec.executor)
     assets: list[AssetsDefinition] = []
     jobs: list[JobDefinition | Any] = []
     sensors: list[SensorDefinition] = []
@@ -256,7 +262,8 @@ def _definitions(spec: PipelineSpec) -> Definitions:
     for source_name, source in spec.sources.items():
         partitions = partitions_for(source_name)
         keys = [source.asset_key(source_name)]
-        assets.append(build_source_asset(source_name, source, partitions))
+        assets.append(build_source_asset(source_name, source, partitions,
+                                         spec.executor.step_tags(source_name)))
         io_managers = []
         for sink_name in spec.sinks_of(source_name):
             io_manager_key = f"{sink_name}_io_manager"
@@ -268,16 +275,17 @@ def _definitions(spec: PipelineSpec) -> Definitions:
                     sink_name, io_manager_key,
                     spec.sinks[sink_name].asset_key(sink_name).to_user_string()))
             assets.append(build_sink_asset(sink_name, io_manager_key, io_manager, source,
-                                           partitions))
+                                           partitions, spec.executor.step_tags(sink_name)))
             keys.append(spec.sinks[sink_name].asset_key(sink_name))
         job = define_asset_job(
             f"{source_name}_job",
             selection=keys,
-            executor_def=in_process_executor,
+            executor_def=executor,
             description=f"Extract one window of {source_name} and write it to every sink.",
         )
         jobs.append(job)
         sensors.append(build_watermark_sensor(
             source_name, source, partitions, job,
             committed_watermark=committed_watermark_reader(io_managers)))
-    return Definitions(assets=assets, jobs=jobs, sensors=sensors, resources=resources)
+    return Definitions(assets=assets, jobs=jobs, sensors=sensors, resources=resources,
+                       executor=executor)

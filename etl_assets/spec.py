@@ -20,6 +20,7 @@ from pydantic_core import ErrorDetails
 
 from etl_assets.code_versions import NotData
 from etl_assets.errors import ConfigurationError
+from etl_assets.executors import ExecutorSpec
 from etl_assets.settings import NAME_PATTERN, StrictModel, env_var_names, refuse_secrets
 from etl_assets.sinks.base import SinkSetup, SinkSpecBase
 from etl_assets.sinks.registry import SINK_KINDS
@@ -72,6 +73,7 @@ class PipelineSpec(StrictModel):
     sinks: dict[str, SinkSpec] = Field(default_factory=dict)
     staging: StagingSpec = Field(default_factory=StagingSpec)
     dead_letters: DeadLetterSpec = Field(default_factory=DeadLetterSpec)
+    executor: ExecutorSpec = Field(default_factory=ExecutorSpec)
     masked_parameters: list[str] = Field(
         default_factory=list, description="more URL parameter names whose values are secrets "
                                           "(e.g. sig, X-Amz-Signature), masked in every log, "
@@ -106,6 +108,10 @@ class PipelineSpec(StrictModel):
                 sink.check_in_pipeline(self.sink_setup(name))
             except ValueError as exc:
                 raise ValueError(f"sink {name!r}: {exc}") from None
+        unknown = sorted(set(self.executor.queues) - set(self.sources) - set(self.sinks))
+        if unknown:
+            raise ValueError(f"executor.queues: no source or sink {', '.join(unknown)} "
+                             f"(sources and sinks: {', '.join([*self.sources, *self.sinks])})")
         return self
 
     def sink_setup(self, sink_name: str) -> SinkSetup[Any]:
@@ -128,7 +134,8 @@ class PipelineSpec(StrictModel):
                 for field, variable in env_var_names(model):
                     found.setdefault(variable, []).append(f"{section} {name!r} field {field!r}")
         for field, variable in [*env_var_names(self.staging, "staging"),
-                                *env_var_names(self.dead_letters, "dead_letters")]:
+                                *env_var_names(self.dead_letters, "dead_letters"),
+                                *self.executor.environment_variables()]:
             found.setdefault(variable, []).append(f"field {field!r}")
         return found
 
