@@ -15,7 +15,7 @@ DG := VIRTUAL_ENV=$(abspath $(VENV)) $(BIN)/dg
 DAGSTER_JOB_EXECUTE := PYTHONWARNINGS='ignore:Function `job_execute_command` is superseded' \
 	$(BIN)/dagster job execute
 
-.PHONY: install demo dev status stop-demo test test-fast lint bench bench-pg bench-mysql bench-pg-migrate bench-bigquery bench-http bench-http-source bench-parquet bench-backfill bench-extract
+.PHONY: install demo dev status stop-demo test test-fast lint bench bench-pg bench-mysql bench-pg-migrate bench-bigquery bench-http bench-http-source bench-parquet bench-backfill bench-extract bench-scale
 
 install: $(VENV)/.installed
 
@@ -106,6 +106,11 @@ bench-http-source: install
 # per partition (in process, and `dagster job execute` extrapolated).
 bench-backfill: install
 	$(BIN)/python bench/backfill.py $(BENCH_ARGS)
+
+# 8 partitions x 250k rows as runs whose steps are Celery tasks: 1 worker vs 2, staging on
+# local disk vs S3 (moto); Redis at 127.0.0.1:6379 (db 14), Dagster's storage on PostgreSQL.
+bench-scale: install
+	$(BIN)/python bench/scale.py $(BENCH_ARGS)
 
 # Extracting one window of 1M rows x 10 columns (PostgreSQL, MariaDB, SQLite): ours vs
 # connectorx, pandas and dlt (`bench` extra); then the window end to end vs connectorx + COPY.

@@ -79,6 +79,16 @@ def storage_options_without_secrets(value: dict[str, Any]) -> dict[str, Any]:
                            "the environment (e.g. AWS_ACCESS_KEY_ID), not the spec")
 
 
+def absolute_root(url: str) -> str:
+    """``url`` unless it is a relative local path, which would name another folder in each
+    working directory a step runs in (a ValueError saying what to give instead)."""
+    if is_local_url(url) and not url.startswith(("/", "${", "~", "file://")):
+        raise ValueError(f"{url!r} is relative: each process would find it in its own working "
+                         f"directory; give an absolute path, ${{ETL_ASSETS_HOME}}/..., or an "
+                         f"object store URL (s3://...)")
+    return url
+
+
 class StorageLocation(StrictModel):
     """A folder of etl_assets' own (``root``): a local path or an fsspec URL."""
 
@@ -88,6 +98,7 @@ class StorageLocation(StrictModel):
 
     _root_secrets = field_validator("root")(secrets_from_env_only)
     _root_scheme = field_validator("root")(check_storage_url)
+    _root_absolute = field_validator("root")(absolute_root)
     _options = field_validator("storage_options")(storage_options_without_secrets)
 
     def folder(self) -> Folder:
@@ -100,7 +111,7 @@ class Folder:
     it are ``/``-separated relative paths."""
 
     def __init__(self, url: str, storage_options: dict[str, Any] | None = None) -> None:
-        self.url = expand_vars(url).rstrip("/")
+        self.url = os.path.expanduser(expand_vars(url)).rstrip("/")
         self.storage_options = dict(storage_options or {})
         self.fs, root = fsspec.core.url_to_fs(self.url, **self.storage_options)
         self.is_local = isinstance(self.fs, LocalFileSystem)

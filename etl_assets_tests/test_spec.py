@@ -240,6 +240,9 @@ dead_letters: {root: "gs://lake/dead_letters"}
     ('staging: {root: "s3://lake/x", storage_options: {secret: "s"}}',
      "field 'staging.storage_options': secret look like secrets"),
     ('staging: {root: "https://user:pw@host/x"}', "field 'staging.root': holds a secret"),
+    ('dead_letters: {root: "out/dead_letters"}',
+     "field 'dead_letters.root': 'out/dead_letters' is relative: each process would find it in "
+     "its own working directory"),
 ])
 def test_a_storage_url_this_installation_cannot_open_is_a_spec_error(
         tmp_path: Path, section: str, error: str) -> None:
