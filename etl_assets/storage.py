@@ -184,21 +184,30 @@ class Folder:
             out.write(data)
 
     @contextlib.contextmanager
-    def writing(self, name: str) -> Iterator[IO[bytes]]:
+    def writing(self, name: str, *, in_place: bool = False) -> Iterator[IO[bytes]]:
         """A file to write ``name`` into; ``name`` appears, whole, when the block ends without
-        an error, and not at all when it raises."""
+        an error, and not at all when it raises. ``in_place``: a local file is written under
+        its own name, not a temp name renamed and synced (for files that something written
+        after them makes visible, such as a staged version's manifest); it is removed when the
+        block raises."""
         if self.is_local:
             final = Path(self.path(name))
             final.parent.mkdir(parents=True, exist_ok=True)
-            temp = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.tmp")
+            temp = final if in_place else \
+                final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.tmp")
+            done = False
             try:
                 with open(temp, "wb") as out:
                     yield out
-                    out.flush()
-                    os.fsync(out.fileno())
-                os.replace(temp, final)
+                    if not in_place:
+                        out.flush()
+                        os.fsync(out.fileno())
+                if not in_place:
+                    os.replace(temp, final)
+                done = True
             finally:
-                temp.unlink(missing_ok=True)
+                if not done or not in_place:
+                    temp.unlink(missing_ok=True)
             return
         out = self.fs.open(self.path(name), "wb")
         try:

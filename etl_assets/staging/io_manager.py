@@ -137,7 +137,8 @@ def _write_shards(files: Folder, stream: RecordBatchStream, shard_rows: int,
     while True:
         name = f"part-{len(manifest.shards):05d}.parquet"
         rows = 0
-        with files.writing(name) as out, pq.ParquetWriter(out, stream.schema) as writer:
+        with files.writing(name, in_place=True) as out, \
+                pq.ParquetWriter(out, stream.schema) as writer:
             while (batch := batches.peek()) is not None and \
                     not (rows and rows + batch.num_rows > shard_rows):
                 next(batches)

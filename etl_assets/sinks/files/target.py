@@ -49,13 +49,14 @@ class FileTarget(Folder):
             out.write(json.dumps({"version": version}).encode())
 
     @contextlib.contextmanager
-    def writing(self, name: str, temp_dir: str | None = None) -> Iterator[IO[bytes]]:
+    def writing(self, name: str, temp_dir: str | None = None, *,
+                in_place: bool = False) -> Iterator[IO[bytes]]:
         """A file to write ``name`` into; it replaces ``name`` when the block ends without an
         error, and is removed when it raises. An object-store file is prepared in ``temp_dir``
         (default: the system's temp folder) and uploaded when whole, so a retry of the upload
         does not write it again."""
         if self.is_local:
-            with super().writing(name) as out:
+            with super().writing(name, in_place=in_place) as out:
                 yield out
             return
         with tempfile.NamedTemporaryFile(prefix="etl_assets_upload_", dir=temp_dir) as out:
