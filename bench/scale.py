@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import shutil
 import signal
@@ -275,6 +276,10 @@ def main() -> None:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     url = make_url(ADMIN_URL).set(database=database).render_as_string(hide_password=False)
     admin = make_url(ADMIN_URL)
+    # moto takes any credentials; the bench's S3 client and every run and worker read these
+    os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench",
+                      AWS_DEFAULT_REGION="us-east-1")
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's request log
     s3 = S3Server(free_port())
     s3.start()
     bucket = f"bench-{uuid.uuid4().hex[:8]}"
@@ -282,8 +287,7 @@ def main() -> None:
            "DAGSTER_PG_HOST": admin.host or "127.0.0.1", "DAGSTER_PG_PORT": str(admin.port or 5432),
            "DAGSTER_PG_USER": admin.username or "postgres",
            "DAGSTER_PG_PASSWORD": admin.password or "", "DAGSTER_PG_DB": dagster_db,
-           "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
-           "AWS_DEFAULT_REGION": "us-east-1", "PYTHONWARNINGS": "ignore"}
+           "PYTHONWARNINGS": "ignore"}
     try:
         s3.client().create_bucket(Bucket=bucket)
         print(f"generating {rows:,} rows in {args.partitions} one-hour windows ...", flush=True)
