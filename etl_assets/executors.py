@@ -14,18 +14,22 @@ import logging
 import os
 import re
 import uuid
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Iterator, Sequence
+from typing import Any, Literal
 
+from dagster import DagsterEvent, ExecutorDefinition, in_process_executor, multiprocess_executor
+from dagster._core.execution.context.system import PlanOrchestrationContext
+from dagster._core.execution.plan.plan import ExecutionPlan
+from dagster._core.execution.retries import RetryMode
+from dagster._core.execution.step_dependency_config import StepDependencyConfig
+from dagster._core.executor.base import Executor
 from pydantic import Field, field_validator, model_validator
 
 from etl_assets.code_versions import NotData
 from etl_assets.errors import ConfigurationError
+from etl_assets.run_monitoring import register_run_process
 from etl_assets.secrets import mask_text, remember_secrets_in, secret_parts
 from etl_assets.settings import StrictModel, env_var_names
-
-if TYPE_CHECKING:
-    from dagster import ExecutorDefinition
 
 ExecutorKind = Literal["in_process", "multiprocess", "celery"]
 CELERY_EXTRA = "celery"
@@ -151,16 +155,27 @@ def celery_module(where: str) -> Any:  # noqa: ANN401 (a module)
 
 def executor_definition(spec: ExecutorSpec) -> ExecutorDefinition:
     """The Dagster executor of ``spec``, configured."""
-    from dagster import in_process_executor, multiprocess_executor
-
     if spec.kind == "in_process":
         return in_process_executor
     if spec.kind == "multiprocess":
         if spec.max_concurrent is None:
             return multiprocess_executor
         return multiprocess_executor.configured({"max_concurrent": spec.max_concurrent})
-    executor: ExecutorDefinition = celery_module("executor").celery_executor
-    return executor.configured(spec.celery_config())
+    celery: ExecutorDefinition = celery_module("executor").celery_executor
+    return _tagging_the_run_process(celery).configured(spec.celery_config())
+
+
+def _tagging_the_run_process(definition: ExecutorDefinition) -> ExecutorDefinition:
+    """``definition`` whose executor first tags the run with the process that executes its
+    plan (:func:`etl_assets.run_monitoring.register_run_process`: no step runs in it, so no
+    step can), then executes as it would: run monitoring then fails the run when that
+    process dies, as it does for runs whose steps run in their own process."""
+    create = definition.executor_creation_fn
+    assert create is not None
+    return ExecutorDefinition(
+        name=definition.name, config_schema=definition.config_schema.as_field(),
+        requirements=definition.get_requirements, description=definition.description,
+        executor_creation_fn=lambda init_context: _RunProcessTagging(create(init_context)))
 
 
 def _resolved(value: str, field: str) -> str:
@@ -175,6 +190,31 @@ def _resolved(value: str, field: str) -> str:
                                  f"is not set (the Celery {field} URL)")
     remember_secrets_in(resolved)
     return resolved
+
+
+class _RunProcessTagging(Executor):
+    """An executor that tags the run with its process, then lets ``inner`` execute it. It is
+    the plan context's executor, on which the inner one's execution loop reads its own
+    settings (dagster-celery's ``app_args()``...): they are the inner one's."""
+
+    def __init__(self, inner: Executor) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:  # noqa: ANN401 (whatever the inner one has)
+        return getattr(self._inner, name)
+
+    @property
+    def retries(self) -> RetryMode:
+        return self._inner.retries
+
+    @property
+    def step_dependency_config(self) -> StepDependencyConfig:
+        return self._inner.step_dependency_config
+
+    def execute(self, plan_context: PlanOrchestrationContext,
+                execution_plan: ExecutionPlan) -> Iterator[DagsterEvent]:
+        register_run_process(plan_context.instance, plan_context.run_id)
+        return self._inner.execute(plan_context, execution_plan)
 
 
 class _Masking(logging.Filter):

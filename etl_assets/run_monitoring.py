@@ -88,20 +88,32 @@ def register_run_worker(context: AssetExecutionContext | OpExecutionContext) -> 
 
     The run worker is the process that started the run: this one (in-process executor) or
     its parent (a step subprocess of the multiprocess executor); elsewhere (a step on another
-    host) nothing is tagged.
+    host, a Celery worker: :func:`register_run_process` tagged the run) nothing is tagged.
     """
     run, instance = context.run, context.instance
     if run.run_id in _registered or RUN_WORKER_TAG in run.tags:
         return
     _registered.add(run.run_id)
     pid = _run_start_pid(instance, run.run_id)
-    if pid not in (os.getpid(), os.getppid()):
-        return
+    if pid in (os.getpid(), os.getppid()):
+        _tag(instance, run.run_id, pid)
+
+
+def register_run_process(instance: DagsterInstance, run_id: str) -> None:
+    """Tag run ``run_id`` with this process, the one executing its plan, when its steps run in
+    other processes that outlive it (Celery workers): called by the executor before it
+    hands out the first step."""
+    if run_id not in _registered:
+        _registered.add(run_id)
+        _tag(instance, run_id, os.getpid())
+
+
+def _tag(instance: DagsterInstance, run_id: str, pid: int) -> None:
     try:
         worker = RunWorker.of_process(pid)
     except psutil.Error:
         return
-    instance.add_run_tags(run.run_id, {RUN_WORKER_TAG: worker.to_tag()})
+    instance.add_run_tags(run_id, {RUN_WORKER_TAG: worker.to_tag()})
 
 
 def _run_start_pid(instance: DagsterInstance, run_id: str) -> int | None:

@@ -31,6 +31,12 @@ from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus
 from psycopg import sql
 from sqlalchemy.engine import make_url
 
+from etl_assets.run_monitoring import (
+    RUN_WORKER_TAG,
+    LocalRunWorkerLauncher,
+    RunWorker,
+    WorkerStatus,
+)
 from etl_assets_testing.servers.s3 import S3Bucket, S3Server
 from etl_assets_tests.conftest import PgSchema, _unavailable, project_dagster_home
 from etl_assets_tests.sinks.mysql.mariadb import MariaDb
@@ -421,3 +427,40 @@ def test_two_workers_without_a_shared_disk_staging_and_dead_letters_on_s3(
     for home in (deployment.run_home, extractor.home, loader.home):
         assert not (home / "staging").exists(), home
         assert not (home / "dead_letters").exists(), home
+
+
+def test_a_killed_run_process_is_seen_by_run_monitoring_though_its_steps_run_on_workers(
+        redis_broker: str, deployment: Deployment, pg: PgSchema, maria: MariaDb,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The run's process executes no step (workers do), so the executor tags the run with it
+    before the first step goes out; no worker runs here: the run waits for its first step."""
+    source = create_source(pg, ROWS)
+    deployment.env["ETL_ASSETS_CELERY_BROKER"] = redis_broker
+    deployment.write_spec(pipeline(pg, maria, source, {"kind": "celery"}))
+    key = deployment.add_partitions("src")[0]
+    log = deployment.run_dir / "waiting.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [str(BIN / "dagster"), "job", "execute", "-m", "etl_assets.definitions", "-j",
+             "src_job", "--tags", json.dumps({"dagster/partition": key})],
+            cwd=deployment.run_dir, env=deployment.env, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True)
+    launcher = LocalRunWorkerLauncher()
+    try:
+        with deployment.instance(monkeypatch) as instance:
+            deadline = time.monotonic() + RUN_TIMEOUT_S
+            while not (runs := instance.get_runs()) or RUN_WORKER_TAG not in runs[0].tags:
+                assert process.poll() is None, log.read_text()[-4000:]
+                assert time.monotonic() < deadline, "the run was never tagged"
+                time.sleep(0.2)
+            (run,) = runs
+            assert RunWorker.from_tag(run.tags[RUN_WORKER_TAG]).pid == process.pid
+            assert launcher.check_run_worker_health(run).status == WorkerStatus.RUNNING
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(10)
+            health = launcher.check_run_worker_health(instance.get_run_by_id(run.run_id))
+            assert health.status == WorkerStatus.NOT_FOUND
+            assert f"pid {process.pid}" in health.msg
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
