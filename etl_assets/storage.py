@@ -151,8 +151,7 @@ class Folder:
         """What is directly in folder ``name`` (files, or folders when ``folders``) ending in
         ``suffix``, sorted; hidden names (``.``) left out."""
         try:
-            found = self.fs.ls(self.path(name), detail=True, refresh=True) if not self.is_local \
-                else self.fs.ls(self.path(name), detail=True)
+            found = self.fs.ls(self.path(name), detail=True, refresh=True)  # not a cached listing
         except (FileNotFoundError, NotADirectoryError):
             return []
         kind = "directory" if folders else "file"

@@ -121,7 +121,6 @@ class ObjectPartitionVersions:
 
     def __init__(self, folder: Folder) -> None:
         self.folder = folder
-        self.name = folder.root.rsplit("/", 1)[-1]
 
     @property
     def location(self) -> str:
@@ -142,13 +141,6 @@ class ObjectPartitionVersions:
         found = [(_number(name), name) for name in self.folder.names(folders=True)]
         return sorted(((n, name) for n, name in found if n is not None), reverse=True)
 
-    def _finished(self, name: str) -> bool:
-        try:
-            self.folder.read_bytes(f"{name}/{MANIFEST}")
-            return True
-        except FileNotFoundError:
-            return False
-
     def current_name(self) -> str | None:
         """The current version's folder name (None: nothing published)."""
         pointer = self._pointer()
@@ -168,7 +160,7 @@ class ObjectPartitionVersions:
         that is ``written``, False when a newer one is (``written`` is superseded)."""
         while True:
             newest = next(((n, name) for n, name in self._versions()
-                           if n >= written.version and self._finished(name)), None)
+                           if n >= written.version and self._finished_at(name) is not None), None)
             if newest is None:
                 raise StagingError(f"{written.files.display} has no manifest: not publishable")
             pointer = self._pointer()
@@ -189,7 +181,7 @@ class ObjectPartitionVersions:
             files = self.folder.child(pointer.name)
             lease = f"{READERS}/{uuid.uuid4().hex}.json"
             files.write_bytes(lease, _me().encode())
-            if self._finished(pointer.name):
+            if self._finished_at(pointer.name) is not None:
                 return ObjectPin(self, files, pointer.version, lease)
             files.remove(lease)
             if self._pointer() == pointer:
@@ -201,20 +193,22 @@ class ObjectPartitionVersions:
         removed = Removed([])
         pointer = self._pointer()
         versions = self._versions()
-        finished_after: dict[int, str] = {}  # version -> the next newer finished one
-        newer: str | None = None
+        # when each published version was finished (its manifest's written_at), read once
+        finished_at = {} if pointer is None else {
+            name: at for number, name in versions
+            if (number < pointer.version or name == pointer.name)
+            and (at := self._finished_at(name)) is not None}
+        superseded_at: float | None = None  # when the next newer published version finished
         for number, name in versions:  # newest first
-            finished_after[number] = newer or ""
-            if pointer is not None and number <= pointer.version and self._finished(name):
-                newer = name
-        for number, name in versions:
             if pointer is not None and name == pointer.name:
+                superseded_at = finished_at.get(name)
                 continue
-            superseded = pointer is not None and number < pointer.version \
-                and self._finished(name)
-            if superseded and not self._may_go_superseded(name, finished_after[number]):
-                continue
-            if not superseded and not self._writer_gone(name, number):
+            if name in finished_at:  # published before the current one: superseded
+                go = self._may_go_superseded(name, superseded_at)
+                superseded_at = finished_at[name]
+            else:
+                go = self._writer_gone(name, number)
+            if not go:
                 continue
             files = self.folder.child(name)
             size = sum(int(entry.get("size") or 0) for entry in
@@ -224,14 +218,20 @@ class ObjectPartitionVersions:
             removed.bytes += size
         return removed
 
-    def _may_go_superseded(self, name: str, successor: str) -> bool:
+    def _finished_at(self, name: str) -> float | None:
+        """When version ``name``'s manifest was written (seconds since the epoch; None: not
+        finished; infinity: a manifest that does not say, whose successors never go)."""
         try:
-            written_at = json.loads(self.folder.read_bytes(f"{successor}/{MANIFEST}"))[
-                "written_at"]
-            superseded_s = time.time() - datetime.fromisoformat(written_at).timestamp()
-        except (FileNotFoundError, ValueError, KeyError, TypeError):
-            return False
-        if superseded_s < SUPERSEDED_GRACE_S:
+            manifest = self.folder.read_bytes(f"{name}/{MANIFEST}")
+        except FileNotFoundError:
+            return None
+        try:
+            return datetime.fromisoformat(json.loads(manifest)["written_at"]).timestamp()
+        except (ValueError, KeyError, TypeError):
+            return float("inf")
+
+    def _may_go_superseded(self, name: str, superseded_at: float | None) -> bool:
+        if superseded_at is None or time.time() - superseded_at < SUPERSEDED_GRACE_S:
             return False
         readers = self.folder.child(f"{name}/{READERS}")
         for lease in readers.names(suffix=".json"):
