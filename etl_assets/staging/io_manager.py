@@ -81,10 +81,13 @@ def write_staged(where: Where, stream: RecordBatchStream, *, run_id: str, shard_
     make it current atomically, unless a newer version was published meanwhile (then this one
     is discarded: the partition already holds a later extraction). Leftovers of a local
     partition's asset are swept first (``sweep``; a range run sweeps before its first window
-    only)."""
+    only); the partition itself is swept after publishing."""
     versions = _partition(where)
-    if sweep:
-        _sweep_leftovers(versions, log)
+    if sweep and isinstance(versions, PartitionVersions):
+        # what killed writers left in any partition of the asset (a folder listing each); on
+        # an object store the sweep after publishing, of this partition, is the only one (a
+        # listing there costs a request per partition)
+        sweep_asset(versions.asset_dir, log)
     written = versions.allocate(run_id)
     manifest = StagedManifest(run_id=run_id, version=written.version)
     raw = stream.notes.raw_pages
@@ -113,19 +116,6 @@ def write_staged(where: Where, stream: RecordBatchStream, *, run_id: str, shard_
         log.info(f"staging {versions.location}: removed {len(removed.names)} older or "
                  f"abandoned version(s), {removed.bytes:,} bytes")
     return manifest
-
-
-def _sweep_leftovers(versions: StagedPartition, log: Log | None) -> None:
-    """What killed writers left and what readers no longer hold: locally in every partition of
-    the asset (a folder listing each), on an object store in the partition written (a listing
-    there costs a request per partition)."""
-    if isinstance(versions, PartitionVersions):
-        sweep_asset(versions.asset_dir, log)
-        return
-    removed = versions.sweep()
-    if removed.names and log is not None:
-        log.info(f"staging {versions.location}: removed {len(removed.names)} leftover(s), "
-                 f"{removed.bytes:,} bytes: {', '.join(removed.names)}")
 
 
 def _write_shards(files: Folder, stream: RecordBatchStream, shard_rows: int,

@@ -25,8 +25,8 @@ Removal keeps the rules of local staging, with leases where local disk has locks
   but never made current) goes when its writer is gone (a process of this host that no longer
   runs) or it is older than ``ABANDONED_AFTER_S`` (a writer on another host).
 A lease of a process of another host counts as live for ``ABANDONED_AFTER_S``. Each staging
-write sweeps the partition it writes (an object store's listing of every partition of an asset
-would cost a request each).
+write sweeps the partition it writes once it published (an object store's listing of every
+partition of an asset would cost a request each).
 """
 
 from __future__ import annotations
